@@ -1,0 +1,158 @@
+"""The `blipflow` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from collections.abc import Coroutine
+from typing import Annotated, Any, Optional
+
+import typer
+
+from blipflow.blip import Blip
+from blipflow.config import ConfigError, Settings, load_settings
+from blipflow.formatting import blip_json, format_blip
+from blipflow.identity import IdentityResolver
+from blipflow.source import SourceUnavailable
+from blipflow.store import Store, StoreError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Letta agents in the thought.stream chat, as Prefect flows.")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Prefect reads these at import; the project keeps its Prefect state local and never phones home.
+PREFECT_DEFAULTS = {
+    "PREFECT_HOME": str(PROJECT_ROOT / ".prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "blipflow",
+}
+
+
+class Output(str, Enum):
+    human = "human"
+    json = "json"
+
+
+class SourceName(str, Enum):
+    jetstream = "jetstream"
+    firehose = "firehose"
+
+
+class State:
+    config_file: Optional[Path] = None
+
+
+state = State()
+
+
+@app.callback()
+def main_options(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="config file (default: config.yaml)")] = None,
+) -> None:
+    state.config_file = config
+
+
+def settings() -> Settings:
+    return load_settings(state.config_file)
+
+
+@app.command()
+def run(
+    source: Annotated[SourceName, typer.Option(help="where blips come from")] = SourceName.jetstream,
+) -> None:
+    """Run the main job: ingest every blip into the DuckDB store, until Ctrl-C."""
+    loaded = settings()
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    from flows.ingest import ingest  # Prefect is imported only now, after its environment is set
+
+    path = str(state.config_file) if state.config_file else None
+    typer.echo(f"ingesting from {source.value} into {loaded.store.path} (Ctrl-C stops)", err=True)
+    until_interrupted(ingest(source=source.value, config_file=path))
+
+
+@app.command()
+def monitor(
+    dids: Annotated[Optional[str], typer.Option(help="only these authors, comma-separated DIDs")] = None,
+    output: Annotated[Output, typer.Option(help="human, or one JSON object per line")] = Output.human,
+    source: Annotated[SourceName, typer.Option(help="where blips come from")] = SourceName.jetstream,
+) -> None:
+    """Print blips live as they arrive (read-only; stores nothing but the identity cache)."""
+    from blipflow.ingest import make_source
+    from blipflow.monitor import MonitorSink
+
+    loaded = settings()
+    if dids:
+        loaded.jetstream.wanted_dids = [did.strip() for did in dids.split(",") if did.strip()]
+    resolver = identity_resolver(loaded)
+    sink = MonitorSink(resolver, lambda blip: show(blip, output))
+    stream = make_source(loaded, source.value)
+
+    async def watch() -> None:
+        showing = asyncio.create_task(sink.show_forever())
+        try:
+            await stream.run(sink, None)
+        finally:
+            showing.cancel()
+
+    try:
+        until_interrupted(watch())
+    finally:
+        resolver.close()
+
+
+@app.command()
+def history(
+    limit: Annotated[int, typer.Option(min=1, help="how many of the latest blips")] = 20,
+    dids: Annotated[Optional[str], typer.Option(help="only these authors, comma-separated DIDs")] = None,
+    output: Annotated[Output, typer.Option(help="human, or one JSON object per line")] = Output.human,
+) -> None:
+    """Print the latest blips from the store, oldest first."""
+    loaded = settings()
+    if not loaded.store.path.exists():
+        raise StoreError(f"store {loaded.store.path}: no such file yet (run `blipflow run` first)")
+    store = Store(loaded.store.path, lock_timeout=loaded.store.lock_timeout)
+    wanted = [did.strip() for did in dids.split(",")] if dids else None
+    for blip in store.latest_blips(limit, wanted):
+        show(blip, output)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Check the configuration and print it, secrets masked."""
+    typer.echo(settings().model_dump_json(indent=2))
+
+
+def until_interrupted(work: Coroutine[Any, Any, Any]) -> None:
+    """Run `work`; Ctrl-C (after the work's own graceful stop) ends the command quietly."""
+    try:
+        asyncio.run(work)
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
+
+
+def identity_resolver(loaded: Settings) -> IdentityResolver:
+    store = Store(loaded.store.path, lock_timeout=loaded.store.lock_timeout)
+    return IdentityResolver(store, plc_url=loaded.bluesky.plc_uri, ttl_seconds=loaded.identity.ttl_seconds)
+
+
+def show(blip: Blip, output: Output) -> None:
+    if output is Output.json:
+        typer.echo(blip_json(blip))
+    else:
+        typer.echo(format_blip(blip) + "\n" + "-" * 60)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        app()  # usage errors get Typer's own message and exit code
+    except (ConfigError, StoreError, SourceUnavailable) as error:
+        typer.echo(f"blipflow: {error}", err=True)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)

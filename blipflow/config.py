@@ -1,0 +1,216 @@
+"""Settings: `config.yaml`, then environment variables, then built-in defaults.
+
+Environment names follow thought.stream (`BLUESKY_USERNAME`, `LETTA_API_KEY`, ...) so an existing
+thought.stream `.env` keeps working; everything else is `BLIPFLOW_<SECTION>__<FIELD>`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = Path("config.yaml")
+CONFIG_FILE_ENV = "BLIPFLOW_CONFIG"
+
+PUBLIC_JETSTREAM_INSTANCES = [
+    "wss://jetstream2.us-east.bsky.network",
+    "wss://jetstream1.us-east.bsky.network",
+    "wss://jetstream1.us-west.bsky.network",
+    "wss://jetstream2.us-west.bsky.network",
+]
+
+# thought.stream's variable names, mapped onto our fields.
+LEGACY_ENV = {
+    "BLUESKY_USERNAME": ("bluesky", "username"),
+    "BLUESKY_PASSWORD": ("bluesky", "password"),
+    "PDS_URI": ("bluesky", "pds_uri"),
+    "LETTA_API_KEY": ("letta", "api_key"),
+    "LETTA_BASE_URL": ("letta", "base_url"),
+    "JETSTREAM_INSTANCE": ("jetstream", "instances"),
+}
+LETTA_AGENT_ID_ENV = "LETTA_AGENT_ID"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message is one line naming the field and its origin."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BlueskyConfig(Section):
+    username: str | None = None
+    password: SecretStr | None = None
+    pds_uri: str = "https://bsky.social"
+    plc_uri: str = "https://plc.directory"
+
+
+class LettaConfig(Section):
+    api_key: SecretStr | None = None
+    base_url: str = "http://127.0.0.1:8283"
+    timeout: float = Field(default=60.0, gt=0)
+
+
+class JetstreamConfig(Section):
+    instances: list[str] = Field(default_factory=lambda: list(PUBLIC_JETSTREAM_INSTANCES), min_length=1)
+    wanted_collections: list[str] = Field(default_factory=lambda: ["stream.thought.blip"])
+    wanted_dids: list[str] = Field(default_factory=list)
+    reconnect_delay: float = Field(default=1.0, gt=0, description="first backoff step, seconds")
+    max_reconnect_delay: float = Field(default=60.0, gt=0)
+    max_reconnect_attempts: int = Field(default=0, ge=0, description="0 = keep trying forever")
+    rewind_seconds: float = Field(default=5.0, ge=0, description="replay this much before the cursor")
+
+    @field_validator("instances", "wanted_collections", "wanted_dids", mode="before")
+    @classmethod
+    def split_comma_list(cls, value: Any) -> Any:
+        # One environment variable can carry a list: JETSTREAM_INSTANCE=host1,host2
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class IngestConfig(Section):
+    flush_interval: float = Field(default=0.2, gt=0, description="longest a received blip waits in memory, s")
+    flush_max_events: int = Field(default=20_000, gt=0, description="flush early once this many are buffered")
+    max_content_bytes: int = Field(default=30_000, gt=0, description="larger blips are counted and skipped")
+    max_frame_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+class StoreConfig(Section):
+    path: Path = Path("data/blipflow.duckdb")
+    lock_timeout: float = Field(default=60.0, gt=0, description="how long to wait for another process's lock, s")
+
+
+class IdentityConfig(Section):
+    ttl_seconds: float = Field(default=6 * 3600, gt=0)
+
+
+class AgentConfig(Section):
+    name: str = Field(min_length=1)
+    agent_id: str = Field(min_length=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        env_prefix="BLIPFLOW_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
+
+    bluesky: BlueskyConfig = Field(default_factory=BlueskyConfig)
+    letta: LettaConfig = Field(default_factory=LettaConfig)
+    jetstream: JetstreamConfig = Field(default_factory=JetstreamConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    agents: list[AgentConfig] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file, the file beats defaults; the file itself arrives as init kwargs.
+        return (LegacyEnvSource(settings_cls), env_settings, init_settings)
+
+
+class LegacyEnvSource(PydanticBaseSettingsSource):
+    """thought.stream's environment variable names."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for env_name, (section, key) in LEGACY_ENV.items():
+            if env_name in os.environ:
+                values.setdefault(section, {})[key] = os.environ[env_name]
+        return values
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit is not None:
+        return Path(explicit)
+    return Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the settings, or raise ConfigError with one line that names the bad field and where it came from.
+
+    An explicitly named file must exist; the default `config.yaml` may be absent (embedded defaults).
+    """
+    file = config_path(path)
+    explicit = path is not None or CONFIG_FILE_ENV in os.environ
+    data = read_config_file(file, required=explicit)
+    try:
+        settings = Settings(**data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, file)) from None
+    if not settings.agents and os.environ.get(LETTA_AGENT_ID_ENV):
+        # thought.stream runs one agent per process, named by LETTA_AGENT_ID.
+        settings.agents = [AgentConfig(name="default", agent_id=os.environ[LETTA_AGENT_ID_ENV])]
+    return settings
+
+
+def read_config_file(file: Path, *, required: bool) -> dict[str, Any]:
+    if not file.exists():
+        if required:
+            raise ConfigError(f"{file}: config file not found")
+        return {}
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{file}: cannot read config file: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{file}:{line} not valid YAML: {getattr(error, 'problem', error)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping of sections at the top, got {type(data).__name__}")
+    return data
+
+
+def describe_validation_error(error: ValidationError, file: Path) -> str:
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        origin = env_origin(item["loc"]) or str(file)
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting"
+        elif item["type"] == "missing":
+            message = "required setting is missing"
+        elif "input" in item and not isinstance(item["input"], (dict, list)) and "password" not in field and "key" not in field:
+            message = f"{message} (got {item['input']!r})"
+        problems.append(f"{origin}: {field}: {message}")
+    head = problems[0]
+    if len(problems) > 1:
+        head += f" (and {len(problems) - 1} more: " + "; ".join(problems[1:]) + ")"
+    return f"bad config: {head}"
+
+
+def env_origin(loc: tuple[Any, ...]) -> str | None:
+    """The environment variable that set the field at `loc`, if one did."""
+    if len(loc) < 2:
+        return None
+    section, key = str(loc[0]), str(loc[1])
+    for env_name, target in LEGACY_ENV.items():
+        if target == (section, key) and env_name in os.environ:
+            return env_name
+    nested = f"BLIPFLOW_{section}__{key}".upper()
+    if nested in {name.upper() for name in os.environ}:
+        return nested
+    return None

@@ -1,0 +1,102 @@
+"""DID → handle and display name, cached in the store with a TTL.
+
+Resolution goes through the configured PLC directory and the account's PDS, never DNS (handles are
+not verified by DNS here: that needs the open internet, which offline and test networks lack).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
+
+import httpx
+
+from blipflow.store import Identity, Store
+
+log = logging.getLogger(__name__)
+
+PROFILE_COLLECTION = "app.bsky.actor.profile"
+
+
+class IdentityResolver:
+    def __init__(self, store: Store, *, plc_url: str, ttl_seconds: float, timeout: float = 5.0) -> None:
+        self.store = store
+        self.plc_url = plc_url.rstrip("/")
+        self.ttl = timedelta(seconds=ttl_seconds)
+        self.http = httpx.Client(timeout=timeout)
+        self.hits = 0
+        self.misses = 0
+
+    def close(self) -> None:
+        self.http.close()
+
+    def resolve(self, dids: list[str]) -> dict[str, Identity]:
+        """Identities for `dids`, fresh from the cache where possible; unresolvable DIDs map to a bare Identity."""
+        wanted = sorted(set(dids))
+        cached = self.store.identities(wanted)
+        fresh_after = datetime.now(timezone.utc) - self.ttl
+        result: dict[str, Identity] = {}
+        fetched: list[Identity] = []
+        for did in wanted:
+            known = cached.get(did)
+            if known is not None and known.fetched_at is not None and known.fetched_at >= fresh_after:
+                self.hits += 1
+                result[did] = known
+                continue
+            self.misses += 1
+            identity = self.fetch(did, known)
+            result[did] = identity
+            if identity.fetched_at is not None:
+                fetched.append(identity)
+        if fetched:
+            self.store.save_identities(fetched)
+        self.store.add_counters({"identity.cache_hits": self.hits, "identity.cache_misses": self.misses})
+        self.hits = self.misses = 0
+        return result
+
+    def fetch(self, did: str, known: Identity | None) -> Identity:
+        """Resolve one DID now. On failure keep what was known (a handle from an identity event, say)."""
+        try:
+            document = self.did_document(did)
+        except (httpx.HTTPError, ValueError) as error:
+            log.warning("cannot resolve %s: %s", did, error)
+            return known or Identity(did, None, None, None, None)
+        handle = next(
+            (aka.removeprefix("at://") for aka in document.get("alsoKnownAs", []) if aka.startswith("at://")),
+            None,
+        )
+        pds = next(
+            (s.get("serviceEndpoint") for s in document.get("service", []) if str(s.get("id", "")).endswith("#atproto_pds")),
+            None,
+        )
+        display_name = self.display_name(did, pds) if pds else None
+        return Identity(did, handle, display_name, pds, datetime.now(timezone.utc))
+
+    def did_document(self, did: str) -> dict:
+        if did.startswith("did:plc:"):
+            url = f"{self.plc_url}/{quote(did)}"
+        elif did.startswith("did:web:"):
+            url = f"https://{did.removeprefix('did:web:').replace(':', '/')}/.well-known/did.json"
+        else:
+            raise ValueError(f"unsupported DID method in {did}")
+        response = self.http.get(url)
+        response.raise_for_status()
+        document = response.json()
+        if not isinstance(document, dict):
+            raise ValueError(f"DID document of {did} is not an object")
+        return document
+
+    def display_name(self, did: str, pds: str) -> str | None:
+        try:
+            response = self.http.get(
+                f"{pds.rstrip('/')}/xrpc/com.atproto.repo.getRecord",
+                params={"repo": did, "collection": PROFILE_COLLECTION, "rkey": "self"},
+            )
+        except httpx.HTTPError as error:
+            log.warning("cannot read the profile of %s: %s", did, error)
+            return None
+        if response.status_code != 200:
+            return None  # no profile record: many agents never set one
+        name = response.json().get("value", {}).get("displayName")
+        return name if isinstance(name, str) and name else None

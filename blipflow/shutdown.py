@@ -1,0 +1,52 @@
+"""Stopping long-running loops gracefully on SIGTERM/SIGINT, then letting the signal take its usual course.
+
+A Prefect worker cancels a flow run by sending SIGTERM to its process, and Prefect turns that signal
+into the run's Cancelled state. We first stop reading and flush, then hand the signal back to
+whoever handled it before (Prefect, or Python's KeyboardInterrupt for Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """Within this block SIGTERM/SIGINT call `stop()`; on leaving, a caught signal is re-raised."""
+    if threading.current_thread() is not threading.main_thread():
+        # Signals reach only the main thread; elsewhere cancellation arrives as CancelledError instead.
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    caught: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        caught.append(sig)
+        if len(caught) == 1:
+            stop()
+        else:  # a second signal: stop waiting for the graceful path
+            restore()
+            signal.raise_signal(sig)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield
+    finally:
+        if len(caught) <= 1:
+            restore()
+        if len(caught) == 1:
+            signal.raise_signal(caught[0])

@@ -1,0 +1,39 @@
+"""What a source of events (Jetstream, a firehose) and the ingest that consumes them agree on."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from blipflow.events import BadFrame, Event
+
+
+class SourceUnavailable(Exception):
+    """No configured endpoint could be read; the message names them."""
+
+
+class EventSink(Protocol):
+    """Receives a source's events. `accept` and `reject` are synchronous so the read loop stays cheap;
+    a source awaits `drain()` whenever `backlogged` is true, which is how slow storage pushes back."""
+
+    backlogged: bool
+
+    def accept(self, event: Event) -> None: ...
+
+    def advance(self, position: int) -> None:
+        """Everything up to `position`, the source's resumable cursor, has been handed over."""
+
+    def reject(self, bad: BadFrame) -> None: ...
+
+    def connected(self, endpoint: str) -> None: ...
+
+    def disconnected(self, endpoint: str) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+class Source(Protocol):
+    @property
+    def cursor_key(self) -> str: ...
+
+    async def run(self, sink: EventSink, stored_cursor: int | None) -> None: ...
+

@@ -1,0 +1,1 @@
+"""Prefect blocks: credentials for ATProto accounts and Letta."""

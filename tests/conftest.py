@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.support.network", "tests.support.jetstream_standin"]
