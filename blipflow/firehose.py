@@ -11,6 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+import orjson
 from atproto import AsyncFirehoseSubscribeReposClient, parse_subscribe_repos_message
 
 from blipflow.events import BadFrame, CommitEvent, Event
@@ -33,7 +34,8 @@ def events_from_message(message: Any) -> list[Event]:
     if not events:
         return []
     time_us = time_us_of(time_text)  # translate_message only passes messages whose time is RFC 3339
-    return [event_from_dict({**event, "time_us": time_us}) for event in events]
+    stamped = [{**event, "time_us": time_us} for event in events]
+    return [event_from_dict(event, orjson.dumps(event).decode()) for event in stamped]
 
 
 class FirehoseSource:

@@ -62,22 +62,22 @@ def parse_event(frame: str | bytes) -> Event:
         data = orjson.loads(frame)
     except orjson.JSONDecodeError as error:
         raise BadFrame("not_json", str(error)) from None
-    return event_from_dict(data)
+    return event_from_dict(data, frame)
 
 
-def event_from_dict(data: Any) -> Event:
-    """A decoded v1 event (from a frame, or translated from a firehose message) as an Event."""
+def event_from_dict(data: Any, raw: str | bytes) -> Event:
+    """A decoded v1 event as an Event; `raw` is the same event as JSON text."""
     if not isinstance(data, dict):
         raise BadFrame("not_object", f"top level is {type(data).__name__}")
     did = data.get("did")
     time_us = data.get("time_us")
     if not isinstance(did, str) or not did.startswith("did:"):
         raise BadFrame("bad_did", f"did={did!r}")
-    if type(time_us) is not int:
+    if type(time_us) is not int or not 0 <= time_us < 2**63:
         raise BadFrame("bad_time_us", f"time_us={time_us!r} for {did}")
     kind = data.get("kind")
     if kind == "commit":
-        return parse_commit(did, time_us, data.get("commit"))
+        return parse_commit(did, time_us, data.get("commit"), raw)
     if kind == "identity":
         identity = data.get("identity")
         handle = identity.get("handle") if isinstance(identity, dict) else None
@@ -91,7 +91,7 @@ def event_from_dict(data: Any) -> Event:
     raise BadFrame("unknown_kind", f"kind={kind!r} for {did}")
 
 
-def parse_commit(did: str, time_us: int, commit: Any) -> CommitEvent:
+def parse_commit(did: str, time_us: int, commit: Any, raw: str | bytes) -> CommitEvent:
     if not isinstance(commit, dict):
         raise BadFrame("bad_commit", f"commit is {type(commit).__name__} for {did}")
     operation = commit.get("operation")
@@ -103,12 +103,16 @@ def parse_commit(did: str, time_us: int, commit: Any) -> CommitEvent:
     if not isinstance(collection, str) or not isinstance(rkey, str) or not collection or not rkey:
         raise BadFrame("bad_commit", f"collection={collection!r} rkey={rkey!r} for {did}")
     if operation == "delete":
-        return CommitEvent(did, time_us, operation, collection, rkey, rev if isinstance(rev, str) else None, None, None)
+        return CommitEvent(did, time_us, operation, collection, rkey, optional_text(rev), None, None, raw)
     record = commit.get("record")
     cid = commit.get("cid")
     if not isinstance(record, dict) or not isinstance(cid, str):
         raise BadFrame("bad_commit", f"{operation} of {collection}/{rkey} for {did} without record or cid")
-    return CommitEvent(did, time_us, operation, collection, rkey, rev if isinstance(rev, str) else None, cid, record)
+    return CommitEvent(did, time_us, operation, collection, rkey, optional_text(rev), cid, record, raw)
+
+
+def optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class JetstreamSource:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import orjson
 
 B32 = "abcdefghijklmnopqrstuvwxyz234567"
+B32_SORTABLE = "234567abcdefghijklmnopqrstuvwxyz"  # the alphabet of TIDs, so that they sort by time
 WORDS = (
     "agent memory context network protocol record stream thought blip reply thread model letta "
     "atproto jetstream signal pattern emergent conversation research analysis observe hypothesis "
@@ -27,7 +28,7 @@ def random_id(rng: random.Random, length: int) -> str:
 def tid(time_us: int, clock_id: int) -> str:
     """An ATProto TID (timestamp identifier) for `time_us`."""
     value = (time_us << 10) | (clock_id & 0x3FF)
-    return "".join(B32[(value >> shift) & 31] for shift in range(60, -1, -5))
+    return "".join(B32_SORTABLE[(value >> shift) & 31] for shift in range(60, -1, -5))
 
 
 def iso(time_us: int) -> str:

@@ -1,223 +1,50 @@
 """Tests of the Jetstream v1 stand-in (tests/support/jetstream_standin.py).
 
-Three layers:
-- the pure core (translation, filtering, cursor replay) with hand-built firehose messages;
+The translation of firehose messages into v1 events lives in blipflow/firehose_events.py and is tested in
+tests/test_firehose_events.py; the message builders are shared from tests/support/repo_builders.py.
+
+Layers here:
+- the pure core (event log, filtering, cursor replay) with hand-built firehose messages;
 - the websocket server in-process, fed through `StandinServer.ingest` (no PDS needed);
+- the stand-in process in replay mode (``--events-file``), and against a scripted firehose;
 - the stand-in process against the real local PDS (fixtures `atproto_network` and `jetstream`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
-import os
-import struct
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import libipld
+import orjson
 import pytest
 import websockets
 from websockets.asyncio.client import connect as aconnect
 from websockets.sync.client import connect as sconnect
 
+from blipflow.firehose_events import translate_message
+from blipflow.simulator import simulate_events
 from tests.support import jetstream_standin as js
-
-# ---------------------------------------------------------------------------------------------------
-# Helpers: a tiny canonical DAG-CBOR encoder (explicit links), CIDs and CARs
-# ---------------------------------------------------------------------------------------------------
-
-
-class L:
-    """A CID link to encode (tag 42)."""
-
-    def __init__(self, cid: str) -> None:
-        self.cid = cid
-
-
-def _head(major: int, n: int) -> bytes:
-    if n < 24:
-        return bytes([major << 5 | n])
-    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if n < 1 << (8 * size):
-            return bytes([major << 5 | info]) + n.to_bytes(size, "big")
-    raise ValueError(n)
-
-
-def cbor(value: Any) -> bytes:
-    if value is None:
-        return b"\xf6"
-    if value is True:
-        return b"\xf5"
-    if value is False:
-        return b"\xf4"
-    if isinstance(value, int):
-        return _head(0, value) if value >= 0 else _head(1, -1 - value)
-    if isinstance(value, float):
-        return b"\xfb" + struct.pack(">d", value)
-    if isinstance(value, str):
-        raw = value.encode()
-        return _head(3, len(raw)) + raw
-    if isinstance(value, bytes):
-        return _head(2, len(value)) + value
-    if isinstance(value, L):
-        raw = b"\x00" + libipld.decode_multibase(value.cid)[1]
-        return b"\xd8\x2a" + _head(2, len(raw)) + raw
-    if isinstance(value, list):
-        return _head(4, len(value)) + b"".join(cbor(v) for v in value)
-    if isinstance(value, dict):
-        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))  # DAG-CBOR canonical order
-        return _head(5, len(keys)) + b"".join(cbor(k) + cbor(value[k]) for k in keys)
-    raise TypeError(type(value))
-
-
-def cid_bytes(block: bytes) -> bytes:
-    return bytes([0x01, 0x71, 0x12, 0x20]) + hashlib.sha256(block).digest()
-
-
-def cid_of(block: bytes) -> str:
-    return libipld.encode_cid(cid_bytes(block))
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def car(root: bytes, blocks: list[bytes]) -> bytes:
-    header = cbor({"roots": [L(libipld.encode_cid(root))], "version": 1})
-    out = _varint(len(header)) + header
-    for block in blocks:
-        section = cid_bytes(block) + block
-        out += _varint(len(section)) + section
-    return out
-
-
-DID_A = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
-DID_B = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"
-NOW = "2026-01-01T00:00:00.000Z"
-BLIP = "stream.thought.blip"
-
-
-def commit_message(did: str, rev: str, ops: list[tuple], *, seq: int = 1, extra_blocks=(), too_big=False) -> dict:
-    """A #commit body as the firehose sends it: ops = [(action, collection, rkey, record-or-None), ...]."""
-    blocks, wire_ops = [], []
-    for action, collection, rkey, record in ops:
-        block = cbor(record) if record is not None else None
-        if block is not None:
-            blocks.append(block)
-        wire_ops.append({"action": action, "path": f"{collection}/{rkey}", "cid": cid_bytes(block) if block else None})
-    commit_block = cbor({"did": did, "rev": rev, "version": 3})
-    return {
-        "$type": "#commit",
-        "repo": did,
-        "rev": rev,
-        "seq": seq,
-        "time": NOW,
-        "tooBig": too_big,
-        "ops": wire_ops,
-        "blocks": car(cid_bytes(commit_block), [commit_block, *blocks, *extra_blocks]),
-    }
-
-
-def sdk_message(body: dict) -> Any:
-    """The same body through the SDK's parser, as the server sees it."""
-    from atproto_firehose import parse_subscribe_repos_message
-    from atproto_subscription.frames import MessageFrame, MessageFrameHeader
-
-    kind = body["$type"]
-    fields = {k: v for k, v in body.items() if k != "$type"}
-    if kind == "#commit":
-        commit_cid = cid_bytes(b"commit")
-        fields = {"blobs": [], "commit": commit_cid, "rebase": False, **fields}
-    return parse_subscribe_repos_message(MessageFrame(MessageFrameHeader(t=kind), fields))
-
-
-def identity_message(did: str, seq: int, handle: str | None = "alice.test") -> dict:
-    body = {"$type": "#identity", "did": did, "seq": seq, "time": NOW}
-    if handle is not None:
-        body["handle"] = handle
-    return body
-
-
-def account_message(did: str, seq: int, active: bool = True, status: str | None = None) -> dict:
-    body = {"$type": "#account", "did": did, "seq": seq, "time": NOW, "active": active}
-    if status is not None:
-        body["status"] = status
-    return body
-
-
-def blip_record(text: str, **extra: Any) -> dict:
-    return {"$type": BLIP, "content": text, "createdAt": NOW, **extra}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Pure core: record decoding
-# ---------------------------------------------------------------------------------------------------
-
-LINK = "bafyreidwaivazkwu67xztlmuobx35hs2lnfh3kolmgfmucldvhd3sgzcqi"
-RAW_LINK = "bafkreias7oxbr6swsuggccmtnqpoeami4jza5x4w3urltn6gzhqf4k6k2e"
-
-
-def test_record_links_bytes_blobs_and_key_order():
-    record = {
-        "$type": BLIP,
-        "zeta": 1,
-        "alpha": {"link": L(LINK), "bytes": b"\x00\x01\xfehello"},
-        "image": {"$type": "blob", "ref": L(RAW_LINK), "mimeType": "image/jpeg", "size": 119635},
-        "list": [L(LINK), L(LINK)],
-        "nothing": None,
-        "neg": -5,
-    }
-    decoded = js.decode_record(cbor(record))
-    assert decoded["alpha"]["link"] == {"$link": LINK}
-    # $bytes is unpadded standard base64 (Go's base64.RawStdEncoding)
-    assert decoded["alpha"]["bytes"] == {"$bytes": base64.b64encode(b"\x00\x01\xfehello").decode().rstrip("=")}
-    assert "=" not in decoded["alpha"]["bytes"]["$bytes"]
-    assert decoded["list"] == [{"$link": LINK}, {"$link": LINK}]
-    assert decoded["nothing"] is None and decoded["neg"] == -5
-    # Go marshals maps with sorted keys; blobs in struct order: $type, ref, mimeType, size
-    assert list(decoded) == sorted(decoded)
-    assert list(decoded["image"]) == ["$type", "ref", "mimeType", "size"]
-    assert decoded["image"]["ref"] == {"$link": RAW_LINK}
-    text = js.encode_event({"did": DID_A, "time_us": 1, "kind": "commit", "commit": {"record": decoded}})
-    assert '"image":{"$type":"blob","ref":{"$link":"' + RAW_LINK + '"},"mimeType":"image/jpeg","size":119635}' in text
-
-
-def test_record_bytes_that_look_like_a_cid_stay_bytes():
-    # libipld would call these a link; Jetstream (indigo) keeps CBOR byte strings as $bytes.
-    raw = cid_bytes(b"looks like a cid")
-    decoded = js.decode_record(cbor({"$type": BLIP, "b": raw}))
-    assert decoded["b"] == {"$bytes": base64.b64encode(raw).decode().rstrip("=")}
-
-
-@pytest.mark.parametrize(
-    "record",
-    [
-        {"$type": BLIP, "f": 1.5},  # non-integral float
-        {"$type": BLIP, "mixed": [1, "a"]},  # non-homogenous array
-        {"$type": ""},  # empty $type
-        {"$type": 5},  # non-string $type
-        {"$type": BLIP, "img": {"$type": "blob", "ref": L(LINK), "mimeType": "x/y"}},  # blob without size
-        {"$type": BLIP, "l": {"$link": "not-a-cid"}},
-    ],
+from tests.support.repo_builders import (
+    BLIP,
+    DID_A,
+    DID_B,
+    L,
+    account_message,
+    blip_record,
+    cbor,
+    cid_of,
+    commit_message,
+    identity_message,
 )
-def test_records_jetstream_cannot_decode_are_rejected(record):
-    with pytest.raises(js.RecordDecodeError):
-        js.decode_record(cbor(record))
 
-
-def test_integral_floats_become_integers():
-    assert js.decode_record(cbor({"$type": BLIP, "n": 3.0}))["n"] == 3
+# ---------------------------------------------------------------------------------------------------
+# Pure core: encoding and the event log
+# ---------------------------------------------------------------------------------------------------
 
 
 def test_encode_event_escapes_html_like_go():
@@ -226,96 +53,11 @@ def test_encode_event_escapes_html_like_go():
     assert json.loads(text)["commit"]["record"]["t"] == "<a&b>\u2028"
 
 
-# ---------------------------------------------------------------------------------------------------
-# Pure core: translating firehose messages
-# ---------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("via_sdk", [False, True], ids=["dict", "sdk-model"])
-def test_translate_create_update_delete(via_sdk):
-    created = blip_record("hello", reply={"root": {"cid": LINK, "uri": "at://x"}}, ref=L(LINK))
-    updated = blip_record("hello, edited")
-    body = commit_message(
-        DID_A,
-        "3l3qo2vutsw2b",
-        [("create", BLIP, "3kaaa", created), ("update", BLIP, "3kbbb", updated), ("delete", BLIP, "3kccc", None)],
-    )
-    message = sdk_message(body) if via_sdk else body
-    events = js.translate_message(message)
-    assert [e["commit"]["operation"] for e in events] == ["create", "update", "delete"]
-    create, update, delete = events
-    assert create["did"] == DID_A and create["kind"] == "commit"
-    assert list(create["commit"]) == ["rev", "operation", "collection", "rkey", "record", "cid"]
-    assert create["commit"]["rev"] == "3l3qo2vutsw2b"
-    assert create["commit"]["collection"] == BLIP and create["commit"]["rkey"] == "3kaaa"
-    assert create["commit"]["cid"] == cid_of(cbor(created))
-    assert create["commit"]["record"]["ref"] == {"$link": LINK}  # CID -> $link
-    assert create["commit"]["record"]["reply"]["root"]["cid"] == LINK  # a string stays a string
-    assert update["commit"]["record"]["content"] == "hello, edited"
-    assert update["commit"]["cid"] == cid_of(cbor(updated))
-    assert delete["commit"] == {"rev": "3l3qo2vutsw2b", "operation": "delete", "collection": BLIP, "rkey": "3kccc"}
-
-
-def test_translate_skips_what_jetstream_skips():
-    good = blip_record("good")
-    body = commit_message(DID_A, "3l3qo2vutsw2b", [("create", BLIP, "ok", good)])
-    # an op whose block is missing from the CAR
-    body["ops"].append({"action": "create", "path": f"{BLIP}/missing", "cid": cid_bytes(b"absent")})
-    # an op whose record fails to decode
-    bad = cbor({"$type": BLIP, "f": 0.5})
-    body["ops"].append({"action": "create", "path": f"{BLIP}/badrec", "cid": cid_bytes(bad)})
-    body["blocks"] = car(cid_bytes(b"c"), [cbor(good), bad])
-    # an unknown action, a create without a cid, a path without an rkey
-    body["ops"] += [
-        {"action": "frob", "path": f"{BLIP}/x", "cid": None},
-        {"action": "create", "path": f"{BLIP}/nocid", "cid": None},
-        {"action": "delete", "path": BLIP, "cid": None},
-    ]
-    events = js.translate_message(body)
-    assert [e["commit"]["rkey"] for e in events] == ["ok"]
-    assert js.translate_message(commit_message(DID_A, "3l3", [("create", BLIP, "x", good)], too_big=True)) == []
-    assert js.translate_message({**body, "time": "yesterday"}) == []
-
-
-def test_translate_detects_block_hash_mismatch():
-    record = blip_record("x")
-    body = commit_message(DID_A, "3l3qo2vutsw2b", [("create", BLIP, "r", record)])
-    body["ops"][0]["cid"] = cid_bytes(b"something else")
-    # the CAR carries the record under the wrong CID
-    section = cid_bytes(b"something else") + cbor(record)
-    body["blocks"] = car(cid_bytes(b"c"), []) + _varint(len(section)) + section
-    assert js.translate_message(body) == []
-
-
-@pytest.mark.parametrize("via_sdk", [False, True], ids=["dict", "sdk-model"])
-def test_translate_identity_and_account(via_sdk):
-    convert = sdk_message if via_sdk else (lambda body: body)
-    (identity,) = js.translate_message(convert(identity_message(DID_A, 7)))
-    assert identity == {
-        "did": DID_A,
-        "kind": "identity",
-        "identity": {"did": DID_A, "handle": "alice.test", "seq": 7, "time": NOW},
-    }
-    assert list(identity["identity"]) == ["did", "handle", "seq", "time"]
-    (no_handle,) = js.translate_message(convert(identity_message(DID_A, 8, handle=None)))
-    assert "handle" not in no_handle["identity"]
-    (account,) = js.translate_message(convert(account_message(DID_B, 9, active=False, status="deactivated")))
-    assert account["account"] == {"active": False, "did": DID_B, "seq": 9, "status": "deactivated", "time": NOW}
-    assert list(account["account"]) == ["active", "did", "seq", "status", "time"]
-    (active,) = js.translate_message(convert(account_message(DID_B, 10)))
-    assert active["account"] == {"active": True, "did": DID_B, "seq": 10, "time": NOW}
-
-
-def test_sync_and_info_messages_produce_nothing():
-    assert js.translate_message({"$type": "#sync", "did": DID_A, "seq": 1, "time": NOW}) == []
-    assert js.translate_message({"$type": "#info", "name": "OutdatedCursor"}) == []
-
-
 def test_log_frames_have_go_field_order_and_increasing_time_us():
     frozen = js.MonotonicClock(now_us=lambda: 1_000)
     log = js.EventLog(frozen)
-    first = log.append(js.translate_message(identity_message(DID_A, 1))[0])
-    second = log.append(js.translate_message(commit_message(DID_A, "3l3", [("delete", BLIP, "k", None)]))[0])
+    first = log.append(translate_message(identity_message(DID_A, 1))[0])
+    second = log.append(translate_message(commit_message(DID_A, "3l3", [("delete", BLIP, "k", None)]))[0])
     assert (first.time_us, second.time_us) == (1_000, 1_001)  # strictly increasing even when the clock stalls
     assert first.frame.startswith('{"did":"%s","time_us":1000,"kind":"identity","identity":{' % DID_A)
     assert second.frame == (
@@ -333,7 +75,7 @@ def test_log_frames_have_go_field_order_and_increasing_time_us():
 def _log_with(*messages: dict) -> js.EventLog:
     log = js.EventLog(js.MonotonicClock(now_us=lambda: 100))
     for message in messages:
-        for event in js.translate_message(message):
+        for event in translate_message(message):
             log.append(event)
     return log
 
@@ -400,15 +142,15 @@ def test_cursor_is_inclusive():
 def test_seam_between_replay_and_live_has_no_gap_or_duplicate():
     log = js.EventLog(js.MonotonicClock(now_us=lambda: 0))
     for i in range(10):
-        log.append(js.translate_message(commit_message(DID_A, "3l", [("delete", BLIP, f"k{i}", None)]))[0])
+        log.append(translate_message(commit_message(DID_A, "3l", [("delete", BLIP, f"k{i}", None)]))[0])
     sub = js.Subscription(log, js.SubscriberOptions.parse(cursor=log.entries[4].time_us))
     live_only = js.Subscription(log, js.SubscriberOptions.parse())
     seen = _names(sub.take(limit=3))  # partway through the replay...
     for i in range(10, 13):  # ...new live events arrive
-        log.append(js.translate_message(commit_message(DID_A, "3l", [("delete", BLIP, f"k{i}", None)]))[0])
+        log.append(translate_message(commit_message(DID_A, "3l", [("delete", BLIP, f"k{i}", None)]))[0])
     seen += _names(sub.take(limit=2))
     seen += _names(sub.take())
-    log.append(js.translate_message(commit_message(DID_A, "3l", [("delete", BLIP, "k13", None)]))[0])
+    log.append(translate_message(commit_message(DID_A, "3l", [("delete", BLIP, "k13", None)]))[0])
     seen += _names(sub.take())
     assert seen == [f"k{i}" for i in range(4, 14)]
     assert _names(live_only.take()) == ["k10", "k11", "k12", "k13"]
@@ -465,43 +207,6 @@ def test_max_message_size_skips_big_events():
         commit_message(DID_A, "3l2", [("create", BLIP, "big", blip_record("x" * 2000))]),
     )
     assert _replay(log, cursor=0, max_message_size_bytes=1000) == ["small"]
-
-
-CORPUS = os.environ.get("JETSTREAM_V1_CORPUS")
-
-
-@pytest.mark.skipif(not CORPUS, reason="set JETSTREAM_V1_CORPUS to jetstream's internal/corpus/testdata to run")
-def test_against_production_jetstream_corpus():
-    """Relay frames vs what production Jetstream v1 served for them (jetstream's own corpus, not vendored)."""
-    import re
-
-    import zstandard
-    from atproto_firehose import parse_subscribe_repos_message
-    from atproto_subscription.frames import Frame
-
-    corpus = Path(CORPUS)
-    raw = zstandard.ZstdDecompressor().stream_reader(open(corpus / "frames.bin.zst", "rb")).read()
-    ours, pos = {}, 0
-    while pos < len(raw):
-        (size,) = struct.unpack("<I", raw[pos : pos + 4])
-        frame = Frame.from_bytes(raw[pos + 4 : pos + 4 + size])
-        pos += 4 + size
-        for event in js.translate_message(parse_subscribe_repos_message(frame)):
-            text = js.encode_event({"did": event["did"], "time_us": 0, "kind": event["kind"], **event})
-            ours[_corpus_key(text)] = text
-    expected = {}
-    for line in (corpus / "expected_v1.jsonl").read_text().splitlines():
-        text = re.sub(r'"time_us":\d+', '"time_us":0', line, count=1)
-        expected[_corpus_key(text)] = text
-    assert ours == expected  # byte for byte, apart from time_us
-
-
-def _corpus_key(text: str) -> tuple:
-    event = json.loads(text)
-    if event["kind"] == "commit":
-        c = event["commit"]
-        return (event["did"], c.get("rev"), c["collection"], c["rkey"], c["operation"])
-    return (event["did"], event[event["kind"]]["seq"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -640,6 +345,140 @@ def test_server_inject_and_disconnect_controls():
 def _http_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replay mode (--events-file): a file of v1 events, time_us as given, as the whole log
+# ---------------------------------------------------------------------------------------------------
+
+
+def _write_events(path: Path, events: list[dict]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
+    return path
+
+
+@pytest.fixture(scope="module")
+def replay_events() -> list[dict]:
+    events = list(simulate_events(1_500, seed=11))  # more than one send burst
+    # one record with characters Jetstream escapes, to check the frames are the Go encoding
+    events[3]["commit"]["record"]["content"] = "<b>&\u2028</b>"
+    return events
+
+
+def test_event_log_keeps_stamped_events_as_given():
+    log = js.EventLog(js.MonotonicClock(now_us=lambda: 5))
+    events = list(simulate_events(3, seed=1))
+    for event in events:
+        log.append_stamped(event)
+    assert [entry.time_us for entry in log.entries] == [event["time_us"] for event in events]
+    assert [entry.frame for entry in log.entries] == [js.encode_event(event) for event in events]
+    assert log.entries[0].collection == BLIP
+    # events appended later (live) still come after the stamped ones
+    later = log.append(translate_message(identity_message(DID_A, 1))[0])
+    assert later.time_us == events[-1]["time_us"] + 1
+
+
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        ([], "not a JSON object"),
+        ({"did": DID_A, "time_us": 10, "kind": "post", "post": {}}, "kind must be one of"),
+        ({"did": DID_A, "time_us": 10, "kind": "identity"}, "'identity' must be an object"),
+        ({"did": DID_A, "time_us": 10, "kind": "identity", "identity": {}, "extra": 1}, "unexpected fields"),
+        ({"did": "", "time_us": 10, "kind": "identity", "identity": {}}, "did must be"),
+        ({"did": DID_A, "time_us": "10", "kind": "identity", "identity": {}}, "time_us must be a positive integer"),
+        ({"did": DID_A, "time_us": True, "kind": "identity", "identity": {}}, "time_us must be a positive integer"),
+        ({"did": DID_A, "time_us": 10, "kind": "commit", "commit": {"rkey": "x"}}, "commit.collection"),
+        ({"did": DID_A, "time_us": 100, "kind": "identity", "identity": {}}, "time_us 100 does not increase"),
+        ({"did": DID_A, "time_us": 99, "kind": "identity", "identity": {}}, "time_us 99 does not increase"),
+    ],
+)
+def test_event_log_rejects_what_is_not_a_later_v1_event(event, message):
+    log = js.EventLog()
+    log.append_stamped({"did": DID_B, "time_us": 100, "kind": "identity", "identity": {"did": DID_B}})
+    with pytest.raises(js.EventsFileError, match=message):
+        log.append_stamped(event)
+    assert len(log) == 1
+
+
+def test_load_events_file_names_file_and_line(tmp_path):
+    server = js.StandinServer(None)
+    good = _write_events(tmp_path / "good.jsonl", list(simulate_events(5, seed=2)))
+    good.write_bytes(good.read_bytes() + b"\n")  # a trailing blank line is fine
+    assert server.load_events_file(good) == 5
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(good.read_bytes().replace(b"\n", b"\n{oops\n", 1))
+    with pytest.raises(js.EventsFileError, match=r"bad\.jsonl:2: invalid JSON"):
+        js.StandinServer(None).load_events_file(bad)
+    with pytest.raises(js.EventsFileError, match=r"missing\.jsonl: cannot read"):
+        js.StandinServer(None).load_events_file(tmp_path / "missing.jsonl")
+
+
+def test_replay_process_serves_the_file_from_cursor_0(replay_events, tmp_path):
+    path = _write_events(tmp_path / "events.jsonl", replay_events)
+    standin = js.JetstreamStandin.start(events_file=path, log_path=tmp_path / "standin.log", timeout=20)
+    try:
+        assert standin.events == len(replay_events) and standin.firehose_url is None
+        assert standin.status()["events"] == len(replay_events)
+        expected = [js.encode_event(event) for event in replay_events]
+        with sconnect(standin.subscribe_url(cursor=0), compression=None, open_timeout=10) as ws:
+            frames = [ws.recv(10) for _ in replay_events]
+            assert frames == expected  # every event, in order, byte for byte (time_us as given)
+            with pytest.raises(TimeoutError):
+                ws.recv(0.3)  # then the live tail, which is empty
+        assert "\\u003cb\\u003e\\u0026\\u2028" in frames[3]
+        # an inclusive cursor in the middle, and a filtered subscriber, get their part of the same log
+        middle = replay_events[700]["time_us"]
+        with sconnect(standin.subscribe_url(cursor=middle), compression=None, open_timeout=10) as ws:
+            assert [ws.recv(10) for _ in replay_events[700:]] == expected[700:]
+            with pytest.raises(TimeoutError):
+                ws.recv(0.3)
+        did = replay_events[0]["did"]
+        mine = [frame for frame, event in zip(expected, replay_events) if event["did"] == did]
+        with sconnect(standin.subscribe_url(wanted_dids=[did], cursor=0), compression=None, open_timeout=10) as ws:
+            assert [ws.recv(10) for _ in mine] == mine
+            with pytest.raises(TimeoutError):
+                ws.recv(0.3)
+        # without a cursor: live only, and there is no live traffic in replay mode
+        with sconnect(standin.subscribe_url(), compression=None, open_timeout=10) as ws:
+            with pytest.raises(TimeoutError):
+                ws.recv(0.3)
+    finally:
+        code = standin.stop()
+    assert code == 0 and not standin.alive()
+
+
+def test_replay_process_refuses_a_file_out_of_order(tmp_path):
+    events = list(simulate_events(3, seed=5))
+    events[2]["time_us"] = events[1]["time_us"]  # equal is not strictly increasing
+    path = _write_events(tmp_path / "events.jsonl", events)
+    with pytest.raises(RuntimeError, match=r"exit code 2") as info:
+        js.JetstreamStandin.start(events_file=path, log_path=tmp_path / "standin.log", timeout=20)
+    assert f"events.jsonl:3: time_us {events[1]['time_us']} does not increase strictly" in str(info.value)
+
+
+def test_replay_process_cli(tmp_path):
+    import subprocess
+    import sys
+
+    path = _write_events(tmp_path / "events.jsonl", list(simulate_events(4, seed=6)))
+    command = [sys.executable, "-m", "tests.support.jetstream_standin", "--events-file", str(path), "--port", "0"]
+    process = subprocess.Popen(command, cwd=js._PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = js._readline_with_timeout(process, 20)
+        assert line.startswith("READY ")
+        ready = json.loads(line[len("READY ") :])
+        assert ready["events"] == 4 and ready["url"].startswith("ws://127.0.0.1:")
+    finally:
+        assert js._terminate(process) == 0
+    both = subprocess.run(
+        [*command, "--firehose", "ws://127.0.0.1:9"], cwd=js._PROJECT_ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    with pytest.raises(ValueError, match="exactly one"):
+        js.JetstreamStandin.start()
+    with pytest.raises(ValueError, match="exactly one"):
+        js.JetstreamStandin.start("ws://127.0.0.1:9", events_file=path)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,26 +4,30 @@ Jetstream itself cannot be built here, so this module re-implements the part of 
 following the v1 server (bluesky-social/jetstream, pkg/consumer, pkg/server, pkg/models) and, for the
 record JSON, indigo's atproto/data package that Jetstream marshals records with.
 
+The translation itself (DAG-CBOR records in a CAR to Jetstream's record JSON, and `translate_message`:
+one parsed ``#commit``/``#identity``/``#account`` message into v1 event dicts without ``time_us``) lives
+in `blipflow.firehose_events`, shared with blipflow's firehose source.
+
 Layout (top to bottom):
 
 1. The pure core, testable without any network:
-   - `decode_record` / `read_car_blocks`: DAG-CBOR record blocks in a CAR to Jetstream's JSON
-     (CID links as ``{"$link": ...}``, bytes as ``{"$bytes": <unpadded base64>}``, blobs as
-     ``{"$type": "blob", "ref", "mimeType", "size"}``, map keys sorted the way Go marshals maps).
-   - `translate_message`: one parsed firehose message (``#commit``/``#identity``/``#account``) into
-     v1 event dicts, one per repo operation, without ``time_us``.
+   - `encode_event`: an event as the JSON text Jetstream sends (Go field order, HTML escaping).
    - `EventLog`: assigns ``time_us`` (strictly increasing wall-clock microseconds), serialises each
-     event once, and keeps every event for cursor replay.
+     event once, and keeps every event for cursor replay; `append_stamped` keeps an event's own
+     ``time_us`` (replay mode).
    - `SubscriberOptions` (query parsing, validation, filtering) and `Subscription` (a reader's position
      in the log: inclusive cursor replay that turns into the live tail with no gap and no duplicate).
 2. The server (`StandinServer`): a `websockets` server on 127.0.0.1 serving ``/subscribe``, fed by the
-   atproto SDK's `AsyncFirehoseSubscribeReposClient` from cursor 0, reconnecting when the PDS goes away.
+   atproto SDK's `AsyncFirehoseSubscribeReposClient` from cursor 0, reconnecting when the PDS goes away;
+   or, in replay mode, by a file of v1 events loaded up front (`load_events_file`). Frames are encoded
+   once and written to each subscriber in bursts (`_send_burst`), so a replay runs at socket speed.
 3. Test controls, which are NOT part of Jetstream and live on their own paths:
    ``/_inject`` (websocket; each frame it receives goes verbatim to every current subscriber, live only,
    never stored), ``/_disconnect`` (HTTP GET or websocket; closes every subscriber connection,
    ``?mode=abort`` drops them without a close frame), ``/_status`` (HTTP GET; JSON counters).
-4. The process entry point (``python -m tests.support.jetstream_standin --firehose ws://127.0.0.1:N``),
-   the `JetstreamStandin` handle, and the session-scoped pytest fixture `jetstream`.
+4. The process entry point (``python -m tests.support.jetstream_standin --firehose ws://127.0.0.1:N``, or
+   ``--events-file PATH`` for replay mode: prints ``READY {"url": ..., "events": N}``), the
+   `JetstreamStandin` handle, and the session-scoped pytest fixture `jetstream`.
 
 Known deviations from real Jetstream are listed in `DEVIATIONS`.
 """
@@ -76,19 +80,32 @@ MAX_WANTED_DIDS = 10_000
 MAX_WANTED_COLLECTIONS = 100
 
 
+_HTML_ESCAPES = (
+    (b"<", b"\\u003c"),
+    (b">", b"\\u003e"),
+    (b"&", b"\\u0026"),
+    ("\u2028".encode(), b"\\u2028"),
+    ("\u2029".encode(), b"\\u2029"),
+)
+
+
+def encode_event_bytes(event: Mapping[str, Any]) -> bytes:
+    """`encode_event` as UTF-8 bytes, the payload of the text frame (what the server keeps and sends)."""
+    data = orjson.dumps(event)
+    # '<', '>', '&', U+2028 and U+2029 can only occur inside JSON strings, so this is safe to do on the text
+    # (and on its UTF-8 bytes: no other character's encoding contains these byte sequences).
+    if b"<" in data or b">" in data or b"&" in data or b"\xe2\x80" in data:
+        for raw, escaped in _HTML_ESCAPES:
+            if raw in data:
+                data = data.replace(raw, escaped)
+    # orjson hands back its whole output buffer (about 4 KiB for a 700-byte event); the log keeps every
+    # event, so keep an exact-size copy.
+    return bytes(memoryview(data))
+
+
 def encode_event(event: Mapping[str, Any]) -> str:
     """An event as the JSON text Jetstream sends: Go field order, compact, HTML-escaped like encoding/json."""
-    text = orjson.dumps(event).decode("utf-8")
-    # '<', '>', '&', U+2028 and U+2029 can only occur inside JSON strings, so this is safe to do on the text.
-    if any(ch in text for ch in "<>&\u2028\u2029"):
-        text = (
-            text.replace("<", "\\u003c")
-            .replace(">", "\\u003e")
-            .replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028")
-            .replace("\u2029", "\\u2029")
-        )
-    return text
+    return encode_event_bytes(event).decode("utf-8")
 
 
 class MonotonicClock:
@@ -103,14 +120,30 @@ class MonotonicClock:
         self._last = value
         return value
 
+    def advance_past(self, time_us: int) -> None:
+        """Make every later `now` greater than `time_us` (after events stamped elsewhere)."""
+        self._last = max(self._last, time_us)
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LogEntry:
     time_us: int
     did: str
     kind: str
     collection: str  # "" for identity and account events, which every collection filter lets through
-    frame: str
+    data: bytes  # the frame's UTF-8 payload, encoded once and sent as is to every subscriber
+
+    @property
+    def frame(self) -> str:
+        """The JSON text of the frame."""
+        return self.data.decode("utf-8")
+
+
+EVENT_KINDS = ("commit", "identity", "account")
+
+
+class EventsFileError(ValueError):
+    """An ``--events-file`` that is not a file of v1 events in strictly increasing ``time_us`` order."""
 
 
 class EventLog:
@@ -124,16 +157,47 @@ class EventLog:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def append(self, event: Mapping[str, Any]) -> LogEntry:
-        """Stamp `event` with the next ``time_us`` (Go field order: did, time_us, kind, body) and keep it."""
-        time_us = self.clock.now()
-        kind = event["kind"]
-        stamped = {"did": event["did"], "time_us": time_us, "kind": kind, kind: event[kind]}
-        collection = event["commit"].get("collection", "") if kind == "commit" else ""
-        entry = LogEntry(time_us, event["did"], kind, collection, encode_event(stamped))
+    def _keep(self, time_us: int, did: str, kind: str, body: Mapping[str, Any]) -> LogEntry:
+        stamped = {"did": did, "time_us": time_us, "kind": kind, kind: body}
+        collection = sys.intern(body.get("collection", "")) if kind == "commit" else ""
+        entry = LogEntry(time_us, sys.intern(did), sys.intern(kind), collection, encode_event_bytes(stamped))
         self.entries.append(entry)
         self._times.append(time_us)
         return entry
+
+    def append(self, event: Mapping[str, Any]) -> LogEntry:
+        """Stamp `event` with the next ``time_us`` (Go field order: did, time_us, kind, body) and keep it."""
+        kind = event["kind"]
+        return self._keep(self.clock.now(), event["did"], kind, event[kind])
+
+    def append_stamped(self, event: Any) -> LogEntry:
+        """Keep a complete v1 event with its own ``time_us``, which must be later than every logged one.
+
+        Raises EventsFileError (with the reason) for anything that is not a v1 event or is out of order.
+        Later `append`s keep counting from it, so ``time_us`` stays strictly increasing.
+        """
+        if not isinstance(event, dict):
+            raise EventsFileError(f"not a JSON object: {type(event).__name__}")
+        kind = event.get("kind")
+        if kind not in EVENT_KINDS:
+            raise EventsFileError(f"kind must be one of {', '.join(EVENT_KINDS)}, not {kind!r}")
+        extra = set(event) - {"did", "time_us", "kind", kind}
+        if extra:
+            raise EventsFileError(f"unexpected fields for a {kind} event: {', '.join(sorted(extra))}")
+        did, time_us, body = event.get("did"), event.get("time_us"), event.get(kind)
+        if not isinstance(did, str) or not did:
+            raise EventsFileError("did must be a non-empty string")
+        if not isinstance(time_us, int) or isinstance(time_us, bool) or not 0 < time_us < 2**63:
+            raise EventsFileError(f"time_us must be a positive integer, not {time_us!r}")
+        if not isinstance(body, dict):
+            raise EventsFileError(f"{kind!r} must be an object")
+        if kind == "commit" and not isinstance(body.get("collection"), str):
+            raise EventsFileError("commit.collection must be a string")
+        last = self.last_time_us
+        if last is not None and time_us <= last:
+            raise EventsFileError(f"time_us {time_us} does not increase strictly (previous event: {last})")
+        self.clock.advance_past(time_us)
+        return self._keep(time_us, did, kind, body)
 
     def index_for_cursor(self, cursor: int) -> int:
         """The position of the first event with ``time_us >= cursor`` (the cursor is inclusive)."""
@@ -261,9 +325,14 @@ class SubscriberOptions:
             return False
         if self.dids and entry.did not in self.dids:
             return False
-        if self.max_message_size_bytes and len(entry.frame.encode("utf-8")) > self.max_message_size_bytes:
+        if self.max_message_size_bytes and len(entry.data) > self.max_message_size_bytes:
             return False
         return True
+
+    @property
+    def filters(self) -> bool:
+        """Whether `wants` can say no at all (False: every event goes out)."""
+        return self.collection_prefixes is not None or bool(self.dids) or bool(self.max_message_size_bytes)
 
 
 def _first(params: Mapping[str, list[str]], name: str) -> str:
@@ -303,21 +372,41 @@ class Subscription:
         self.injected.append((len(self.log), frame))
 
     def take(self, limit: int | None = None) -> list[str | bytes]:
-        frames: list[str | bytes] = []
+        """The pending frames: log events as JSON text, injected frames verbatim."""
+        return [item.frame if type(item) is LogEntry else item for item in self.take_items(limit)]
+
+    def take_items(self, limit: int | None = None) -> list[LogEntry | str | bytes]:
+        """Like `take`, but log events as their `LogEntry` (whose ``data`` is the encoded payload)."""
+        items: list[LogEntry | str | bytes] = []
         entries = self.log.entries
-        while limit is None or len(frames) < limit:
+        while limit is None or len(items) < limit:
             if self.injected and self.injected[0][0] <= self.position:
-                frames.append(self.injected.popleft()[1])
+                items.append(self.injected.popleft()[1])
                 continue
             if self.position >= len(entries):
                 break
+            if not self.options.filters:
+                # Fast path (nothing to filter): a whole slice, up to the limit or the next injected frame.
+                end = len(entries)
+                if limit is not None:
+                    end = min(end, self.position + limit - len(items))
+                if self.injected:
+                    end = min(end, self.injected[0][0])
+                chunk = entries[self.position : end]
+                self.position = end
+                if chunk[0].time_us <= self.last_time_us:  # never, as the log's time_us strictly increase
+                    chunk = [entry for entry in chunk if entry.time_us > self.last_time_us]
+                if chunk:
+                    items.extend(chunk)
+                    self.last_time_us = chunk[-1].time_us
+                continue
             entry = entries[self.position]
             self.position += 1
             # Jetstream also skips anything at or before the last time_us it sent this subscriber.
             if entry.time_us > self.last_time_us and self.options.wants(entry):
-                frames.append(entry.frame)
+                items.append(entry)
                 self.last_time_us = entry.time_us
-        return frames
+        return items
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -371,11 +460,48 @@ class _Subscriber:
         self.wake = asyncio.Event()
 
 
+# Frames taken from the log and written to the socket in one go. A burst is also the unit of fairness:
+# the sender yields to the event loop after each one, so a subscriber replaying a long log does not
+# starve the others (or the test controls).
+BURST_FRAMES = 512
+
+
+async def _send_burst(ws: Any, items: Sequence[LogEntry | str | bytes]) -> None:
+    """Send every item as its own websocket message, with one socket write and one flow-control wait.
+
+    Log events go out as text frames with their pre-encoded UTF-8 payload; injected frames verbatim
+    (str: text, bytes: binary). Uses websockets' Sans-I/O protocol inside the connection's own
+    `send_context` (state checks, drain, and ConnectionClosed exactly as `send` does them); per-message
+    `send` calls would write to the socket once per frame.
+    """
+    send_context = getattr(ws, "send_context", None)
+    if send_context is None:  # not the websockets version this was written against: the slow, public way
+        for item in items:
+            if type(item) is LogEntry:
+                await ws.send(item.data, text=True)
+            else:
+                await ws.send(item)
+        return
+    async with send_context():
+        protocol = ws.protocol
+        for item in items:
+            if type(item) is LogEntry:
+                protocol.send_text(item.data)
+            elif isinstance(item, str):
+                protocol.send_text(item.encode("utf-8"))
+            else:
+                protocol.send_binary(item)
+        # Data frames only ever queue whole serialized frames (never the EOF marker), so they can be
+        # joined; send_context's own flush then finds nothing left and just applies flow control.
+        ws.transport.write(b"".join(protocol.data_to_send()))
+
+
 class StandinServer:
     """The stand-in process: firehose consumer, event log, and the websocket server."""
 
     def __init__(self, firehose_url: str | None, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        """`firehose_url` None runs without upstream: events then come only from `ingest` (unit tests)."""
+        """`firehose_url` None runs without upstream: events then come only from `ingest` (unit tests)
+        or from `load_events_file` (replay mode)."""
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the stand-in only binds to loopback")
         self.firehose_base_uri = _firehose_base_uri(firehose_url) if firehose_url is not None else None
@@ -423,6 +549,35 @@ class StandinServer:
             for subscriber in self.subscribers:
                 subscriber.wake.set()
         return entries
+
+    def load_events_file(self, path: str | Path) -> int:
+        """Replay mode: log every v1 event in `path` (JSON lines) as given, ``time_us`` included.
+
+        Blank lines are skipped. Raises EventsFileError naming the file and line for anything that is
+        not a v1 event, or whose ``time_us`` does not increase strictly. Returns the number of events.
+        """
+        count = 0
+        try:
+            handle = open(path, "rb")
+        except OSError as error:
+            raise EventsFileError(f"{path}: cannot read: {error.strerror or error}") from None
+        with handle:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError as error:
+                    raise EventsFileError(f"{path}:{lineno}: invalid JSON: {error}") from None
+                try:
+                    self.log.append_stamped(event)
+                except EventsFileError as error:
+                    raise EventsFileError(f"{path}:{lineno}: {error}") from None
+                count += 1
+        if count:
+            for subscriber in self.subscribers:
+                subscriber.wake.set()
+        return count
 
     async def _run_firehose(self) -> None:
         from atproto_firehose.exceptions import FirehoseError
@@ -534,13 +689,13 @@ class StandinServer:
         await hello.wait()
         try:
             while True:
-                frames = subscriber.subscription.take(limit=256)
-                if not frames:
+                items = subscriber.subscription.take_items(limit=BURST_FRAMES)
+                if not items:
                     subscriber.wake.clear()
                     await subscriber.wake.wait()
                     continue
-                for frame in frames:
-                    await subscriber.ws.send(frame)
+                await _send_burst(subscriber.ws, items)
+                await asyncio.sleep(0)  # let the other connections, and this one's reader, have a turn
         except ConnectionClosed:
             return
 
@@ -639,12 +794,14 @@ def _json_response(connection: Any, body: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------
 
 
-async def _amain(firehose: str, port: int, ready_timeout: float) -> int:
+async def _amain(firehose: str | None, port: int, ready_timeout: float, events_file: str | None = None) -> int:
     server = StandinServer(firehose, port=port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if events_file is not None:
+        return await _amain_replay(server, events_file, stop)
     await server.start()
     connected = asyncio.ensure_future(server.upstream_connected.wait())
     stopping = asyncio.ensure_future(stop.wait())
@@ -665,22 +822,49 @@ async def _amain(firehose: str, port: int, ready_timeout: float) -> int:
     return code
 
 
+async def _amain_replay(server: StandinServer, events_file: str, stop: asyncio.Event) -> int:
+    """Replay mode: the file's events are the whole log (served from cursor 0 on), no upstream."""
+    started = time.monotonic()
+    try:
+        count = server.load_events_file(events_file)
+    except EventsFileError as error:
+        sys.stderr.write(f"jetstream stand-in: bad --events-file: {error}\n")
+        return EXIT_BAD_EVENTS_FILE
+    log.info("loaded %d events from %s in %.2fs", count, events_file, time.monotonic() - started)
+    await server.start()
+    sys.stdout.write("READY " + json.dumps({"url": server.url, "events": count}) + "\n")
+    sys.stdout.flush()
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+EXIT_BAD_EVENTS_FILE = 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.jetstream_standin", description=__doc__.split("\n")[0])
-    parser.add_argument("--firehose", required=True, help="the PDS, as ws://127.0.0.1:PORT (or http://)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--firehose", help="the PDS, as ws://127.0.0.1:PORT (or http://)")
+    source.add_argument(
+        "--events-file",
+        help="replay mode, no firehose: serve the v1 events in this file (one JSON object a line, each with its "
+        "own strictly increasing time_us) as the whole log",
+    )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 to serve on (0: any free port)")
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the firehose")
     parser.add_argument("--log-level", default=os.environ.get("JETSTREAM_STANDIN_LOG", "INFO"))
     args = parser.parse_args(argv)
-    host = urlsplit(_firehose_base_uri(args.firehose)).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        parser.error("--firehose must be on loopback")
+    if args.firehose is not None:
+        host = urlsplit(_firehose_base_uri(args.firehose)).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            parser.error("--firehose must be on loopback")
     logging.basicConfig(
         stream=sys.stderr, level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     # websockets logs every plain HTTP answer (/_status, /_disconnect) as a "rejected" connection
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    return asyncio.run(_amain(args.firehose, args.port, args.ready_timeout))
+    return asyncio.run(_amain(args.firehose, args.port, args.ready_timeout, args.events_file))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -698,14 +882,27 @@ class JetstreamStandin:
     >>> standin.inject("not json")       # to every current subscriber, verbatim, live only
     >>> standin.disconnect_all()         # closes every subscriber connection
     >>> standin.stop()
+
+    Replay mode (no firehose): ``JetstreamStandin.start(events_file="events.jsonl")`` serves the file's
+    v1 events, ``time_us`` as given, as the whole log; ``standin.events`` is how many there are.
     """
 
-    def __init__(self, process: subprocess.Popen, url: str, log_path: Path, firehose_url: str) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen,
+        url: str,
+        log_path: Path,
+        firehose_url: str | None,
+        events_file: Path | None = None,
+        events: int | None = None,
+    ) -> None:
         self.process = process
         self.pid = process.pid
         self.url = url
         self.log_path = log_path
         self.firehose_url = firehose_url
+        self.events_file = events_file
+        self.events = events  # replay mode: the number of events loaded from the file
 
     @property
     def http_url(self) -> str:
@@ -713,8 +910,26 @@ class JetstreamStandin:
 
     @classmethod
     def start(
-        cls, firehose_url: str, *, port: int = 0, timeout: float = 60.0, log_path: str | Path | None = None
+        cls,
+        firehose_url: str | None = None,
+        *,
+        events_file: str | Path | None = None,
+        port: int = 0,
+        timeout: float = 60.0,
+        log_path: str | Path | None = None,
     ) -> "JetstreamStandin":
+        """Start the process: reading `firehose_url`, or (replay mode) serving `events_file`; exactly one.
+
+        `timeout` bounds the wait for the firehose, or for loading the file. Raises RuntimeError with the
+        process's log tail if it does not come up (a bad events file names the line and the reason).
+        """
+        if (firehose_url is None) == (events_file is None):
+            raise ValueError("give exactly one of firehose_url and events_file")
+        if firehose_url is not None:
+            source = ["--firehose", firehose_url]
+        else:
+            events_file = Path(events_file).resolve()
+            source = ["--events-file", str(events_file)]
         if log_path is None:
             handle, name = tempfile.mkstemp(prefix="jetstream-standin-", suffix=".log")
             os.close(handle)
@@ -726,8 +941,7 @@ class JetstreamStandin:
                     sys.executable,
                     "-m",
                     "tests.support.jetstream_standin",
-                    "--firehose",
-                    firehose_url,
+                    *source,
                     "--port",
                     str(port),
                     "--ready-timeout",
@@ -741,11 +955,13 @@ class JetstreamStandin:
             )
         line = _readline_with_timeout(process, timeout + 10)
         if not line.startswith("READY "):
-            _terminate(process)
+            code = _terminate(process)
             tail = log_path.read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"jetstream stand-in did not start (got {line!r}); log {log_path}:\n{tail}")
-        url = json.loads(line[len("READY ") :])["url"]
-        return cls(process, url, log_path, firehose_url)
+            raise RuntimeError(
+                f"jetstream stand-in did not start (got {line!r}, exit code {code}); log {log_path}:\n{tail}"
+            )
+        ready = json.loads(line[len("READY ") :])
+        return cls(process, ready["url"], log_path, firehose_url, events_file, ready.get("events"))
 
     def subscribe_url(
         self,

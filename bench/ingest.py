@@ -1,0 +1,159 @@
+"""Ingest throughput against the raw limit of the same client, measured in the same run.
+
+Replays N realistic Jetstream v1 events (blipflow.simulator) from the Jetstream stand-in running in
+its own process, once into the real ingest path and DuckDB ("events_per_s": until every event is
+stored), and once into the same client that only receives and parses ("raw_per_s"). Each
+measurement runs in a fresh child process, alternating, and the best of the rounds counts for both.
+Last line: one JSON object.
+
+    python bench/ingest.py [--events 200000] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from blipflow.config import Settings  # noqa: E402
+from blipflow.events import BadFrame, Event  # noqa: E402
+from blipflow.ingest import Ingestor, make_source  # noqa: E402
+from blipflow.simulator import simulate_frames  # noqa: E402
+from blipflow.store import IngestBatch, Store  # noqa: E402
+
+
+class CountingSink:
+    """The raw limit: the same source (receive + parse), nothing kept."""
+
+    backlogged = False
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.done = asyncio.Event()
+
+    def accept(self, event: Event) -> None:
+        self.count += 1
+
+    def advance(self, position: int) -> None:
+        if self.count >= self.expected:
+            self.done.set()
+
+    def reject(self, bad: BadFrame) -> None:
+        raise AssertionError(f"the simulator produced a bad frame: {bad}")
+
+    def connected(self, endpoint: str) -> None:
+        pass
+
+    def disconnected(self, endpoint: str) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+
+def settings_for(url: str, store_path: Path) -> Settings:
+    return Settings(jetstream={"instances": [url], "rewind_seconds": 0}, store={"path": store_path})
+
+
+async def measure_raw(url: str, events: int) -> float:
+    source = make_source(settings_for(url, Path("unused.duckdb")), "jetstream")
+    sink = CountingSink(events)
+    started = time.perf_counter()
+    reading = asyncio.create_task(source.run(sink, 0))
+    await sink.done.wait()
+    elapsed = time.perf_counter() - started
+    reading.cancel()
+    return elapsed
+
+
+async def measure_store(url: str, events: int, store_path: Path) -> tuple[float, int]:
+    settings = settings_for(url, store_path)
+    store = Store(store_path)
+    store.apply(IngestBatch(cursor_key="jetstream", cursor=0))  # replay the stand-in's log from its start
+    ingestor = Ingestor(store, make_source(settings, "jetstream"), settings.ingest)
+
+    async def stop_when_all_received() -> None:
+        while ingestor.stats.received < events:
+            await asyncio.sleep(0.002)
+        ingestor.stop()
+
+    started = time.perf_counter()
+    watcher = asyncio.create_task(stop_when_all_received())
+    await ingestor.run()  # returns once everything received is stored
+    elapsed = time.perf_counter() - started
+    await watcher
+    return elapsed, ingestor.stats.stored
+
+
+def child(mode: str, url: str, events: int) -> None:
+    if mode == "raw":
+        result = {"seconds": asyncio.run(measure_raw(url, events))}
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            seconds, stored = asyncio.run(measure_store(url, events, Path(folder) / "bench.duckdb"))
+        result = {"seconds": seconds, "stored": stored}
+    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def run_child(mode: str, url: str, events: int) -> dict:
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--url", url, "--events", str(events)],
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    )
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--child", choices=["raw", "store"])
+    parser.add_argument("--url")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.url, args.events)
+        return
+
+    from tests.support.jetstream_standin import JetstreamStandin
+
+    with tempfile.TemporaryDirectory() as folder:
+        events_file = Path(folder) / "events.jsonl"
+        events_file.write_bytes(b"\n".join(simulate_frames(args.events)) + b"\n")
+        standin = JetstreamStandin.start(events_file=events_file, timeout=120)
+        try:
+            raw, stored = [], []
+            for _ in range(args.rounds):
+                raw.append(run_child("raw", standin.url, args.events))
+                stored.append(run_child("store", standin.url, args.events))
+                print(f"raw {args.events / raw[-1]['seconds']:,.0f}/s  store {args.events / stored[-1]['seconds']:,.0f}/s",
+                      file=sys.stderr)
+        finally:
+            standin.stop()
+    best_raw = min(raw, key=lambda r: r["seconds"])
+    best = min(stored, key=lambda r: r["seconds"])
+    events_per_s = args.events / best["seconds"]
+    raw_per_s = args.events / best_raw["seconds"]
+    print(json.dumps({
+        "bench": "ingest",
+        "events": args.events,
+        "stored": best["stored"],
+        "events_per_s": round(events_per_s),
+        "raw_per_s": round(raw_per_s),
+        "ratio": round(events_per_s / raw_per_s, 3),
+        "rss_mb": round(best["rss_mb"]),
+    }))
+
+
+if __name__ == "__main__":
+    main()
