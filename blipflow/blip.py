@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from blipflow.events import BadFrame, CommitEvent
 
@@ -30,6 +30,17 @@ def blip_row(event: CommitEvent, *, max_content_bytes: int) -> BlipRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a DID is, as far as we know: handle and display name, and when they were resolved."""
+
+    did: str
+    handle: str | None
+    display_name: str | None
+    pds: str | None
+    fetched_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Blip:
     """A stored blip with its author's identity, for reading."""
 
@@ -45,3 +56,8 @@ class Blip:
     @property
     def author(self) -> str:
         return self.handle or self.did
+
+
+def with_identity(blip: Blip, identity: Identity) -> Blip:
+    """The blip with its author's handle and display name as resolved now (they may have changed)."""
+    return replace(blip, handle=identity.handle or blip.handle, display_name=identity.display_name or blip.display_name)

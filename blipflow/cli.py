@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from blipflow.blip import Blip
+from blipflow.blip import Blip, with_identity
 from blipflow.config import ConfigError, Settings, load_settings
 from blipflow.formatting import blip_json, format_blip
 from blipflow.identity import IdentityResolver
@@ -43,22 +43,22 @@ class SourceName(str, Enum):
     firehose = "firehose"
 
 
-class State:
+class Options:
     config_file: Optional[Path] = None
 
 
-state = State()
+options = Options()
 
 
 @app.callback()
 def main_options(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="config file (default: config.yaml)")] = None,
 ) -> None:
-    state.config_file = config
+    options.config_file = config
 
 
 def settings() -> Settings:
-    return load_settings(state.config_file)
+    return load_settings(options.config_file)
 
 
 @app.command()
@@ -71,9 +71,11 @@ def run(
         os.environ.setdefault(name, value)
     from flows.ingest import ingest  # Prefect is imported only now, after its environment is set
 
-    path = str(state.config_file) if state.config_file else None
+    path = str(options.config_file) if options.config_file else None
     typer.echo(f"ingesting from {source.value} into {loaded.store.path} (Ctrl-C stops)", err=True)
-    until_interrupted(ingest(source=source.value, config_file=path))
+    final = until_interrupted(ingest(source=source.value, config_file=path, return_state=True))
+    if final is not None and final.is_failed():
+        raise SourceUnavailable(final.message or "ingest failed")
 
 
 @app.command()
@@ -118,8 +120,14 @@ def history(
         raise StoreError(f"store {loaded.store.path}: no such file yet (run `blipflow run` first)")
     store = Store(loaded.store.path, lock_timeout=loaded.store.lock_timeout)
     wanted = [did.strip() for did in dids.split(",")] if dids else None
-    for blip in store.latest_blips(limit, wanted):
-        show(blip, output)
+    blips = store.latest_blips(limit, wanted)
+    resolver = identity_resolver(loaded)
+    try:
+        identities = resolver.resolve([blip.did for blip in blips])
+    finally:
+        resolver.close()
+    for blip in blips:
+        show(with_identity(blip, identities[blip.did]), output)
 
 
 @app.command("config")
@@ -128,12 +136,13 @@ def show_config() -> None:
     typer.echo(settings().model_dump_json(indent=2))
 
 
-def until_interrupted(work: Coroutine[Any, Any, Any]) -> None:
-    """Run `work`; Ctrl-C (after the work's own graceful stop) ends the command quietly."""
+def until_interrupted(work: Coroutine[Any, Any, Any]) -> Any:
+    """Run `work` and return its result; Ctrl-C (after the work's own graceful stop) ends it quietly."""
     try:
-        asyncio.run(work)
+        return asyncio.run(work)
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
+        return None
 
 
 def identity_resolver(loaded: Settings) -> IdentityResolver:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 DEFAULT_CONFIG_FILE = Path("config.yaml")
 CONFIG_FILE_ENV = "BLIPFLOW_CONFIG"
@@ -157,6 +157,11 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         settings = Settings(**data)
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, file)) from None
+    except SettingsError as error:
+        # A BLIPFLOW_<SECTION>[__<FIELD>] value that should be JSON (a list or a section) and is not.
+        section = str(error).split('"')[1] if str(error).count('"') >= 2 else ""
+        names = sorted(n for n in os.environ if n.upper().startswith(f"BLIPFLOW_{section}".upper()))
+        raise ConfigError(f"bad config: {', '.join(names) or 'environment'}: {section}: not valid JSON") from None
     if not settings.agents and os.environ.get(LETTA_AGENT_ID_ENV):
         # thought.stream runs one agent per process, named by LETTA_AGENT_ID.
         settings.agents = [AgentConfig(name="default", agent_id=os.environ[LETTA_AGENT_ID_ENV])]
@@ -166,20 +171,23 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
 def read_config_file(file: Path, *, required: bool) -> dict[str, Any]:
     if not file.exists():
         if required:
-            raise ConfigError(f"{file}: config file not found")
+            raise ConfigError(f"bad config: {file}: config file not found")
         return {}
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as error:
-        raise ConfigError(f"{file}: cannot read config file: {error.strerror or error}") from None
+        raise ConfigError(f"bad config: {file}: cannot read config file: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"bad config: {file}: not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"{file}:{line} not valid YAML: {getattr(error, 'problem', error)}") from None
+        detail = getattr(error, "problem", None) or " ".join(str(error).split())  # one line, always
+        raise ConfigError(f"bad config: {file}:{line} not valid YAML: {detail}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected a mapping of sections at the top, got {type(data).__name__}")
+        raise ConfigError(f"bad config: {file}: expected a mapping of sections at the top, got {type(data).__name__}")
     return data
 
 

@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import httpx
 
-from blipflow.store import Identity, Store
+from blipflow.blip import Identity
+from blipflow.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -168,6 +168,8 @@ class Ingestor:
         """Hand what is pending to the writer thread (one write at a time)."""
         if self._writing is not None or not (self.pending.events or self.pending.counters):
             return
+        if self._failed is not None:  # the failed batch goes first, once taken back (older rows must not win)
+            return
         taken, self.pending = self.pending, Pending()
         self._writing = self._writer.submit(self._write, taken)
         self._writing.add_done_callback(lambda future: self._written(taken, future))
@@ -274,5 +276,9 @@ async def run_ingest(settings: Settings, source_name: str = "jetstream") -> Inge
     store = Store(settings.store.path, lock_timeout=settings.store.lock_timeout)
     ingestor = Ingestor(store, make_source(settings, source_name), settings.ingest)
     with stop_on_signals(ingestor.stop):
-        await ingestor.run()
+        try:
+            await ingestor.run()
+        finally:
+            stats = ingestor.stats
+            log.info("ingest stopped: %d events received, %d stored, %d bad", stats.received, stats.stored, stats.bad)
     return ingestor.stats

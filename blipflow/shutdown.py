@@ -1,8 +1,9 @@
-"""Stopping long-running loops gracefully on SIGTERM/SIGINT, then letting the signal take its usual course.
+"""Stopping long-running loops gracefully on SIGTERM/SIGINT.
 
 A Prefect worker cancels a flow run by sending SIGTERM to its process, and Prefect turns that signal
-into the run's Cancelled state. We first stop reading and flush, then hand the signal back to
-whoever handled it before (Prefect, or Python's KeyboardInterrupt for Ctrl-C).
+into the run's Cancelled state. So we first stop reading and flush, then hand SIGTERM back to whoever
+handled it before. Ctrl-C (SIGINT) is a person asking a foreground run to finish: once everything is
+flushed the run simply ends, as a completed one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 @contextmanager
 def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """Within this block SIGTERM/SIGINT call `stop()`; on leaving, a caught signal is re-raised."""
+    """Within this block SIGTERM/SIGINT call `stop()`; on leaving, a caught SIGTERM is re-raised."""
     if threading.current_thread() is not threading.main_thread():
         # Signals reach only the main thread; elsewhere cancellation arrives as CancelledError instead.
         yield
@@ -48,5 +49,5 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     finally:
         if len(caught) <= 1:
             restore()
-        if len(caught) == 1:
-            signal.raise_signal(caught[0])
+        if caught == [signal.SIGTERM]:
+            signal.raise_signal(signal.SIGTERM)

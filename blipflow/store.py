@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from blipflow.blip import ROW_COLUMNS, Blip, BlipRow
+from blipflow.blip import ROW_COLUMNS, Blip, BlipRow, Identity
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS blip_seq;
@@ -116,15 +116,6 @@ class IngestBatch:
     counters: Mapping[str, int] = field(default_factory=dict)
     cursor_key: str | None = None
     cursor: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    did: str
-    handle: str | None
-    display_name: str | None
-    pds: str | None
-    fetched_at: datetime | None
 
 
 class Store:

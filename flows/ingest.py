@@ -9,16 +9,21 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed, Failed, State
 
 from blipflow.config import load_settings
 from blipflow.ingest import run_ingest
+from blipflow.source import SourceUnavailable
 
 
-@flow(name="ingest", retries=3, retry_delay_seconds=30)
-async def ingest(source: Literal["jetstream", "firehose"] = "jetstream", config_file: str | None = None) -> dict:
-    """Runs until cancelled; a source that stays unreachable fails the run, and Prefect retries it."""
+@flow(name="ingest")
+async def ingest(source: Literal["jetstream", "firehose"] = "jetstream", config_file: str | None = None) -> State:
+    """Runs until cancelled. A source that stays unreachable (only when `max_reconnect_attempts` is set)
+    fails the run with one line naming the endpoints, not a traceback."""
     settings = load_settings(config_file)
-    stats = await run_ingest(settings, source)
-    summary = {"received": stats.received, "stored": stats.stored, "bad": stats.bad, "connects": stats.connects}
-    get_run_logger().info("ingest stopped: %s", summary)
-    return summary
+    try:
+        stats = await run_ingest(settings, source)
+    except SourceUnavailable as error:
+        get_run_logger().error("%s", error)
+        return Failed(message=str(error))
+    return Completed(message=f"{stats.received} events received, {stats.stored} stored, {stats.bad} bad")

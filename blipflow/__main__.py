@@ -1,0 +1,3 @@
+from blipflow.cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""A real Prefect server on 127.0.0.1 for the test session (SQLite in a temporary PREFECT_HOME).
+
+Processes under test point at it with `PREFECT_API_URL` instead of each starting Prefect's temporary
+server (~16 s apiece).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class PrefectServer:
+    process: subprocess.Popen
+    api_url: str
+    home: Path
+    log_path: Path
+
+    def env(self) -> dict[str, str]:
+        """Environment for a process that should use this server."""
+        return {**os.environ, **QUIET_PREFECT, "PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+def start_prefect_server(home: Path, timeout: float = 90.0) -> PrefectServer:
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = home / "server.log"
+    env = {**os.environ, **QUIET_PREFECT, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+    server = PrefectServer(process, f"http://127.0.0.1:{port}/api", home, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.api_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"prefect server not healthy after {timeout} s:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    try:
+        yield server
+    finally:
+        server.stop()
