@@ -28,13 +28,12 @@ from blipflow.config import Settings  # noqa: E402
 from blipflow.events import BadFrame, Event  # noqa: E402
 from blipflow.ingest import Ingestor, make_source  # noqa: E402
 from blipflow.simulator import simulate_frames  # noqa: E402
+from blipflow.source import PassiveSink  # noqa: E402
 from blipflow.store import IngestBatch, Store  # noqa: E402
 
 
-class CountingSink:
+class CountingSink(PassiveSink):
     """The raw limit: the same source (receive + parse), nothing kept."""
-
-    backlogged = False
 
     def __init__(self, expected: int) -> None:
         self.expected = expected
@@ -50,15 +49,6 @@ class CountingSink:
 
     def reject(self, bad: BadFrame) -> None:
         raise AssertionError(f"the simulator produced a bad frame: {bad}")
-
-    def connected(self, endpoint: str) -> None:
-        pass
-
-    def disconnected(self, endpoint: str) -> None:
-        pass
-
-    async def drain(self) -> None:
-        pass
 
 
 def settings_for(url: str, store_path: Path) -> Settings:

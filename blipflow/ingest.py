@@ -113,7 +113,9 @@ class Ingestor:
             except BadFrame as bad:
                 self.reject(bad)
                 return
-            pending.blips[event.uri] = row  # events arrive in time order: the later operation wins
+            held = pending.blips.get(row[0])
+            if held is None or held[1] <= row[1]:  # a rewind replays older operations: the later one wins
+                pending.blips[row[0]] = row
         elif isinstance(event, AccountEvent):
             pending.accounts[event.did] = (event.active, event.status)
         else:
@@ -133,7 +135,7 @@ class Ingestor:
         self.stats.bad += 1
         self.pending.counters[f"ingest.bad.{bad.reason}"] += 1
         now = time.monotonic()
-        last, suppressed = self._bad_logged.get(bad.reason, (0.0, 0))
+        last, suppressed = self._bad_logged.get(bad.reason, (now - BAD_FRAME_LOG_INTERVAL, 0))
         if now - last >= BAD_FRAME_LOG_INTERVAL:
             more = f" ({suppressed} more like it since the last report)" if suppressed else ""
             log.warning("skipped a bad event, %s%s", bad, more)

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from blipflow.blip import Blip
-from blipflow.events import BadFrame, CommitEvent, Event
+from blipflow.events import CommitEvent, Event
 from blipflow.identity import IdentityResolver
+from blipflow.source import PassiveSink
 
 
-class MonitorSink:
-    """An EventSink that shows each new blip through `show`, its author resolved to a handle."""
-
-    backlogged = False
+class MonitorSink(PassiveSink):
+    """Shows each new blip through `show`, its author resolved to a handle. Bad frames are ignored
+    here: counting them is the ingest flow's job."""
 
     def __init__(self, resolver: IdentityResolver, show: Callable[[Blip], None]) -> None:
         self.resolver = resolver
@@ -25,21 +25,6 @@ class MonitorSink:
     def accept(self, event: Event) -> None:
         if isinstance(event, CommitEvent) and event.operation == "create" and event.record is not None:
             self.queue.put_nowait(event)
-
-    def advance(self, position: int) -> None:
-        pass  # nothing is stored, so there is no cursor to keep
-
-    def reject(self, bad: BadFrame) -> None:
-        pass  # a monitor shows blips; the ingest flow is where bad frames are counted
-
-    def connected(self, endpoint: str) -> None:
-        pass
-
-    def disconnected(self, endpoint: str) -> None:
-        pass
-
-    async def drain(self) -> None:
-        pass
 
     async def show_forever(self) -> None:
         while True:

@@ -31,6 +31,30 @@ class EventSink(Protocol):
     async def drain(self) -> None: ...
 
 
+class PassiveSink:
+    """An EventSink that keeps no position and never pushes back; subclasses say what `accept` does."""
+
+    backlogged = False
+
+    def accept(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def advance(self, position: int) -> None:
+        pass
+
+    def reject(self, bad: BadFrame) -> None:
+        pass
+
+    def connected(self, endpoint: str) -> None:
+        pass
+
+    def disconnected(self, endpoint: str) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+
 class Source(Protocol):
     @property
     def cursor_key(self) -> str: ...

@@ -58,6 +58,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from blipflow.firehose import websocket_xrpc_url
 from blipflow.firehose_events import translate_message
 
 log = logging.getLogger("jetstream_standin")
@@ -414,14 +415,6 @@ class Subscription:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _firehose_base_uri(firehose_url: str) -> str:
-    url = firehose_url.rstrip("/")
-    if url.startswith("http://"):
-        url = "ws://" + url[len("http://") :]
-    elif url.startswith("https://"):
-        url = "wss://" + url[len("https://") :]
-    return url if url.endswith("/xrpc") else url + "/xrpc"
-
 
 def _make_firehose_client(base_uri: str, get_cursor: Callable[[], int], on_connected: Callable[[], None]) -> Any:
     """The SDK's async firehose client, resuming from our cursor on every (re)connect, retrying quickly."""
@@ -504,7 +497,7 @@ class StandinServer:
         or from `load_events_file` (replay mode)."""
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the stand-in only binds to loopback")
-        self.firehose_base_uri = _firehose_base_uri(firehose_url) if firehose_url is not None else None
+        self.firehose_base_uri = websocket_xrpc_url(firehose_url) if firehose_url is not None else None
         self.host = host
         self.port = port
         self.log = EventLog()
@@ -856,7 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("JETSTREAM_STANDIN_LOG", "INFO"))
     args = parser.parse_args(argv)
     if args.firehose is not None:
-        host = urlsplit(_firehose_base_uri(args.firehose)).hostname
+        host = urlsplit(websocket_xrpc_url(args.firehose)).hostname
         if host not in ("127.0.0.1", "localhost", "::1"):
             parser.error("--firehose must be on loopback")
     logging.basicConfig(
