@@ -1,1 +1,9 @@
-"""Prefect flows: orchestration only; the work is done by the `blipflow` library."""
+"""Prefect flows: orchestration only; the work is done by the `blipflow` library.
+
+The library logs through the standard `blipflow` logger; Prefect forwards it to the run's logs
+(PREFECT_LOGGING_EXTRA_LOGGERS=blipflow) but would leave it at Python's default WARNING level.
+"""
+
+import logging
+
+logging.getLogger("blipflow").setLevel(logging.INFO)
