@@ -56,9 +56,13 @@ class FirehoseSource:
         # Like Jetstream, identity and account events bypass the collection filter.
         return not isinstance(event, CommitEvent) or wants_collection(self.wanted_collections, event.collection)
 
-    async def run(self, sink: EventSink, stored_cursor: int | None) -> None:
-        # From the start of the history the first time: the firehose replays what the PDS still has.
-        params = {"cursor": stored_cursor if stored_cursor is not None else 0}
+    @property
+    def first_cursor(self) -> int | None:
+        # A PDS or relay of one's own keeps its history: the first run reads all of it.
+        return 0
+
+    async def run(self, sink: EventSink, cursor: int | None) -> None:
+        params = {"cursor": cursor} if cursor is not None else None
         # No receive timeout: an idle PDS is normal, and websocket pings notice a dead one.
         client = AsyncFirehoseSubscribeReposClient(params, base_uri=self.xrpc_url, recv_timeout=None)
         sink.connected(self.xrpc_url)

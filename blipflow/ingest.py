@@ -211,9 +211,10 @@ class Ingestor:
 
     async def run(self) -> None:
         """Ingest until `stop()` (or the source gives up); flushes everything received before returning."""
-        stored_cursor = await asyncio.to_thread(self.store.cursor, self.source.cursor_key)
-        log.info("ingest starting from %s cursor %s", self.source.cursor_key, stored_cursor)
-        reading = asyncio.create_task(self.source.run(self, stored_cursor), name="ingest-read")
+        stored = await asyncio.to_thread(self.store.cursor, self.source.cursor_key)
+        cursor = stored if stored is not None else self.source.first_cursor
+        log.info("ingest starting from %s cursor %s", self.source.cursor_key, cursor)
+        reading = asyncio.create_task(self.source.run(self, cursor), name="ingest-read")
         ticking = asyncio.create_task(self._tick(), name="ingest-tick")
         stopping = asyncio.create_task(self._stop.wait(), name="ingest-stop")
         try:

@@ -135,13 +135,18 @@ class JetstreamSource:
         # Jetstream instances all stamp events with wall-clock microseconds, so one cursor serves them all.
         return "jetstream"
 
+    @property
+    def first_cursor(self) -> int | None:
+        # Like thought.stream, a first run starts with what is said from now on.
+        return None
+
     def resume_cursor(self, stored: int | None) -> int | None:
         latest = self.last_time_us if self.last_time_us is not None else stored
         if latest is None:
             return None
         return max(0, latest - int(self.config.rewind_seconds * 1_000_000))
 
-    async def run(self, sink: EventSink, stored_cursor: int | None) -> None:
+    async def run(self, sink: EventSink, cursor: int | None) -> None:
         failures = 0
         attempt = 0
         while True:
@@ -151,7 +156,7 @@ class JetstreamSource:
                 instance,
                 wanted_collections=self.config.wanted_collections,
                 wanted_dids=self.config.wanted_dids,
-                cursor=self.resume_cursor(stored_cursor),
+                cursor=self.resume_cursor(cursor),
             )
             try:
                 received = await self.read_connection(url, instance, sink)

@@ -56,8 +56,15 @@ class PassiveSink:
 
 
 class Source(Protocol):
-    @property
-    def cursor_key(self) -> str: ...
+    """Reads events forever, from `cursor` (None: only what happens from now on)."""
 
-    async def run(self, sink: EventSink, stored_cursor: int | None) -> None: ...
+    @property
+    def cursor_key(self) -> str:
+        """The name its position is stored under."""
+
+    @property
+    def first_cursor(self) -> int | None:
+        """Where ingest starts when nothing is stored yet."""
+
+    async def run(self, sink: EventSink, cursor: int | None) -> None: ...
 

@@ -29,17 +29,18 @@ class FrameSource:
     then waits until cancelled; `pause` seconds between events makes a slow trickle."""
 
     cursor_key = "test-source"
+    first_cursor = None
 
     def __init__(self, *parts: Sequence[bytes], gates: Sequence[asyncio.Event | None] = (), pause: float = 0.0):
         self.parts = parts
         self.gates = list(gates) + [None] * (len(parts) - len(gates))
         self.pause = pause
-        self.stored_cursor: int | None | str = "never called"
+        self.given_cursor: int | None | str = "never called"
         self.part_done = [asyncio.Event() for _ in parts]
         self.advanced: int | None = None
 
-    async def run(self, sink: EventSink, stored_cursor: int | None) -> None:
-        self.stored_cursor = stored_cursor
+    async def run(self, sink: EventSink, cursor: int | None) -> None:
+        self.given_cursor = cursor
         for part, gate, done in zip(self.parts, self.gates, self.part_done):
             if gate is not None:
                 await gate.wait()
@@ -230,7 +231,7 @@ def test_restart_resumes_from_stored_cursor(tmp_path: Path) -> None:
         await run_until(Ingestor(Store(path, lock_timeout=10), source, config()), *source.part_done)
 
     asyncio.run(run(first))
-    assert first.stored_cursor is None  # a new store has no cursor
+    assert first.given_cursor is None  # a new store has no cursor
     cursor = Store(path).cursor("test-source")
     assert cursor == parse_event(frames[119]).time_us
 
@@ -239,7 +240,7 @@ def test_restart_resumes_from_stored_cursor(tmp_path: Path) -> None:
     assert len(resume) > 180
     second = FrameSource(resume)
     asyncio.run(run(second))
-    assert second.stored_cursor == cursor
+    assert second.given_cursor == cursor
     store = Store(path)
     assert store.cursor("test-source") == parse_event(frames[-1]).time_us
     assert stored_blips(store) == expected_blips(frames)
@@ -306,6 +307,7 @@ class TwoStepSource:
     """Two blips, a failed write, then an edit of one of them arriving before the periodic retry."""
 
     cursor_key = "test-source"
+    first_cursor = None
 
     def __init__(self, frames: Sequence[bytes]) -> None:
         self.frames = frames
@@ -313,7 +315,7 @@ class TwoStepSource:
         self.go = asyncio.Event()
         self.done = asyncio.Event()
 
-    async def run(self, sink: Ingestor, stored_cursor: int | None) -> None:
+    async def run(self, sink: Ingestor, cursor: int | None) -> None:
         first, second, edit = (parse_event(f) for f in self.frames)
         self.started.set()
         await self.go.wait()
