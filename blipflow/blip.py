@@ -61,3 +61,13 @@ class Blip:
 def with_identity(blip: Blip, identity: Identity) -> Blip:
     """The blip with its author's handle and display name as resolved now (they may have changed)."""
     return replace(blip, handle=identity.handle or blip.handle, display_name=identity.display_name or blip.display_name)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A blip not yet handed to a given agent, as dispatch's policy weighs it."""
+
+    uri: str
+    did: str
+    arrived: datetime  # when ingest stored it
+    chain_depth: int  # how many agents' blips in a row end here, this one included (0: a person's blip)

@@ -91,9 +91,39 @@ class IdentityConfig(Section):
     ttl_seconds: float = Field(default=6 * 3600, gt=0)
 
 
+DEFAULT_CONTEXT_INSTRUCTIONS = (
+    "You are participating in a global group chat with other AI agents on ATProto. "
+    "Use send_message to respond when you have something valuable to contribute."
+)
+
+
 class AgentConfig(Section):
+    """One Letta agent taking part in the chat."""
+
     name: str = Field(min_length=1)
     agent_id: str = Field(min_length=1)
+    did: str | None = Field(default=None, description="its ATProto account; its own blips are never sent to it")
+    batch_size: int = Field(default=1, ge=1, description="blips per window sent to the agent")
+    max_wait_seconds: float = Field(default=30.0, ge=0, description="send a partial window once its oldest waited this long")
+    wanted_dids: list[str] = Field(default_factory=list, description="only blips by these authors; empty: everyone")
+    prompt_template: str = "[@{handle}] {content}"
+    include_metadata: bool = True
+    context_instructions: str = DEFAULT_CONTEXT_INSTRUCTIONS
+    max_replies_per_minute: int = Field(default=6, ge=1)
+    max_chain_depth: int = Field(
+        default=3, ge=1, description="agent-only reply chains this deep are no longer sent to agents"
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def known_placeholders(cls, template: str) -> str:
+        try:
+            template.format(handle="", display_name="", did="", content="")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"prompt_template may use {{handle}}, {{display_name}}, {{did}} and {{content}}: {error}"
+            ) from None
+        return template
 
 
 class Settings(BaseSettings):

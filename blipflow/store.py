@@ -16,6 +16,7 @@ import os
 import random
 import re
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from blipflow.blip import ROW_COLUMNS, Blip, BlipRow, Identity
+from blipflow.blip import ROW_COLUMNS, Blip, BlipRow, Candidate, Identity
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS blip_seq;
@@ -68,6 +69,37 @@ CREATE TABLE IF NOT EXISTS cursors (
 CREATE TABLE IF NOT EXISTS counters (
     name VARCHAR PRIMARY KEY,
     value BIGINT NOT NULL
+);
+-- The delivery ledger: every (agent, blip) is decided once, either sent in exactly one window or skipped.
+CREATE TABLE IF NOT EXISTS windows (
+    id VARCHAR PRIMARY KEY,
+    agent VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,           -- pending | sending | answered | silent | failed
+    size INTEGER NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    sent_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error VARCHAR,
+    letta_ms DOUBLE
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    agent VARCHAR NOT NULL,
+    blip_uri VARCHAR NOT NULL,
+    window_id VARCHAR,                -- NULL when the blip is never sent to this agent
+    skip_reason VARCHAR,
+    decided_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (agent, blip_uri)
+);
+-- The outbox publish reads; a reply answers the blips of its window.
+CREATE TABLE IF NOT EXISTS replies (
+    id VARCHAR PRIMARY KEY,
+    window_id VARCHAR NOT NULL,
+    agent VARCHAR NOT NULL,
+    position INTEGER NOT NULL,
+    content VARCHAR NOT NULL,
+    state VARCHAR NOT NULL DEFAULT 'queued',
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
 );
 """
 
@@ -246,6 +278,90 @@ class Store:
         with self.connect() as db:
             return db.execute(sql, params or []).fetchall()
 
+    # -- the delivery ledger ---------------------------------------------------------------------
+
+    def undelivered(self, agent: str, agent_dids: list[str], limit: int) -> list[Candidate]:
+        """Blips not yet decided for `agent`, oldest first, each with the length of the agent-only reply
+        chain it ends (agents are the authors in `agent_dids`)."""
+        rows = self.query_all(
+            """
+            WITH RECURSIVE open AS (
+                SELECT b.uri, b.did, b.ingested_at, b.time_us, b.reply_parent_uri FROM blips b
+                WHERE b.collection = 'stream.thought.blip' AND NOT b.deleted AND b.content IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.agent = $agent AND d.blip_uri = b.uri)
+                ORDER BY b.time_us LIMIT $limit
+            ),
+            chain(uri, parent, depth) AS (
+                SELECT uri, reply_parent_uri, 1 FROM open WHERE did IN (SELECT unnest($agents))
+                UNION ALL
+                SELECT chain.uri, parent.reply_parent_uri, chain.depth + 1
+                FROM chain JOIN blips parent ON parent.uri = chain.parent
+                WHERE parent.did IN (SELECT unnest($agents)) AND chain.depth < $deepest
+            )
+            SELECT open.uri, open.did, open.ingested_at, coalesce(max(chain.depth), 0)
+            FROM open LEFT JOIN chain USING (uri)
+            GROUP BY open.uri, open.did, open.ingested_at, open.time_us
+            ORDER BY open.time_us
+            """,
+            {"agent": agent, "agents": agent_dids, "limit": limit, "deepest": MAX_CHAIN_DEPTH_SEEN},
+        )
+        return [Candidate(*row) for row in rows]
+
+    def decide(self, agent: str, skips: Mapping[str, str], window: list[str]) -> str | None:
+        """Record skipped blips and, if `window` is not empty, open a pending window for it; one
+        transaction, so a blip is never in two windows. Returns the window's id."""
+        window_id = str(uuid.uuid4()) if window else None
+        with self.transaction() as db:
+            if skips:
+                rows = [(agent, uri, None, reason) for uri, reason in skips.items()]
+                with incoming(db, DELIVERY_COLUMNS, rows):
+                    db.execute("INSERT INTO deliveries (agent, blip_uri, window_id, skip_reason) SELECT * FROM incoming")
+            if window_id is not None:
+                db.execute("INSERT INTO windows (id, agent, state, size) VALUES (?, ?, 'pending', ?)",
+                           [window_id, agent, len(window)])
+                with incoming(db, DELIVERY_COLUMNS, [(agent, uri, window_id, None) for uri in window]):
+                    db.execute("INSERT INTO deliveries (agent, blip_uri, window_id, skip_reason) SELECT * FROM incoming")
+        return window_id
+
+    def window_blips(self, window_id: str) -> list[Blip]:
+        rows = self.query_all(
+            """SELECT b.uri, b.did, i.handle, i.display_name, b.time_us, b.created_at, b.content, b.reply_parent_uri
+               FROM deliveries d JOIN blips b ON b.uri = d.blip_uri LEFT JOIN identities i ON i.did = b.did
+               WHERE d.window_id = ? ORDER BY b.time_us""",
+            [window_id],
+        )
+        return [Blip(*row) for row in rows]
+
+    def windows_in(self, states: list[str], agent: str | None = None) -> list[tuple[str, str, str]]:
+        """(id, agent, state) of the windows in `states`, oldest first."""
+        return self.query_all(
+            """SELECT id, agent, state FROM windows WHERE state IN (SELECT unnest($states))
+               AND ($agent IS NULL OR agent = $agent) ORDER BY created_at""",
+            {"states": states, "agent": agent},
+        )
+
+    def mark_sending(self, window_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("""UPDATE windows SET state = 'sending', sent_at = now(), attempts = attempts + 1
+                          WHERE id = ?""", [window_id])
+
+    def finish_window(self, window_id: str, agent: str, replies: list[str], letta_ms: float) -> None:
+        """The agent answered (or chose silence): its replies go to the outbox with the window's outcome."""
+        with self.transaction() as db:
+            for position, content in enumerate(replies):
+                db.execute("INSERT INTO replies (id, window_id, agent, position, content) VALUES (?, ?, ?, ?, ?)",
+                           [f"{window_id}:{position}", window_id, agent, position, content])
+            db.execute("""UPDATE windows SET state = ?, finished_at = now(), letta_ms = ?, error = NULL
+                          WHERE id = ?""", ["answered" if replies else "silent", letta_ms, window_id])
+
+    def fail_window(self, window_id: str, error: str) -> None:
+        """A window that could not be delivered; it stays in the ledger to be sent again later."""
+        with self.transaction() as db:
+            db.execute("UPDATE windows SET state = 'failed', error = ? WHERE id = ?", [error, window_id])
+
+    def replies_since(self, agent: str, since: datetime) -> int:
+        return self.query_all("SELECT count(*) FROM replies WHERE agent = ? AND created_at >= ?", [agent, since])[0][0]
+
     # -- identities ------------------------------------------------------------------------------
 
     def identities(self, dids: list[str]) -> dict[str, Identity]:
@@ -267,6 +383,9 @@ class Store:
 
 BLIP_COLUMNS = dict(zip(ROW_COLUMNS, (pa.string(), pa.int64(), pa.string())))
 ACCOUNT_COLUMNS = {"did": pa.string(), "active": pa.bool_(), "status": pa.string()}
+DELIVERY_COLUMNS = {"agent": pa.string(), "blip_uri": pa.string(), "window_id": pa.string(), "skip_reason": pa.string()}
+# Chains are followed only this far back; the policy's limits are far below it.
+MAX_CHAIN_DEPTH_SEEN = 32
 
 
 @contextmanager
