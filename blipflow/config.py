@@ -87,6 +87,13 @@ class StoreConfig(Section):
     lock_timeout: float = Field(default=60.0, gt=0, description="how long to wait for another process's lock, s")
 
 
+class DispatchConfig(Section):
+    poll_interval: float = Field(default=0.25, gt=0, description="how often new blips are looked for, s")
+    max_steps: int = Field(default=10, ge=1, description="Letta steps an agent may take per window")
+    breaker_failures: int = Field(default=5, ge=1, description="failed calls in a row that open an agent's circuit")
+    breaker_cooldown: float = Field(default=60.0, gt=0, description="seconds before an open circuit tries again")
+
+
 class IdentityConfig(Section):
     ttl_seconds: float = Field(default=6 * 3600, gt=0)
 
@@ -140,6 +147,7 @@ class Settings(BaseSettings):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     agents: list[AgentConfig] = Field(default_factory=list)
 
     @classmethod

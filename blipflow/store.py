@@ -332,10 +332,10 @@ class Store:
         )
         return [Blip(*row) for row in rows]
 
-    def windows_in(self, states: list[str], agent: str | None = None) -> list[tuple[str, str, str]]:
-        """(id, agent, state) of the windows in `states`, oldest first."""
+    def windows_in(self, states: list[str], agent: str | None = None) -> list[tuple[str, str, str, int]]:
+        """(id, agent, state, size) of the windows in `states`, oldest first."""
         return self.query_all(
-            """SELECT id, agent, state FROM windows WHERE state IN (SELECT unnest($states))
+            """SELECT id, agent, state, size FROM windows WHERE state IN (SELECT unnest($states))
                AND ($agent IS NULL OR agent = $agent) ORDER BY created_at""",
             {"states": states, "agent": agent},
         )

@@ -1,0 +1,50 @@
+"""The dispatch flow: sends each configured Letta agent its windows of new blips, as they become ready.
+
+Long-running, like ingest: it looks for new blips every `dispatch.poll_interval` seconds, so a blip
+reaches its agents well under a second after it is stored, instead of waiting for a schedule.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+
+from blipflow.config import Settings, load_settings
+from blipflow.dispatch import Dispatcher
+from blipflow.identity import IdentityResolver
+from blipflow.letta import LettaGateway
+from blipflow.store import Store
+from tasks.dispatch import deliver_window
+
+
+def build_dispatcher(settings: Settings) -> Dispatcher:
+    store = Store(settings.store.path, lock_timeout=settings.store.lock_timeout)
+    resolver = IdentityResolver(store, plc_url=settings.bluesky.plc_uri, ttl_seconds=settings.identity.ttl_seconds)
+    gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
+    return Dispatcher(store, gateway, resolver, settings.agents, settings.dispatch)
+
+
+@flow(name="dispatch")
+def dispatch(config_file: str | None = None, rounds: int | None = None) -> int:
+    """Deliver windows until cancelled (or for `rounds` planning rounds); returns how many were delivered."""
+    settings = load_settings(config_file)
+    logger = get_run_logger()
+    if not settings.agents:
+        logger.warning("no agents configured: nothing to dispatch")
+        return 0
+    dispatcher = build_dispatcher(settings)
+    delivered = 0
+    done_rounds = 0
+    while rounds is None or done_rounds < rounds:
+        done_rounds += 1
+        windows = dispatcher.plan()
+        for window in windows:
+            state = deliver_window(dispatcher, window, return_state=True)
+            if state.is_completed():
+                delivered += 1
+            else:
+                logger.error("%s", state.message)
+        if not windows:
+            time.sleep(settings.dispatch.poll_interval)
+    return delivered

@@ -1,0 +1,85 @@
+"""Reading an agent's answer, with letta-client's own message types; sorting Letta's errors."""
+
+from datetime import datetime, timezone
+
+import httpx
+import letta_client
+import pytest
+from letta_client.types.agents import AssistantMessage, ReasoningMessage, ToolCallMessage, UserMessage
+from letta_client.types.agents.tool_call import ToolCall
+
+from blipflow.breaker import Breaker
+from blipflow.letta import classify, replies_in, until_next_user_message
+
+NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
+
+
+def assistant(text: str) -> AssistantMessage:
+    return AssistantMessage(id="m", date=NOW, content=text, message_type="assistant_message")
+
+
+def send_message(arguments: str, name: str = "send_message") -> ToolCallMessage:
+    call = ToolCall(name=name, arguments=arguments, tool_call_id="t")
+    return ToolCallMessage(id="m", date=NOW, tool_call=call, message_type="tool_call_message")
+
+
+def thinking() -> ReasoningMessage:
+    return ReasoningMessage(id="m", date=NOW, reasoning="hmm", message_type="reasoning_message")
+
+
+def test_assistant_messages_are_the_replies():
+    assert replies_in([thinking(), assistant("first"), assistant("  "), assistant("second")]) == ["first", "second"]
+
+
+def test_send_message_tool_calls_are_the_replies_of_agents_without_assistant_messages():
+    messages = [thinking(), send_message('{"message": "from a sleeptime agent"}'), send_message('{"q": 1}', "web_search")]
+    assert replies_in(messages) == ["from a sleeptime agent"]
+
+
+def test_an_answer_with_both_shapes_counts_the_assistant_messages_once():
+    assert replies_in([send_message('{"message": "hello"}'), assistant("hello")]) == ["hello"]
+
+
+def test_no_reply_is_silence():
+    assert replies_in([thinking(), send_message("not json"), send_message('{"message": ""}')]) == []
+
+
+def test_recovery_reads_up_to_the_next_user_message():
+    later = UserMessage(id="u", date=NOW, content="next window", message_type="user_message")
+    assert until_next_user_message([assistant("a"), later, assistant("b")]) == [assistant("a")]
+
+
+def status_error(status: int) -> letta_client.APIStatusError:
+    request = httpx.Request("POST", "http://127.0.0.1/v1/agents/a/messages")
+    response = httpx.Response(status, request=request, json={"detail": "x"})
+    return letta_client.Letta(base_url="http://127.0.0.1:1")._make_status_error("x", body=None, response=response)
+
+
+@pytest.mark.parametrize("status, transient, words", [
+    (429, True, "HTTP 429"), (500, True, "HTTP 500"), (503, True, "HTTP 503"),
+    (401, False, "Letta refused the API key (HTTP 401)"), (404, False, "no such agent on the Letta server (HTTP 404)"),
+    (422, False, "Letta rejected the request (HTTP 422)"),
+])
+def test_errors_are_sorted_by_whether_a_retry_may_help(status, transient, words):
+    failure = classify("scout", status_error(status))
+    assert failure.transient is transient
+    assert str(failure).startswith("agent scout: ") and words in str(failure)
+
+
+def test_timeouts_and_lost_connections_are_transient():
+    request = httpx.Request("POST", "http://127.0.0.1/")
+    assert classify("scout", letta_client.APITimeoutError(request)).transient
+    assert classify("scout", letta_client.APIConnectionError(request=request)).transient
+
+
+def test_the_breaker_opens_after_k_failures_half_opens_after_the_cooldown_and_closes_on_success():
+    breaker = Breaker("scout", failures_to_open=3, cooldown=10)
+    for now in (0, 1, 2):
+        assert breaker.allows(now)
+        breaker.failed(now)
+    assert breaker.state == "open" and not breaker.allows(5)
+    assert breaker.allows(12) and breaker.state == "half_open"
+    breaker.failed(12)  # the trial failed: open again, for another cooldown
+    assert not breaker.allows(15) and breaker.allows(22)
+    breaker.succeeded()
+    assert breaker.state == "closed" and breaker.failures == 0
