@@ -31,7 +31,7 @@ venv="$here/.venv"
 lock="$here/requirements.lock"
 stamp="$venv/.blipflow-installed"
 pg_user="${LETTA_PG_USER:-blipflow-pg}"
-script_version=1
+script_version=2
 
 log() { echo "tests/letta/install.sh: $*" >&2; }
 die() { echo "tests/letta/install.sh: ERROR: $*" >&2; exit 1; }
@@ -69,6 +69,12 @@ pyver="$("$python" -c 'import sys; print(sys.version.split()[0])')"
 
 want="$( { sha256sum "$lock" | cut -d' ' -f1; echo "python=$pyver script=$script_version"; } | sha256sum | cut -d' ' -f1)"
 
+# One install at a time (two test sessions may start together): lock this script's own file.
+if command -v flock >/dev/null; then
+  exec 9<"${BASH_SOURCE[0]}"
+  flock 9
+fi
+
 ensure_pg_user
 
 if [ "$force" = 0 ] && [ -x "$venv/bin/letta" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
@@ -95,7 +101,8 @@ if [ -z "$uv" ]; then
 fi
 
 # `sync` makes the venv exactly the lock (removes anything else); hashes in the lock are verified.
-"$uv" pip sync --quiet --python "$venv/bin/python" "$lock" \
+# Bytecode is compiled now, not at every server start (saves ~4 s per start, ~3 s per schema build).
+"$uv" pip sync --quiet --compile-bytecode --python "$venv/bin/python" "$lock" \
   || die "uv pip sync of $lock failed (PyPI reachable? C compiler and pg_config for psycopg2?)"
 
 "$venv/bin/python" - <<'EOF' || die "the installed Letta does not import or pgserver has no binaries"
