@@ -18,6 +18,8 @@ from blipflow.store import Store
 log = logging.getLogger(__name__)
 
 PROFILE_COLLECTION = "app.bsky.actor.profile"
+# A DID that could not be resolved is not tried again for this long (dispatch must not wait on it).
+RETRY_FAILED_AFTER = timedelta(minutes=5)
 
 
 class IdentityResolver:
@@ -28,6 +30,7 @@ class IdentityResolver:
         self.http = httpx.Client(timeout=timeout)
         self.hits = 0
         self.misses = 0
+        self.failed_until: dict[str, datetime] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -39,11 +42,13 @@ class IdentityResolver:
         fresh_after = datetime.now(timezone.utc) - self.ttl
         result: dict[str, Identity] = {}
         fetched: list[Identity] = []
+        now = datetime.now(timezone.utc)
         for did in wanted:
             known = cached.get(did)
-            if known is not None and known.fetched_at is not None and known.fetched_at >= fresh_after:
+            fresh = known is not None and known.fetched_at is not None and known.fetched_at >= fresh_after
+            if fresh or self.failed_until.get(did, now) > now:
                 self.hits += 1
-                result[did] = known
+                result[did] = known or Identity(did, None, None, None, None)
                 continue
             self.misses += 1
             identity = self.fetch(did, known)
@@ -61,7 +66,8 @@ class IdentityResolver:
         try:
             document = self.did_document(did)
         except (httpx.HTTPError, ValueError) as error:
-            log.warning("cannot resolve %s: %s", did, error)
+            log.warning("cannot resolve %s: %s; trying again in %s", did, error, RETRY_FAILED_AFTER)
+            self.failed_until[did] = datetime.now(timezone.utc) + RETRY_FAILED_AFTER
             return known or Identity(did, None, None, None, None)
         handle = next(
             (aka.removeprefix("at://") for aka in document.get("alsoKnownAs", []) if aka.startswith("at://")),

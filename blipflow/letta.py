@@ -56,12 +56,12 @@ class LettaGateway:
             page = self.client.agents.messages.list(agent_id, limit=RECOVERY_LOOKBACK, order="desc")
         except letta_client.APIError as error:
             raise classify(agent, error) from None
-        newest_first = list(page)
-        first_otid = message_otid(window_id, 0)
-        for position, message in enumerate(newest_first):
-            if getattr(message, "message_type", None) == "user_message" and getattr(message, "otid", None) == first_otid:
-                after = reversed(newest_first[:position])
-                return Answer(replies_in(until_next_user_message(after)))
+        # The latest messages; sorted here because the server's order within the page is not to be relied on.
+        recent = sorted(page, key=lambda message: message.date)
+        ours = {message_otid(window_id, index) for index in range(len(recent))}
+        for position, message in enumerate(recent):
+            if is_user_message(message) and getattr(message, "otid", None) == message_otid(window_id, 0):
+                return Answer(replies_in(answer_to(recent[position + 1:], ours)))
         return None
 
 
@@ -69,10 +69,17 @@ def message_otid(window_id: str, index: int) -> str:
     return f"{window_id}-{index}"
 
 
-def until_next_user_message(messages: Iterable[Any]) -> list[Any]:
+def is_user_message(message: Any) -> bool:
+    return getattr(message, "message_type", None) == "user_message"
+
+
+def answer_to(messages: Iterable[Any], window_otids: set[str]) -> list[Any]:
+    """What followed a window's user messages, up to the next user message that is not the window's."""
     taken = []
     for message in messages:
-        if getattr(message, "message_type", None) == "user_message":
+        if is_user_message(message):
+            if getattr(message, "otid", None) in window_otids:
+                continue
             break
         taken.append(message)
     return taken

@@ -50,8 +50,10 @@ def test_an_unknown_did_keeps_what_was_known(tmp_path, atproto_network, caplog):
     resolver = resolver_for(atproto_network, store)
     try:
         found = resolver.resolve([ghost, "did:key:z6Mk"])
+        assert resolver.resolve([ghost])[ghost].handle is None  # not asked again for a while
     finally:
         resolver.close()
+    assert caplog.text.count(f"cannot resolve {ghost}") == 1
     assert found[ghost] == Identity(ghost, None, None, None, None)
     assert found["did:key:z6Mk"].handle is None
     assert f"cannot resolve {ghost}" in caplog.text

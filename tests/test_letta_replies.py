@@ -9,7 +9,7 @@ from letta_client.types.agents import AssistantMessage, ReasoningMessage, ToolCa
 from letta_client.types.agents.tool_call import ToolCall
 
 from blipflow.breaker import Breaker
-from blipflow.letta import classify, replies_in, until_next_user_message
+from blipflow.letta import answer_to, classify, replies_in
 
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
 
@@ -44,9 +44,10 @@ def test_no_reply_is_silence():
     assert replies_in([thinking(), send_message("not json"), send_message('{"message": ""}')]) == []
 
 
-def test_recovery_reads_up_to_the_next_user_message():
-    later = UserMessage(id="u", date=NOW, content="next window", message_type="user_message")
-    assert until_next_user_message([assistant("a"), later, assistant("b")]) == [assistant("a")]
+def test_recovery_reads_past_the_window_s_own_messages_up_to_the_next_user_message():
+    own = UserMessage(id="u1", date=NOW, content="second blip", message_type="user_message", otid="w-1")
+    later = UserMessage(id="u2", date=NOW, content="next window", message_type="user_message", otid="v-0")
+    assert answer_to([own, assistant("a"), later, assistant("b")], {"w-0", "w-1"}) == [assistant("a")]
 
 
 def status_error(status: int) -> letta_client.APIStatusError:

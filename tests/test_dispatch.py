@@ -1,0 +1,192 @@
+"""Dispatch against a real Letta server (scripted model): windows, both reply shapes, own blips, exactly
+once across a crash, transient and permanent failures, the circuit breaker, the loop guard."""
+
+from __future__ import annotations
+
+import time
+from itertools import count
+
+import pytest
+
+from blipflow.config import Settings
+from blipflow.dispatch import Dispatcher
+from blipflow.letta import AgentCallFailed
+from blipflow.store import IngestBatch, Store
+from flows.dispatch import build_dispatcher
+from tests.support.frames import T0, blips, commit_frame, uri
+
+HUMAN = "did:plc:human0000000000000000000"
+AGENT_A = "did:plc:agenta000000000000000000"
+AGENT_B = "did:plc:agentb000000000000000000"
+clock = count(1)
+
+
+def post(store: Store, did: str, content: str, reply_to: str | None = None) -> str:
+    """A blip as ingest would store it."""
+    rkey = f"k{next(clock)}"
+    reply = {"root": {"uri": reply_to, "cid": "c"}, "parent": {"uri": reply_to, "cid": "c"}} if reply_to else None
+    store.apply(IngestBatch(blips=blips(commit_frame(did, rkey, T0 + next(clock), content=content, reply=reply))))
+    return uri(did, rkey)
+
+
+def dispatcher_for(tmp_path, letta_server, *agents: dict, **dispatch: float) -> Dispatcher:
+    settings = Settings(
+        store={"path": tmp_path / "s.duckdb"},
+        letta={"base_url": letta_server.base_url, "timeout": 30},
+        bluesky={"plc_uri": "http://127.0.0.1:9"},  # identities are not resolvable here: DIDs stand in
+        agents=list(agents),
+        dispatch=dispatch,
+    )
+    return build_dispatcher(settings)
+
+
+def replies(store: Store, agent: str | None = None) -> list[str]:
+    return [row[0] for row in store.query_all(
+        "SELECT content FROM replies WHERE ? IS NULL OR agent = ? ORDER BY created_at, position", [agent, agent])]
+
+
+def deliver_all(dispatcher: Dispatcher) -> list:
+    return [dispatcher.deliver(window) for window in dispatcher.plan()]
+
+
+@pytest.fixture
+def v1_agent(letta_server):
+    return letta_server.create_agent("letta_v1_agent")
+
+
+def test_windows_follow_batch_size_and_max_wait(tmp_path, letta_server, v1_agent):
+    dispatcher = dispatcher_for(tmp_path, letta_server,
+                                {"name": "scout", "agent_id": v1_agent, "batch_size": 2, "max_wait_seconds": 3600})
+    for n in range(5):
+        post(dispatcher.store, HUMAN, f"blip {n}")
+    seq = letta_server.model.last_seq()
+    delivered = deliver_all(dispatcher)
+    assert [d.blips for d in delivered] == [2, 2]  # the fifth waits for company
+    asked = letta_server.model.chat_requests(since=seq)
+    assert [[text.rsplit("\n", 1)[-1] for text in a["user_texts"][-2:]] for a in asked] == [
+        ["[@did:plc:human0000000000000000000] blip 0", "[@did:plc:human0000000000000000000] blip 1"],
+        ["[@did:plc:human0000000000000000000] blip 2", "[@did:plc:human0000000000000000000] blip 3"],
+    ]
+    assert "global group chat" in asked[0]["user_texts"][-2]  # the instructions lead each window
+    assert len(replies(dispatcher.store)) == 2
+    assert deliver_all(dispatcher) == []
+    dispatcher.agents["scout"] = dispatcher.agents["scout"].model_copy(update={"max_wait_seconds": 0})
+    assert [d.blips for d in deliver_all(dispatcher)] == [1]
+
+
+@pytest.mark.parametrize("kind", ["letta_v1_agent", "sleeptime"])
+def test_both_reply_shapes_reach_the_outbox(tmp_path, letta_server, kind):
+    agent_id = letta_server.create_agent(kind)
+    dispatcher = dispatcher_for(tmp_path, letta_server, {"name": "scout", "agent_id": agent_id})
+    post(dispatcher.store, HUMAN, "what do you think?")
+    [delivery] = deliver_all(dispatcher)
+    assert delivery.outcome == "answered"
+    [reply] = replies(dispatcher.store)
+    assert reply.startswith("echo: ") and reply.endswith("what do you think?")
+
+
+def test_silence_is_recorded_as_such(tmp_path, letta_server, v1_agent):
+    dispatcher = dispatcher_for(tmp_path, letta_server, {"name": "scout", "agent_id": v1_agent})
+    post(dispatcher.store, HUMAN, "nothing to add [[silent]]")
+    [delivery] = deliver_all(dispatcher)
+    assert delivery.outcome == "silent" and replies(dispatcher.store) == []
+
+
+def test_an_agent_never_receives_its_own_blips(tmp_path, letta_server, v1_agent):
+    dispatcher = dispatcher_for(tmp_path, letta_server, {"name": "scout", "agent_id": v1_agent, "did": AGENT_A})
+    post(dispatcher.store, AGENT_A, "my own thought")
+    post(dispatcher.store, HUMAN, "a person's thought")
+    seq = letta_server.model.last_seq()
+    deliver_all(dispatcher)
+    seen = " ".join(" ".join(a["user_texts"]) for a in letta_server.model.chat_requests(since=seq))
+    assert "a person's thought" in seen and "my own thought" not in seen
+    assert dispatcher.store.query_all("SELECT skip_reason FROM deliveries WHERE blip_uri LIKE ?",
+                                      [f"at://{AGENT_A}/%"]) == [("own_blip",)]
+
+
+def test_a_window_answered_before_a_crash_is_finished_without_sending_it_again(tmp_path, letta_server, v1_agent):
+    first = dispatcher_for(tmp_path, letta_server, {"name": "scout", "agent_id": v1_agent})
+    post(first.store, HUMAN, "did you get this?")
+    [window] = first.plan()
+    # the crash: Letta answered, but the process died before the answer was stored
+    blip_list = first.store.window_blips(window.id)
+    first.store.mark_sending(window.id)
+    from blipflow.prompt import window_messages
+
+    first.gateway.send("scout", v1_agent, window_messages(first.agents["scout"], blip_list), window.id)
+    seq = letta_server.model.last_seq()
+    restarted = dispatcher_for(tmp_path, letta_server, {"name": "scout", "agent_id": v1_agent})
+    [again] = restarted.plan()
+    assert (again.id, again.state) == (window.id, "sending")
+    delivery = restarted.deliver(again)
+    assert delivery.outcome == "recovered"
+    assert letta_server.model.chat_requests(since=seq) == []  # not sent twice
+    [reply] = replies(restarted.store)
+    assert reply.endswith("did you get this?")
+
+
+def test_a_transient_failure_fails_the_window_and_the_retry_delivers_it_once(tmp_path, letta_server, v1_agent):
+    dispatcher = dispatcher_for(tmp_path, letta_server, {"name": "scout", "agent_id": v1_agent})
+    # Letta's own client tries the model three times; all three fail, so Letta answers 500
+    post(dispatcher.store, HUMAN, "flaky [[status:500*3]]")
+    [window] = dispatcher.plan()
+    with pytest.raises(AgentCallFailed) as failure:
+        dispatcher.deliver(window)
+    assert failure.value.transient
+    [retry] = dispatcher.plan()
+    assert (retry.id, retry.state) == (window.id, "failed")
+    assert dispatcher.deliver(retry).outcome == "answered"
+    assert len(replies(dispatcher.store)) == 1
+
+
+def test_an_unknown_agent_is_a_permanent_failure_and_opens_its_circuit(tmp_path, letta_server, caplog):
+    ghost = "agent-00000000-0000-4000-8000-000000000000"
+    dispatcher = dispatcher_for(tmp_path, letta_server, {"name": "ghost", "agent_id": ghost},
+                                breaker_failures=2, breaker_cooldown=1.0)
+    post(dispatcher.store, HUMAN, "anyone there?")
+    for _ in range(2):
+        [window] = dispatcher.plan()
+        with pytest.raises(AgentCallFailed) as failure:
+            dispatcher.deliver(window)
+        assert not failure.value.transient
+        assert str(failure.value) == "agent ghost: no such agent on the Letta server (HTTP 404)"
+    assert dispatcher.plan() == []  # open: the agent is left alone
+    assert "circuit for agent ghost open after 2 failed calls" in caplog.text
+    time.sleep(1.1)
+    [trial] = dispatcher.plan()  # half-open: one more try
+    assert trial.state == "failed" and dispatcher.breakers["ghost"].state == "half_open"
+
+
+def test_the_loop_guard_ends_a_two_agent_exchange(tmp_path, letta_server):
+    a_id, b_id = letta_server.create_agent("letta_v1_agent"), letta_server.create_agent("letta_v1_agent")
+    dispatcher = dispatcher_for(
+        tmp_path, letta_server,
+        {"name": "ada", "agent_id": a_id, "did": AGENT_A, "max_chain_depth": 3},
+        {"name": "bob", "agent_id": b_id, "did": AGENT_B, "max_chain_depth": 3},
+    )
+    post(dispatcher.store, HUMAN, "hello agents")
+    did_of = {"ada": AGENT_A, "bob": AGENT_B}
+    for _ in range(10):  # each round: deliver, then publish the replies as blips (what the publish flow does)
+        delivered = deliver_all(dispatcher)
+        if not delivered:
+            break
+        for d in delivered:
+            answered = dispatcher.store.window_blips(d.window)[-1].uri
+            for text in replies_of_window(dispatcher.store, d.window):
+                post(dispatcher.store, did_of[d.agent], text, reply_to=answered)
+    else:
+        pytest.fail("the agents never stopped")
+    # each answers the human (chain depth 1), the other's answer (2), the other's answer to that (3);
+    # a chain three agent blips deep is sent to no agent
+    assert len(replies(dispatcher.store, "ada")) == 3
+    assert len(replies(dispatcher.store, "bob")) == 3
+    depths = {c.chain_depth for c in dispatcher.store.undelivered("nobody", [AGENT_A, AGENT_B], limit=100)}
+    assert depths == {0, 1, 2, 3}
+    assert dispatcher.store.query_all(
+        "SELECT count(*) FROM deliveries WHERE skip_reason = 'agent_chain_too_deep'") == [(2,)]
+
+
+def replies_of_window(store: Store, window_id: str) -> list[str]:
+    return [row[0] for row in store.query_all("SELECT content FROM replies WHERE window_id = ? ORDER BY position",
+                                              [window_id])]
+
