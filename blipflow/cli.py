@@ -8,7 +8,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from collections.abc import Coroutine
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
@@ -67,15 +67,28 @@ def run(
 ) -> None:
     """Run the main job: ingest every blip into the DuckDB store, until Ctrl-C."""
     loaded = settings()
-    for name, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    prefect_environment()
     from flows.ingest import ingest  # Prefect is imported only now, after its environment is set
 
     path = str(options.config_file) if options.config_file else None
     typer.echo(f"ingesting from {source.value} into {loaded.store.path} (Ctrl-C stops)", err=True)
-    final = until_interrupted(ingest(source=source.value, config_file=path, return_state=True))
+    final = until_interrupted(lambda: asyncio.run(ingest(source=source.value, config_file=path, return_state=True)))
     if final is not None and final.is_failed():
         raise SourceUnavailable(final.message or "ingest failed")
+
+
+@app.command()
+def dispatch() -> None:
+    """Send each configured Letta agent its windows of new blips, until Ctrl-C."""
+    loaded = settings()
+    if not loaded.agents:
+        raise ConfigError(f"bad config: {options.config_file or 'config.yaml'}: agents: no agents configured to dispatch to")
+    prefect_environment()
+    from flows.dispatch import dispatch as dispatch_flow
+
+    path = str(options.config_file) if options.config_file else None
+    typer.echo(f"dispatching to {', '.join(agent.name for agent in loaded.agents)} (Ctrl-C stops)", err=True)
+    until_interrupted(lambda: dispatch_flow(config_file=path))
 
 
 @app.command()
@@ -103,7 +116,7 @@ def monitor(
             showing.cancel()
 
     try:
-        until_interrupted(watch())
+        until_interrupted(lambda: asyncio.run(watch()))
     finally:
         resolver.close()
 
@@ -136,10 +149,15 @@ def show_config() -> None:
     typer.echo(settings().model_dump_json(indent=2))
 
 
-def until_interrupted(work: Coroutine[Any, Any, Any]) -> Any:
+def prefect_environment() -> None:
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def until_interrupted(work: Callable[[], Any]) -> Any:
     """Run `work` and return its result; Ctrl-C (after the work's own graceful stop) ends it quietly."""
     try:
-        return asyncio.run(work)
+        return work()
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
         return None

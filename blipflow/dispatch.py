@@ -19,7 +19,7 @@ from blipflow.blip import with_identity
 from blipflow.breaker import Breaker
 from blipflow.config import AgentConfig, DispatchConfig
 from blipflow.identity import IdentityResolver
-from blipflow.letta import AgentCallFailed, Answer, LettaGateway
+from blipflow.letta import AgentCallFailed, Answer, LettaGateway, StillAnswering
 from blipflow.policy import decide
 from blipflow.prompt import window_messages
 from blipflow.store import Store
@@ -27,6 +27,8 @@ from blipflow.store import Store
 log = logging.getLogger(__name__)
 
 CANDIDATES_PER_ROUND = 500
+IN_FLIGHT_MARGIN = 5.0  # seconds beyond the Letta timeout
+RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be answered there
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class Window:
     agent: str
     state: str
     size: int
+    sent_at: datetime | None = None
+    settled: bool | None = None
+
+    def unsettled(self) -> bool:
+        """Sent, and not known to be over: Letta may still be answering it."""
+        return self.sent_at is not None and (self.state == "sending" or (self.state == "failed" and not self.settled))
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class Delivery:
     blips: int
     replies: int
     letta_ms: float
-    outcome: str  # answered | silent | recovered
+    outcome: str  # answered | silent | recovered | in_flight (looked at again later)
 
 
 class Dispatcher:
@@ -55,12 +63,18 @@ class Dispatcher:
         resolver: IdentityResolver,
         agents: list[AgentConfig],
         config: DispatchConfig,
+        *,
+        letta_timeout: float,
     ) -> None:
         self.store = store
         self.gateway = gateway
         self.resolver = resolver
         self.agents = {agent.name: agent for agent in agents}
         self.agent_dids = [agent.did for agent in agents if agent.did]
+        # Letta finishes a call even when its caller is gone, and records the messages only at the end:
+        # a window sent this recently without a trace at Letta may still be answered there.
+        self.in_flight_for = timedelta(seconds=letta_timeout + IN_FLIGHT_MARGIN)
+        self.rechecks: dict[str, float] = {}  # window id → when to look at Letta again (monotonic)
         self.breakers = {
             agent.name: Breaker(agent.name, config.breaker_failures, config.breaker_cooldown) for agent in agents
         }
@@ -73,7 +87,11 @@ class Dispatcher:
             if self.breakers[agent.name].allows(time.monotonic()):
                 self.open_windows(agent, now)
         waiting = [Window(*row) for row in self.store.windows_in(["pending", "sending", "failed"])]
-        return [w for w in waiting if w.agent in self.agents and self.breakers[w.agent].allows(time.monotonic())]
+        return [w for w in waiting if w.agent in self.agents and self.rechecks.get(w.id, 0.0) <= time.monotonic()
+                and self.breakers[w.agent].allows(time.monotonic())]
+
+    def maybe_in_flight(self, window: Window, now: datetime) -> bool:
+        return window.unsettled() and window.sent_at is not None and now - window.sent_at < self.in_flight_for
 
     def open_windows(self, agent: AgentConfig, now: datetime) -> None:
         while True:
@@ -95,9 +113,12 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             answer, outcome = self.call(agent, window)
+        except StillAnswering:
+            self.rechecks[window.id] = time.monotonic() + RECHECK_SECONDS
+            return Delivery(window.id, agent.name, window.size, 0, 0.0, "in_flight")
         except AgentCallFailed as failure:
             breaker.failed(time.monotonic())
-            self.store.fail_window(window.id, str(failure))
+            self.store.fail_window(window.id, str(failure), settled=failure.settled)
             raise
         letta_ms = (time.perf_counter() - started) * 1000
         breaker.succeeded()
@@ -106,10 +127,12 @@ class Dispatcher:
         return Delivery(window.id, agent.name, window.size, len(answer.replies), letta_ms, outcome)
 
     def call(self, agent: AgentConfig, window: Window) -> tuple[Answer, str | None]:
-        if window.state in ("sending", "failed"):  # it may have arrived before the crash or the timeout
+        if window.unsettled():  # it may have arrived before the crash or the timeout
             earlier = self.gateway.answer_already_given(agent.name, agent.agent_id, window.id)
             if earlier is not None:
                 return earlier, "recovered"
+            if self.maybe_in_flight(window, datetime.now(timezone.utc)):
+                raise StillAnswering(window.id)
         blips = self.store.window_blips(window.id)
         identities = self.resolver.resolve([blip.did for blip in blips])
         messages = window_messages(agent, [with_identity(blip, identities[blip.did]) for blip in blips])

@@ -4,6 +4,7 @@ those worth retrying and those that are not. The only module that imports letta-
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +20,18 @@ RECOVERY_LOOKBACK = 100
 
 
 class AgentCallFailed(Exception):
-    """A call to an agent failed. `transient` says whether trying again later may work."""
+    """A call to an agent failed. `transient`: trying again later may work. `settled`: Letta answered,
+    so the call is over; otherwise (a timeout, a dropped connection) Letta may still be working on it."""
 
-    def __init__(self, agent: str, reason: str, *, transient: bool) -> None:
+    def __init__(self, agent: str, reason: str, *, transient: bool, settled: bool = True) -> None:
         super().__init__(f"agent {agent}: {reason}")
         self.agent = agent
         self.transient = transient
+        self.settled = settled
+
+
+class StillAnswering(Exception):
+    """The window reached the agent and its answer is not there yet."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class Answer:
 
 class LettaGateway:
     def __init__(self, config: LettaConfig, *, max_steps: int = 10) -> None:
+        self.timeout = config.timeout
         api_key = config.api_key.get_secret_value() if config.api_key else None
         # No retries here: Prefect retries transient failures, and the breaker counts them.
         self.client = Letta(base_url=config.base_url, api_key=api_key, timeout=config.timeout, max_retries=0)
@@ -61,7 +69,12 @@ class LettaGateway:
         ours = {message_otid(window_id, index) for index in range(len(recent))}
         for position, message in enumerate(recent):
             if is_user_message(message) and getattr(message, "otid", None) == message_otid(window_id, 0):
-                return Answer(replies_in(answer_to(recent[position + 1:], ours)))
+                answer = answer_to(recent[position + 1:], ours)
+                sent_at = message.date if message.date.tzinfo else message.date.replace(tzinfo=timezone.utc)
+                if not answer and datetime.now(timezone.utc) - sent_at < timedelta(seconds=self.timeout):
+                    # Nothing yet may mean the agent is still at it (silence looks the same): ask again later.
+                    raise StillAnswering(window_id)
+                return Answer(replies_in(answer))
         return None
 
 
@@ -135,9 +148,9 @@ def content_text(content: Any) -> str:
 def classify(agent: str, error: letta_client.APIError) -> AgentCallFailed:
     """Timeouts, lost connections, 429 and 5xx may pass; a bad key, an unknown agent or a refused request will not."""
     if isinstance(error, letta_client.APITimeoutError):
-        return AgentCallFailed(agent, "Letta did not answer in time", transient=True)
+        return AgentCallFailed(agent, "Letta did not answer in time", transient=True, settled=False)
     if isinstance(error, letta_client.APIConnectionError):
-        return AgentCallFailed(agent, f"cannot reach Letta ({error})", transient=True)
+        return AgentCallFailed(agent, f"cannot reach Letta ({error})", transient=True, settled=False)
     if isinstance(error, letta_client.APIStatusError):
         status = error.status_code
         transient = status == 429 or status >= 500 or status == 409

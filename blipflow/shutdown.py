@@ -8,11 +8,11 @@ flushed the run simply ends, as a completed one.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -20,16 +20,22 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 @contextmanager
 def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """Within this block SIGTERM/SIGINT call `stop()`; on leaving, a caught SIGTERM is re-raised."""
+    """Within this block SIGTERM/SIGINT call `stop()`; on leaving, a caught SIGTERM is re-raised.
+
+    Works for asyncio loops too: asyncio wakes its loop for any signal, and the handler runs on the
+    loop's (the main) thread."""
     if threading.current_thread() is not threading.main_thread():
         # Signals reach only the main thread; elsewhere cancellation arrives as CancelledError instead.
         yield
         return
-    loop = asyncio.get_running_loop()
     previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in SIGNALS}
     caught: list[int] = []
 
-    def on_signal(sig: int) -> None:
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def on_signal(sig: int, frame: FrameType | None) -> None:
         caught.append(sig)
         if len(caught) == 1:
             stop()
@@ -37,17 +43,11 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             restore()
             signal.raise_signal(sig)
 
-    def restore() -> None:
-        for sig, handler in previous.items():
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, handler)
-
     for sig in SIGNALS:
-        loop.add_signal_handler(sig, on_signal, sig)
+        signal.signal(sig, on_signal)
     try:
         yield
     finally:
-        if len(caught) <= 1:
-            restore()
+        restore()
         if caught == [signal.SIGTERM]:
             signal.raise_signal(signal.SIGTERM)

@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS windows (
     finished_at TIMESTAMPTZ,
     attempts INTEGER NOT NULL DEFAULT 0,
     error VARCHAR,
+    settled BOOLEAN,                  -- for a failure: Letta answered it (false: a timeout, it may go on)
     letta_ms DOUBLE
 );
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -332,10 +333,10 @@ class Store:
         )
         return [Blip(*row) for row in rows]
 
-    def windows_in(self, states: list[str], agent: str | None = None) -> list[tuple[str, str, str, int]]:
-        """(id, agent, state, size) of the windows in `states`, oldest first."""
+    def windows_in(self, states: list[str], agent: str | None = None) -> list[tuple]:
+        """(id, agent, state, size, sent_at, settled) of the windows in `states`, oldest first."""
         return self.query_all(
-            """SELECT id, agent, state, size FROM windows WHERE state IN (SELECT unnest($states))
+            """SELECT id, agent, state, size, sent_at, settled FROM windows WHERE state IN (SELECT unnest($states))
                AND ($agent IS NULL OR agent = $agent) ORDER BY created_at""",
             {"states": states, "agent": agent},
         )
@@ -354,10 +355,11 @@ class Store:
             db.execute("""UPDATE windows SET state = ?, finished_at = now(), letta_ms = ?, error = NULL
                           WHERE id = ?""", ["answered" if replies else "silent", letta_ms, window_id])
 
-    def fail_window(self, window_id: str, error: str) -> None:
+    def fail_window(self, window_id: str, error: str, *, settled: bool) -> None:
         """A window that could not be delivered; it stays in the ledger to be sent again later."""
         with self.transaction() as db:
-            db.execute("UPDATE windows SET state = 'failed', error = ? WHERE id = ?", [error, window_id])
+            db.execute("UPDATE windows SET state = 'failed', error = ?, settled = ? WHERE id = ?",
+                       [error, settled, window_id])
 
     def replies_since(self, agent: str, since: datetime) -> int:
         return self.query_all("SELECT count(*) FROM replies WHERE agent = ? AND created_at >= ?", [agent, since])[0][0]

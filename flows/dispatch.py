@@ -6,7 +6,7 @@ reaches its agents well under a second after it is stored, instead of waiting fo
 
 from __future__ import annotations
 
-import time
+import threading
 
 from prefect import flow, get_run_logger
 
@@ -14,6 +14,7 @@ from blipflow.config import Settings, load_settings
 from blipflow.dispatch import Dispatcher
 from blipflow.identity import IdentityResolver
 from blipflow.letta import LettaGateway
+from blipflow.shutdown import stop_on_signals
 from blipflow.store import Store
 from tasks.dispatch import deliver_window
 
@@ -22,7 +23,7 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
     store = Store(settings.store.path, lock_timeout=settings.store.lock_timeout)
     resolver = IdentityResolver(store, plc_url=settings.bluesky.plc_uri, ttl_seconds=settings.identity.ttl_seconds)
     gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
-    return Dispatcher(store, gateway, resolver, settings.agents, settings.dispatch)
+    return Dispatcher(store, gateway, resolver, settings.agents, settings.dispatch, letta_timeout=settings.letta.timeout)
 
 
 @flow(name="dispatch")
@@ -36,15 +37,20 @@ def dispatch(config_file: str | None = None, rounds: int | None = None) -> int:
     dispatcher = build_dispatcher(settings)
     delivered = 0
     done_rounds = 0
-    while rounds is None or done_rounds < rounds:
-        done_rounds += 1
-        windows = dispatcher.plan()
-        for window in windows:
-            state = deliver_window(dispatcher, window, return_state=True)
-            if state.is_completed():
-                delivered += 1
-            else:
-                logger.error("%s", state.message)
-        if not windows:
-            time.sleep(settings.dispatch.poll_interval)
+    stopping = threading.Event()
+    with stop_on_signals(stopping.set):  # finish the window in hand, then stop
+        while not stopping.is_set() and (rounds is None or done_rounds < rounds):
+            done_rounds += 1
+            windows = dispatcher.plan()
+            for window in windows:
+                if stopping.is_set():
+                    break
+                state = deliver_window(dispatcher, window, return_state=True)
+                if state.is_completed():
+                    delivered += state.result().outcome != "in_flight"
+                else:
+                    logger.error("%s", state.message)
+            if not windows:
+                stopping.wait(settings.dispatch.poll_interval)
+    logger.info("dispatch stopped after delivering %d windows", delivered)
     return delivered

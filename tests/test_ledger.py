@@ -51,16 +51,17 @@ def test_decided_blips_are_not_offered_again_and_cannot_be_sent_twice(store):
     assert [c.uri for c in store.undelivered("other", [], limit=100)][0] == uri(HUMAN, "h1")  # per agent
     with pytest.raises(duckdb.ConstraintException):
         store.decide("scout", {}, [uri(HUMAN, "h1")])
-    assert store.windows_in(["pending"]) == [(window_id, "scout", "pending", 1)]
+    assert store.windows_in(["pending"]) == [(window_id, "scout", "pending", 1, None, None)]
 
 
 def test_a_window_carries_its_blips_and_its_outcome(store):
     window_id = store.decide("scout", {}, [uri(HUMAN, "h1"), uri(AGENT_A, "a1")])
     assert [b.content for b in store.window_blips(window_id)] == ["hello agents", "hi"]
     store.mark_sending(window_id)
-    assert store.windows_in(["sending"], agent="scout") == [(window_id, "scout", "sending", 2)]
+    [(_, _, state, size, sent_at, _)] = store.windows_in(["sending"], agent="scout")
+    assert (state, size) == ("sending", 2) and sent_at is not None
     store.finish_window(window_id, "scout", ["first thought", "second thought"], letta_ms=12.5)
-    assert store.windows_in(["answered"]) == [(window_id, "scout", "answered", 2)]
+    assert [row[:4] for row in store.windows_in(["answered"])] == [(window_id, "scout", "answered", 2)]
     replies = store.query_all("SELECT id, position, content, state FROM replies ORDER BY position")
     assert replies == [(f"{window_id}:0", 0, "first thought", "queued"), (f"{window_id}:1", 1, "second thought", "queued")]
     since = datetime.now(timezone.utc) - timedelta(minutes=1)
@@ -72,7 +73,7 @@ def test_silence_and_failure_are_recorded(store):
     quiet = store.decide("scout", {}, [uri(HUMAN, "h1")])
     store.finish_window(quiet, "scout", [], letta_ms=3.0)
     broken = store.decide("scout", {}, [uri(AGENT_A, "a1")])
-    store.fail_window(broken, "letta: 503 Service Unavailable")
-    states = {wid: state for wid, _, state, _ in store.windows_in(["silent", "failed"])}
+    store.fail_window(broken, "letta: 503 Service Unavailable", settled=True)
+    states = {row[0]: row[2] for row in store.windows_in(["silent", "failed"])}
     assert states == {quiet: "silent", broken: "failed"}
     assert store.query_all("SELECT error FROM windows WHERE id = ?", [broken]) == [("letta: 503 Service Unavailable",)]

@@ -1,0 +1,52 @@
+"""`blipflow dispatch` as a real process under a real Prefect server, killed in the middle of a window."""
+
+from __future__ import annotations
+
+import signal
+
+from blipflow.store import Store
+from tests.support.ingest_process import BlipflowProcess, wait_for
+from tests.test_dispatch import HUMAN, post
+
+import yaml
+
+
+def test_killing_dispatch_mid_window_delivers_each_blip_exactly_once(tmp_path, letta_server, prefect_server):
+    agent_id = letta_server.create_agent("letta_v1_agent")
+    store_path = tmp_path / "s.duckdb"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"path": str(store_path)},
+        "letta": {"base_url": letta_server.base_url, "timeout": 10},
+        "bluesky": {"plc_uri": "http://127.0.0.1:9"},
+        "agents": [{"name": "scout", "agent_id": agent_id}],
+    }))
+    store = Store(store_path)
+    post(store, HUMAN, "a slow question [[sleep:6]]")
+    seq = letta_server.model.last_seq()
+
+    def model_calls() -> list[dict]:
+        return [r for r in letta_server.model.chat_requests(since=seq)
+                if any("a slow question" in text for text in r["user_texts"])]
+
+    first = BlipflowProcess(config, ["dispatch"], prefect_server.env(), tmp_path / "first.log")
+    second = None
+    try:
+        wait_for(model_calls, 60, "the window to reach the model")
+        first.signal(signal.SIGKILL)  # mid-call: Letta goes on answering, nobody records it
+        first.wait(10)
+        assert store.query_all("SELECT state FROM windows") == [("sending",)]
+        second = BlipflowProcess(config, ["dispatch"], prefect_server.env(), tmp_path / "second.log")
+        wait_for(lambda: store.query_all("SELECT state FROM windows") == [("answered",)], 90, "the window answered")
+        second.signal(signal.SIGINT)
+        assert second.wait(30) == 0
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert len(model_calls()) == 1  # the agent was asked once
+    history = letta_server.client().agents.messages.list(agent_id, limit=50)
+    assert sum(1 for m in history if m.message_type == "user_message") == 1  # and remembers it once
+    [(reply,)] = store.query_all("SELECT content FROM replies")
+    assert reply.endswith("a slow question")
+    assert "dispatch stopped after delivering 1 windows" in second.log()
