@@ -65,7 +65,7 @@ class LettaGateway:
         except letta_client.APIError as error:
             raise classify(agent, error) from None
         # The latest messages; sorted here because the server's order within the page is not to be relied on.
-        recent = sorted(page, key=lambda message: message.date)
+        recent = sorted(page.items, key=lambda message: message.date)  # this page only: no paging on
         ours = {message_otid(window_id, index) for index in range(len(recent))}
         for position, message in enumerate(recent):
             if is_user_message(message) and getattr(message, "otid", None) == message_otid(window_id, 0):
