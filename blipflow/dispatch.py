@@ -110,7 +110,6 @@ class Dispatcher:
         """Send one window and store the answer; AgentCallFailed says whether a retry may help."""
         agent = self.agents[window.agent]
         breaker = self.breakers[agent.name]
-        started = time.perf_counter()
         try:
             answer, outcome = self.call(agent, window)
         except StillAnswering:
@@ -120,11 +119,10 @@ class Dispatcher:
             breaker.failed(time.monotonic())
             self.store.fail_window(window.id, str(failure), settled=failure.settled)
             raise
-        letta_ms = (time.perf_counter() - started) * 1000
         breaker.succeeded()
-        self.store.finish_window(window.id, agent.name, answer.replies, letta_ms)
+        self.store.finish_window(window.id, agent.name, answer.replies, answer.letta_ms)
         outcome = outcome or ("answered" if answer.replies else "silent")
-        return Delivery(window.id, agent.name, window.size, len(answer.replies), letta_ms, outcome)
+        return Delivery(window.id, agent.name, window.size, len(answer.replies), answer.letta_ms, outcome)
 
     def call(self, agent: AgentConfig, window: Window) -> tuple[Answer, str | None]:
         if window.unsettled():  # it may have arrived before the crash or the timeout

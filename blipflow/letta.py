@@ -4,6 +4,7 @@ those worth retrying and those that are not. The only module that imports letta-
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class StillAnswering(Exception):
 @dataclass(frozen=True)
 class Answer:
     replies: list[str]  # empty: the agent chose silence
+    letta_ms: float = 0.0  # time spent in the call to Letta
 
 
 class LettaGateway:
@@ -50,11 +52,12 @@ class LettaGateway:
     def send(self, agent: str, agent_id: str, messages: list[dict[str, str]], window_id: str) -> Answer:
         """Send one window as user messages tagged with the window's id (`otid`), return the replies."""
         tagged = [{**message, "otid": message_otid(window_id, index)} for index, message in enumerate(messages)]
+        started = time.perf_counter()
         try:
             response = self.client.agents.messages.create(agent_id, messages=tagged, max_steps=self.max_steps)
         except letta_client.APIError as error:
             raise classify(agent, error) from None
-        return Answer(replies_in(response.messages))
+        return Answer(replies_in(response.messages), (time.perf_counter() - started) * 1000)
 
     def answer_already_given(self, agent: str, agent_id: str, window_id: str) -> Answer | None:
         """If a window's messages reached the agent before a crash, the answer it gave then; else None.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -162,15 +163,19 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one unit of work; waits while another process holds the file."""
-        connection = self._open()
-        try:
-            if not self._schema_ready:
-                connection.execute(SCHEMA)
-                self._schema_ready = True
-            yield connection
-        finally:
-            connection.close()
+        """A connection for one unit of work; waits while another process holds the file.
+
+        Within a process, units of work take turns too: DuckDB refuses a second concurrent open of
+        the same file ("Unique file handle conflict") and fails concurrent updates of one row."""
+        with process_lock(self.path):
+            connection = self._open()
+            try:
+                if not self._schema_ready:
+                    connection.execute(SCHEMA)
+                    self._schema_ready = True
+                yield connection
+            finally:
+                connection.close()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -400,6 +405,15 @@ def incoming(
     db.register("incoming", table)
     yield
     db.unregister("incoming")  # not on failure: the aborted transaction refuses it, and the connection closes
+
+
+_process_locks: dict[Path, threading.RLock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def process_lock(path: Path) -> threading.RLock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(path.resolve(), threading.RLock())
 
 
 def add_counters(db: duckdb.DuckDBPyConnection, counters: Mapping[str, int]) -> None:

@@ -11,7 +11,7 @@ import threading
 from prefect import flow, get_run_logger
 
 from blipflow.config import Settings, load_settings
-from blipflow.dispatch import Dispatcher
+from blipflow.dispatch import Dispatcher, Window
 from blipflow.identity import IdentityResolver
 from blipflow.letta import LettaGateway
 from blipflow.shutdown import stop_on_signals
@@ -27,8 +27,11 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
 
 
 @flow(name="dispatch")
-def dispatch(config_file: str | None = None, rounds: int | None = None) -> int:
-    """Deliver windows until cancelled (or for `rounds` planning rounds); returns how many were delivered."""
+def dispatch(config_file: str | None = None, rounds: int | None = None, until_idle: bool = False) -> int:
+    """Deliver windows until cancelled (or for `rounds` planning rounds, or, with `until_idle`, until
+    nothing is left to send); returns how many windows were delivered.
+
+    Agents are served side by side, each one window at a time, so an agent reads its windows in order."""
     settings = load_settings(config_file)
     logger = get_run_logger()
     if not settings.agents:
@@ -42,15 +45,19 @@ def dispatch(config_file: str | None = None, rounds: int | None = None) -> int:
         while not stopping.is_set() and (rounds is None or done_rounds < rounds):
             done_rounds += 1
             windows = dispatcher.plan()
+            next_per_agent: dict[str, Window] = {}
             for window in windows:
-                if stopping.is_set():
-                    break
-                state = deliver_window(dispatcher, window, return_state=True)
-                if state.is_completed():
-                    delivered += state.result().outcome != "in_flight"
+                next_per_agent.setdefault(window.agent, window)
+            running = [deliver_window.submit(dispatcher, window) for window in next_per_agent.values()]
+            for future in running:
+                future.wait()
+                if future.state.is_completed():
+                    delivered += future.result().outcome != "in_flight"
                 else:
-                    logger.error("%s", state.message)
+                    logger.error("%s", future.state.message)
             if not windows:
+                if until_idle:
+                    break
                 stopping.wait(settings.dispatch.poll_interval)
     logger.info("dispatch stopped after delivering %d windows", delivered)
     return delivered

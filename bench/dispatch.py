@@ -1,0 +1,134 @@
+"""Dispatch throughput and overhead: N agents, B stored blips, windows of batch_size, through the real
+dispatch flow on a real Prefect server, against the real Letta server (scripted model) or, with
+--fake-latency-ms, the fake Letta answering after that many milliseconds.
+
+Per window, overhead is the time outside the Letta call: each agent's windows go one after another,
+so a window's cycle is the time since the agent's previous window finished, and overhead is that
+cycle minus the Letta call. store_to_request is the time from a window's oldest blip being stored (or
+the run starting, for blips stored before it) to the window being sent: with every blip stored up front,
+that is mostly time spent queueing behind the agent's earlier windows. Last line: one JSON object.
+
+    python bench/dispatch.py [--agents 20] [--blips 2000] [--batch-size 5] [--fake-latency-ms 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.prefect_server import QUIET_PREFECT, start_prefect_server  # noqa: E402
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--blips", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=5)
+    parser.add_argument("--fake-latency-ms", type=float, default=None, help="use the fake Letta with this latency")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        prefect = start_prefect_server(work / "prefect")
+        os.environ.update(QUIET_PREFECT, PREFECT_API_URL=prefect.api_url, PREFECT_HOME=str(prefect.home))
+        peer = None
+        try:
+            peer, create_agent = start_letta(args, work)
+            print(json.dumps(run(args, work, peer.base_url, create_agent, prefect.api_url)))
+        finally:
+            if peer is not None:
+                peer.stop()
+            prefect.stop()
+
+
+def start_letta(args: argparse.Namespace, work: Path):
+    if args.fake_latency_ms is not None:
+        from tests.support.fake_letta import FakeLetta
+
+        fake = FakeLetta(latency_ms=args.fake_latency_ms).start()
+        return fake, fake.create_agent
+    from tests.support.letta_server import ensure_installed, start_letta_server
+
+    ensure_installed()
+    server = start_letta_server(work / "letta")
+    return server, lambda: server.create_agent("letta_v1_agent")
+
+
+def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_url: str) -> dict:
+    import yaml
+
+    from blipflow.store import IngestBatch, Store
+    from blipflow.simulator import simulate_frames
+    from tests.support.frames import blips
+
+    store = Store(work / "bench.duckdb")
+    frames = [f for f in simulate_frames(args.blips * 2) if b'"operation":"create"' in f][: args.blips]
+    store.apply(IngestBatch(blips=blips(*frames)))
+    agents = [{"name": f"agent{n}", "agent_id": create_agent(), "batch_size": args.batch_size,
+               "max_wait_seconds": 0, "max_replies_per_minute": 1_000_000} for n in range(args.agents)]
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"path": str(store.path)}, "letta": {"base_url": letta_url, "timeout": 120},
+        "bluesky": {"plc_uri": "http://127.0.0.1:9"}, "agents": agents,
+    }))
+    expected = args.agents * -(-args.blips // args.batch_size)
+
+    from flows.dispatch import dispatch
+
+    started = time.time()
+    delivered = dispatch(config_file=str(config), until_idle=True)
+    elapsed = time.time() - started
+    assert delivered == expected, f"{delivered} windows delivered, {expected} expected"
+
+    rows = store.query_all("""
+        SELECT w.agent, epoch(w.sent_at), epoch(w.finished_at), w.letta_ms,
+               (SELECT epoch(min(b.ingested_at)) FROM deliveries d JOIN blips b ON b.uri = d.blip_uri
+                WHERE d.window_id = w.id)
+        FROM windows w WHERE w.state IN ('answered', 'silent') ORDER BY w.agent, w.finished_at""")
+    overhead, to_request, letta = [], [], []
+    previous: dict[str, float] = {}
+    for agent, sent, finished, letta_ms, oldest in rows:
+        cycle_ms = (finished - previous.get(agent, started)) * 1000
+        previous[agent] = finished
+        overhead.append(cycle_ms - letta_ms)
+        letta.append(letta_ms)
+        to_request.append((sent - max(oldest, started)) * 1000)
+    return {
+        "bench": "dispatch",
+        "letta": "fake" if args.fake_latency_ms is not None else "real",
+        "agents": args.agents,
+        "blips": args.blips,
+        "windows": len(rows),
+        "task_runs": count_task_runs(api_url),
+        "seconds": round(elapsed, 1),
+        "overhead_ms_p50": round(statistics.median(overhead), 1),
+        "overhead_ms_p95": round(percentile(overhead, 0.95), 1),
+        "letta_ms_p50": round(statistics.median(letta), 1),
+        "store_to_request_ms_p50": round(statistics.median(to_request), 1),
+    }
+
+
+def count_task_runs(api_url: str) -> int:
+    request = urllib.request.Request(f"{api_url}/task_runs/count", data=b"{}", method="POST",
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return int(json.loads(response.read()))
+
+
+if __name__ == "__main__":
+    main()
