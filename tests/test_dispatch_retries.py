@@ -1,0 +1,34 @@
+"""Prefect retries a window's task for transient failures only (fake Letta, real Prefect server)."""
+
+from __future__ import annotations
+
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tasks.dispatch import deliver_window
+from tests.support.fake_letta import FakeLetta
+from tests.test_dispatch import HUMAN, dispatcher_for, post
+
+
+def deliver(dispatcher, window):
+    return deliver_window.with_options(retry_delay_seconds=0)(dispatcher, window, return_state=True)
+
+
+def test_transient_failures_are_retried_and_permanent_ones_are_not(tmp_path, prefect_server):
+    fake = FakeLetta().start()
+    try:
+        agent_id = fake.create_agent()
+        dispatcher = dispatcher_for(tmp_path, fake, {"name": "scout", "agent_id": agent_id},
+                                    {"name": "ghost", "agent_id": "agent-unknown"})
+        # fails on the first call (three model attempts), answers on the second
+        post(dispatcher.store, HUMAN, "flaky [[status:503*3]]")
+        with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+            states = {window.agent: deliver(dispatcher, window) for window in dispatcher.plan()}
+        assert states["scout"].is_completed()
+        assert states["scout"].result().replies == 1
+        assert fake.calls == 1  # the failed call recorded nothing; the retry was answered once
+        assert states["ghost"].is_failed()
+        assert "agent ghost: no such agent on the Letta server (HTTP 404)" in states["ghost"].message
+        assert dispatcher.store.query_all("SELECT agent, state, attempts FROM windows ORDER BY agent") == [
+            ("ghost", "failed", 1), ("scout", "answered", 2)]
+    finally:
+        fake.stop()
