@@ -108,6 +108,7 @@ class Dispatcher:
 
     def deliver(self, window: Window) -> Delivery:
         """Send one window and store the answer; AgentCallFailed says whether a retry may help."""
+        window = Window(*self.store.window(window.id))  # a retry must see what the last attempt left
         agent = self.agents[window.agent]
         breaker = self.breakers[agent.name]
         try:

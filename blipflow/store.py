@@ -338,6 +338,11 @@ class Store:
         )
         return [Blip(*row) for row in rows]
 
+    def window(self, window_id: str) -> tuple:
+        """(id, agent, state, size, sent_at, settled) of one window, as it is now."""
+        return self.query_all("SELECT id, agent, state, size, sent_at, settled FROM windows WHERE id = ?",
+                              [window_id])[0]
+
     def windows_in(self, states: list[str], agent: str | None = None) -> list[tuple]:
         """(id, agent, state, size, sent_at, settled) of the windows in `states`, oldest first."""
         return self.query_all(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from blipflow.letta import AgentCallFailed
 from tasks.dispatch import deliver_window
 from tests.support.fake_letta import FakeLetta
 from tests.test_dispatch import HUMAN, dispatcher_for, post
@@ -30,5 +33,29 @@ def test_transient_failures_are_retried_and_permanent_ones_are_not(tmp_path, pre
         assert "agent ghost: no such agent on the Letta server (HTTP 404)" in states["ghost"].message
         assert dispatcher.store.query_all("SELECT agent, state, attempts FROM windows ORDER BY agent") == [
             ("ghost", "failed", 1), ("scout", "answered", 2)]
+    finally:
+        fake.stop()
+
+
+def test_a_timed_out_window_is_not_sent_again_while_it_may_still_be_answered(tmp_path):
+    fake = FakeLetta().start()
+    try:
+        agent_id = fake.create_agent()
+        dispatcher = dispatcher_for(tmp_path, fake, {"name": "scout", "agent_id": agent_id})
+        dispatcher.gateway.client = dispatcher.gateway.client.with_options(timeout=0.5)
+        post(dispatcher.store, HUMAN, "slow [[sleep:1.5]]")
+        [window] = dispatcher.plan()
+        try:
+            dispatcher.deliver(window)
+            raise AssertionError("the call should have timed out")
+        except AgentCallFailed as failure:
+            assert failure.transient and not failure.settled
+        # Prefect's retry hands over the window as it was before the first attempt
+        assert dispatcher.deliver(window).outcome == "in_flight"
+        time.sleep(1.5)  # Letta (here the fake) finishes the call nobody waits for any more
+        assert dispatcher.deliver(window).outcome == "recovered"
+        assert fake.calls == 1
+        [(reply,)] = dispatcher.store.query_all("SELECT content FROM replies")
+        assert reply.startswith("echo: ") and reply.endswith("] slow")
     finally:
         fake.stop()
