@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--blips", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=5)
     parser.add_argument("--fake-latency-ms", type=float, default=None, help="use the fake Letta with this latency")
+    parser.add_argument("--live", type=int, default=0, metavar="N",
+                        help="instead: N blips stored one by one while `blipflow dispatch` runs (batch_size 1)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -49,7 +51,8 @@ def main() -> None:
         peer = None
         try:
             peer, create_agent = start_letta(args, work)
-            print(json.dumps(run(args, work, peer.base_url, create_agent, prefect.api_url)))
+            measure = run_live if args.live else run
+            print(json.dumps(measure(args, work, peer.base_url, create_agent, prefect.api_url)))
         finally:
             if peer is not None:
                 peer.stop()
@@ -120,6 +123,53 @@ def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_
         "overhead_ms_p95": round(percentile(overhead, 0.95), 1),
         "letta_ms_p50": round(statistics.median(letta), 1),
         "store_to_request_ms_p50": round(statistics.median(to_request), 1),
+    }
+
+
+def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_url: str) -> dict:
+    """Store-to-request latency as a person sees it: blips arrive while dispatch is running."""
+    import signal
+    import subprocess
+
+    import yaml
+
+    from blipflow.store import IngestBatch, Store
+    from blipflow.simulator import simulate_frames
+    from tests.support.frames import blips
+
+    store = Store(work / "live.duckdb")
+    config = work / "live.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"path": str(store.path)}, "letta": {"base_url": letta_url, "timeout": 120},
+        "bluesky": {"plc_uri": "http://127.0.0.1:9"},
+        "agents": [{"name": "live", "agent_id": create_agent(), "batch_size": 1, "max_replies_per_minute": 1000}],
+    }))
+    process = subprocess.Popen([sys.executable, "-m", "blipflow", "-c", str(config), "dispatch"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        store.query_all("SELECT 1")
+        time.sleep(8)  # the flow run starts (Prefect client, imports)
+        frames = [f for f in simulate_frames(args.live * 2) if b'"operation":"create"' in f][: args.live]
+        for frame in frames:
+            store.apply(IngestBatch(blips=blips(frame)))
+            time.sleep(0.5)
+        deadline = time.time() + 60
+        while time.time() < deadline and store.query_all(
+                "SELECT count(*) FROM windows WHERE state IN ('answered', 'silent')")[0][0] < args.live:
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+    latencies = [row[0] for row in store.query_all("""
+        SELECT (epoch(w.sent_at) - epoch(b.ingested_at)) * 1000 FROM windows w
+        JOIN deliveries d ON d.window_id = w.id JOIN blips b ON b.uri = d.blip_uri""")]
+    return {
+        "bench": "dispatch-live",
+        "letta": "fake" if args.fake_latency_ms is not None else "real",
+        "blips": args.live,
+        "windows": len(latencies),
+        "store_to_request_ms_p50": round(statistics.median(latencies), 1),
+        "store_to_request_ms_p95": round(percentile(latencies, 0.95), 1),
     }
 
 
