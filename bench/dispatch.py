@@ -160,9 +160,10 @@ def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent,
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(60)
-    latencies = [row[0] for row in store.query_all("""
-        SELECT (epoch(w.sent_at) - epoch(b.ingested_at)) * 1000 FROM windows w
-        JOIN deliveries d ON d.window_id = w.id JOIN blips b ON b.uri = d.blip_uri""")]
+    rows = store.query_all("""
+        SELECT (epoch(w.sent_at) - epoch(b.ingested_at)) * 1000, w.letta_ms FROM windows w
+        JOIN deliveries d ON d.window_id = w.id JOIN blips b ON b.uri = d.blip_uri""")
+    latencies = [latency for latency, _ in rows]
     return {
         "bench": "dispatch-live",
         "letta": "fake" if args.fake_latency_ms is not None else "real",
@@ -170,6 +171,7 @@ def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent,
         "windows": len(latencies),
         "store_to_request_ms_p50": round(statistics.median(latencies), 1),
         "store_to_request_ms_p95": round(percentile(latencies, 0.95), 1),
+        "letta_ms_p50": round(statistics.median(letta for _, letta in rows), 1),
     }
 
 
