@@ -70,7 +70,7 @@ def run(
     prefect_environment()
     from flows.ingest import ingest  # Prefect is imported only now, after its environment is set
 
-    path = str(options.config_file) if options.config_file else None
+    path = config_file_parameter()
     typer.echo(f"ingesting from {source.value} into {loaded.store.path} (Ctrl-C stops)", err=True)
     final = until_interrupted(lambda: asyncio.run(ingest(source=source.value, config_file=path, return_state=True)))
     if final is not None and final.is_failed():
@@ -86,7 +86,7 @@ def dispatch() -> None:
     prefect_environment()
     from flows.dispatch import dispatch as dispatch_flow
 
-    path = str(options.config_file) if options.config_file else None
+    path = config_file_parameter()
     typer.echo(f"dispatching to {', '.join(agent.name for agent in loaded.agents)} (Ctrl-C stops)", err=True)
     until_interrupted(lambda: dispatch_flow(config_file=path))
 
@@ -131,7 +131,7 @@ def history(
     loaded = settings()
     if not loaded.store.path.exists():
         raise StoreError(f"store {loaded.store.path}: no such file yet (run `blipflow run` first)")
-    store = Store(loaded.store.path, lock_timeout=loaded.store.lock_timeout)
+    store = Store.from_config(loaded.store)
     wanted = [did.strip() for did in dids.split(",")] if dids else None
     blips = store.latest_blips(limit, wanted)
     resolver = identity_resolver(loaded)
@@ -149,6 +149,11 @@ def show_config() -> None:
     typer.echo(settings().model_dump_json(indent=2))
 
 
+def config_file_parameter() -> str | None:
+    """The config file as a flow parameter: a path, never the settings themselves (they hold secrets)."""
+    return str(options.config_file) if options.config_file else None
+
+
 def prefect_environment() -> None:
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -164,8 +169,7 @@ def until_interrupted(work: Callable[[], Any]) -> Any:
 
 
 def identity_resolver(loaded: Settings) -> IdentityResolver:
-    store = Store(loaded.store.path, lock_timeout=loaded.store.lock_timeout)
-    return IdentityResolver(store, plc_url=loaded.bluesky.plc_uri, ttl_seconds=loaded.identity.ttl_seconds)
+    return IdentityResolver.from_settings(Store.from_config(loaded.store), loaded)
 
 
 def show(blip: Blip, output: Output) -> None:

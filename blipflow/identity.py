@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from blipflow.blip import Identity
+from blipflow.config import Settings
 from blipflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,10 @@ RETRY_FAILED_AFTER = timedelta(minutes=5)
 
 
 class IdentityResolver:
+    @classmethod
+    def from_settings(cls, store: Store, settings: Settings) -> IdentityResolver:
+        return cls(store, plc_url=settings.bluesky.plc_uri, ttl_seconds=settings.identity.ttl_seconds)
+
     def __init__(self, store: Store, *, plc_url: str, ttl_seconds: float, timeout: float = 5.0) -> None:
         self.store = store
         self.plc_url = plc_url.rstrip("/")

@@ -276,7 +276,7 @@ def make_source(settings: Settings, name: str) -> Source:
 
 async def run_ingest(settings: Settings, source_name: str = "jetstream") -> IngestStats:
     """Ingest from the named source until SIGTERM/SIGINT or cancellation; everything received is stored."""
-    store = Store(settings.store.path, lock_timeout=settings.store.lock_timeout)
+    store = Store.from_config(settings.store)
     ingestor = Ingestor(store, make_source(settings, source_name), settings.ingest)
     with stop_on_signals(ingestor.stop):
         try:

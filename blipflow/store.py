@@ -28,6 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from blipflow.blip import ROW_COLUMNS, Blip, BlipRow, Candidate, Identity
+from blipflow.config import StoreConfig
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS blip_seq;
@@ -129,6 +130,10 @@ ON CONFLICT (uri) DO UPDATE SET
 WHERE excluded.time_us > blips.time_us
 """
 
+# The columns a `Blip` and a `dispatch.Window` are read from, in their field order.
+BLIP_FIELDS = "b.uri, b.did, i.handle, i.display_name, b.time_us, b.created_at, b.content, b.reply_parent_uri"
+WINDOW_FIELDS = "id, agent, state, size, sent_at, settled"
+
 LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 
 
@@ -153,6 +158,10 @@ class IngestBatch:
 
 
 class Store:
+    @classmethod
+    def from_config(cls, config: StoreConfig) -> Store:
+        return cls(config.path, lock_timeout=config.lock_timeout)
+
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.lock_timeout = lock_timeout
@@ -268,9 +277,7 @@ class Store:
             params.append(dids)
         rows = self.query_all(
             f"""SELECT * FROM (
-                    SELECT b.uri, b.did, i.handle, i.display_name, b.time_us, b.created_at, b.content,
-                           b.reply_parent_uri
-                    FROM blips b LEFT JOIN identities i USING (did)
+                    SELECT {BLIP_FIELDS} FROM blips b LEFT JOIN identities i USING (did)
                     WHERE {where} ORDER BY b.time_us DESC LIMIT ?)
                 ORDER BY time_us""",
             [*params, limit],
@@ -331,7 +338,7 @@ class Store:
 
     def window_blips(self, window_id: str) -> list[Blip]:
         rows = self.query_all(
-            """SELECT b.uri, b.did, i.handle, i.display_name, b.time_us, b.created_at, b.content, b.reply_parent_uri
+            f"""SELECT {BLIP_FIELDS}
                FROM deliveries d JOIN blips b ON b.uri = d.blip_uri LEFT JOIN identities i ON i.did = b.did
                WHERE d.window_id = ? ORDER BY b.time_us""",
             [window_id],
@@ -340,13 +347,12 @@ class Store:
 
     def window(self, window_id: str) -> tuple:
         """(id, agent, state, size, sent_at, settled) of one window, as it is now."""
-        return self.query_all("SELECT id, agent, state, size, sent_at, settled FROM windows WHERE id = ?",
-                              [window_id])[0]
+        return self.query_all(f"SELECT {WINDOW_FIELDS} FROM windows WHERE id = ?", [window_id])[0]
 
     def windows_in(self, states: list[str], agent: str | None = None) -> list[tuple]:
         """(id, agent, state, size, sent_at, settled) of the windows in `states`, oldest first."""
         return self.query_all(
-            """SELECT id, agent, state, size, sent_at, settled FROM windows WHERE state IN (SELECT unnest($states))
+            f"""SELECT {WINDOW_FIELDS} FROM windows WHERE state IN (SELECT unnest($states))
                AND ($agent IS NULL OR agent = $agent) ORDER BY created_at""",
             {"states": states, "agent": agent},
         )

@@ -20,8 +20,8 @@ from tasks.dispatch import deliver_window
 
 
 def build_dispatcher(settings: Settings) -> Dispatcher:
-    store = Store(settings.store.path, lock_timeout=settings.store.lock_timeout)
-    resolver = IdentityResolver(store, plc_url=settings.bluesky.plc_uri, ttl_seconds=settings.identity.ttl_seconds)
+    store = Store.from_config(settings.store)
+    resolver = IdentityResolver.from_settings(store, settings)
     gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
     return Dispatcher(store, gateway, resolver, settings.agents, settings.dispatch, letta_timeout=settings.letta.timeout)
 
