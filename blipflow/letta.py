@@ -14,20 +14,20 @@ import letta_client
 from letta_client import Letta
 
 from blipflow.config import LettaConfig
+from blipflow.failures import Failure
 
 SEND_MESSAGE = "send_message"
 # How far back a window's messages are looked for when it is unclear whether they arrived.
 RECOVERY_LOOKBACK = 100
 
 
-class AgentCallFailed(Exception):
+class AgentCallFailed(Failure):
     """A call to an agent failed. `transient`: trying again later may work. `settled`: Letta answered,
     so the call is over; otherwise (a timeout, a dropped connection) Letta may still be working on it."""
 
     def __init__(self, agent: str, reason: str, *, transient: bool, settled: bool = True) -> None:
-        super().__init__(f"agent {agent}: {reason}")
+        super().__init__(f"agent {agent}: {reason}", transient=transient)
         self.agent = agent
-        self.transient = transient
         self.settled = settled
 
 

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blipflow.dispatch import Delivery, Dispatcher, Window
-from blipflow.letta import AgentCallFailed
-
-
-def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    """Timeouts, lost connections, 429 and 5xx are retried; a bad key or an unknown agent is not."""
-    try:
-        state.result()
-    except AgentCallFailed as failure:
-        return failure.transient
-    except Exception:  # noqa: BLE001 - anything else (the store, say) may well pass on a second try
-        return True
-    return False
+from tasks.retries import worth_retrying
 
 
 @task(
