@@ -94,6 +94,13 @@ class DispatchConfig(Section):
     breaker_cooldown: float = Field(default=60.0, gt=0, description="seconds before an open circuit tries again")
 
 
+class PublishConfig(Section):
+    poll_interval: float = Field(default=0.25, gt=0, description="how often the outbox is looked at, s")
+    max_blip_length: int = Field(default=3000, ge=20, description="longer replies go out as a series of blips")
+    posts_per_minute: int = Field(default=30, ge=1, description="per account; more replies wait their turn")
+    timeout: float = Field(default=10.0, gt=0, description="for each request to a PDS, s")
+
+
 class IdentityConfig(Section):
     ttl_seconds: float = Field(default=6 * 3600, gt=0)
 
@@ -110,6 +117,11 @@ class AgentConfig(Section):
     name: str = Field(min_length=1)
     agent_id: str = Field(min_length=1)
     did: str | None = Field(default=None, description="its ATProto account; its own blips are never sent to it")
+    # The account it publishes as. Without a handle it publishes as the `bluesky` account (thought.stream's
+    # one agent per process); without a did, the did is learned from the handle (blipflow.accounts).
+    handle: str | None = None
+    app_password: SecretStr | None = None
+    pds_uri: str | None = Field(default=None, description="its PDS; None: bluesky.pds_uri")
     batch_size: int = Field(default=1, ge=1, description="blips per window sent to the agent")
     max_wait_seconds: float = Field(default=30.0, ge=0, description="send a partial window once its oldest waited this long")
     wanted_dids: list[str] = Field(default_factory=list, description="only blips by these authors; empty: everyone")
@@ -148,6 +160,7 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
     agents: list[AgentConfig] = Field(default_factory=list)
 
     @classmethod

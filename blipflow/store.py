@@ -104,6 +104,18 @@ CREATE TABLE IF NOT EXISTS replies (
     state VARCHAR NOT NULL DEFAULT 'queued',
     created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
 );
+-- The outbox as publish keeps it: a reply is queued, then posted (every part on the PDS) or failed.
+ALTER TABLE replies ADD COLUMN IF NOT EXISTS error VARCHAR;
+-- Each blip a reply went out as (a long reply is a series of parts), with the account that posted it.
+CREATE TABLE IF NOT EXISTS posts (
+    reply_id VARCHAR NOT NULL,
+    part INTEGER NOT NULL,
+    account VARCHAR NOT NULL,
+    uri VARCHAR NOT NULL,
+    cid VARCHAR NOT NULL,
+    posted_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (reply_id, part)
+);
 """
 
 # Later operations win; replaying an operation already applied changes nothing.
@@ -379,6 +391,46 @@ class Store:
 
     def replies_since(self, agent: str, since: datetime) -> int:
         return self.query_all("SELECT count(*) FROM replies WHERE agent = ? AND created_at >= ?", [agent, since])[0][0]
+
+    # -- the outbox ------------------------------------------------------------------------------
+
+    def outbox(self, limit: int, reply_id: str | None = None) -> list[tuple]:
+        """Queued replies, oldest first (or the one `reply_id`, whatever its state), each as
+        (id, agent, position, content, created_us, state, answers, posted): `answers` are the window's
+        blips, oldest first, as {uri, cid, root_uri, root_cid}; `posted` the parts already on the PDS,
+        in order, as {uri, cid}."""
+        return self.query_all(
+            """
+            SELECT r.id, r.agent, r.position, r.content, epoch_us(r.created_at), r.state,
+                   coalesce((SELECT list({'uri': b.uri, 'cid': b.cid, 'root_uri': b.reply_root_uri,
+                                          'root_cid': b.reply_root_cid} ORDER BY b.time_us)
+                             FROM deliveries d JOIN blips b ON b.uri = d.blip_uri
+                             WHERE d.window_id = r.window_id AND b.cid IS NOT NULL), []),
+                   coalesce((SELECT list({'uri': p.uri, 'cid': p.cid} ORDER BY p.part)
+                             FROM posts p WHERE p.reply_id = r.id), [])
+            FROM replies r
+            WHERE CASE WHEN $reply_id IS NULL THEN r.state = 'queued' ELSE r.id = $reply_id END
+            ORDER BY r.created_at, r.position
+            LIMIT $limit
+            """,
+            {"reply_id": reply_id, "limit": limit},
+        )
+
+    def record_post(self, reply_id: str, part: int, account: str, uri: str, cid: str, *, last: bool) -> None:
+        """One part of a reply is on the PDS; after its last part the reply is posted."""
+        with self.transaction() as db:
+            db.execute("""INSERT INTO posts (reply_id, part, account, uri, cid) VALUES (?, ?, ?, ?, ?)
+                          ON CONFLICT (reply_id, part) DO NOTHING""", [reply_id, part, account, uri, cid])
+            if last:
+                db.execute("UPDATE replies SET state = 'posted', error = NULL WHERE id = ?", [reply_id])
+
+    def fail_reply(self, reply_id: str, error: str) -> None:
+        """A reply that can never be posted as it is (the PDS rejected it); it leaves the queue."""
+        with self.transaction() as db:
+            db.execute("UPDATE replies SET state = 'failed', error = ? WHERE id = ?", [error, reply_id])
+
+    def posts_since(self, account: str, since: datetime) -> int:
+        return self.query_all("SELECT count(*) FROM posts WHERE account = ? AND posted_at >= ?", [account, since])[0][0]
 
     # -- identities ------------------------------------------------------------------------------
 

@@ -235,3 +235,61 @@ def test_cli_config_masks_secrets(tmp_path: Path) -> None:
     assert '"password": "**********"' in result.stdout and '"api_key": "**********"' in result.stdout
     assert SECRET_PASSWORD not in result.stdout + result.stderr
     assert SECRET_KEY not in result.stdout + result.stderr
+
+
+# -- publishing ------------------------------------------------------------------------------------
+
+
+def test_agent_accounts_and_publish_settings(tmp_path: Path) -> None:
+    file = write(tmp_path / "c.yaml", f"""
+bluesky:
+  pds_uri: http://127.0.0.1:2583
+publish:
+  max_blip_length: 500
+  posts_per_minute: 4
+agents:
+  - name: scout
+    agent_id: agent-1
+    handle: scout.test
+    app_password: {SECRET_PASSWORD}
+  - name: elder
+    agent_id: agent-2
+    handle: elder.test
+    pds_uri: http://127.0.0.1:2999
+""")
+    settings = load_settings(file)
+    scout, elder = settings.agents
+    assert (scout.handle, scout.app_password.get_secret_value(), scout.pds_uri, scout.did) == (
+        "scout.test", SECRET_PASSWORD, None, None)  # its PDS is the bluesky one; its DID is learned
+    assert SECRET_PASSWORD not in repr(settings)
+    assert (elder.pds_uri, elder.app_password) == ("http://127.0.0.1:2999", None)
+    assert (settings.publish.max_blip_length, settings.publish.posts_per_minute) == (500, 4)
+    assert settings.publish.poll_interval == 0.25  # untouched fields keep defaults
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ("publish:\n  max_blip_length: 5\n", "publish.max_blip_length", "greater than or equal to 20"),
+        ("publish:\n  posts_per_minute: 0\n", "publish.posts_per_minute", "greater than or equal to 1"),
+        ("publish:\n  poll_every: 1\n", "publish.poll_every", "unknown setting"),
+        ("agents:\n  - {name: a, agent_id: b, handel: a.test}\n", "agents.0.handel", "unknown setting"),
+    ],
+)
+def test_bad_publish_settings_name_the_field(tmp_path: Path, text: str, field: str, words: str) -> None:
+    message = config_error(write(tmp_path / "bad.yaml", text))
+    assert f"bad.yaml: {field}: " in message and words in message
+
+
+def test_an_app_password_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    file = write(tmp_path / "c.yaml", "agents:\n  - {name: a, agent_id: b, app_password: 86753099}\n")
+    message = config_error(file)
+    assert "agents.0.app_password" in message and "86753099" not in message
+
+
+def test_cli_config_masks_app_passwords(tmp_path: Path) -> None:
+    write(tmp_path / "config.yaml", f"agents:\n  - {{name: a, agent_id: b, handle: a.test, app_password: {SECRET_PASSWORD}}}\n")
+    result = run_cli(["config"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '"app_password": "**********"' in result.stdout and '"handle": "a.test"' in result.stdout
+    assert SECRET_PASSWORD not in result.stdout + result.stderr

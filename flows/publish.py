@@ -1,0 +1,35 @@
+"""The publish flow: posts the agents' replies from the outbox as blips, as soon as they are there.
+
+Long-running, like dispatch: it looks at the outbox every `publish.poll_interval` seconds, so a reply
+is on the network well under a second after its agent gave it, instead of waiting for a schedule.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from blipflow.config import load_settings
+from blipflow.publish import Publisher
+from blipflow.store import Store
+from flows.rounds import results_in_rounds
+from tasks.publish import publish_reply
+
+
+@flow(name="publish")
+def publish(config_file: str | None = None, rounds: int | None = None, until_idle: bool = False) -> int:
+    """Post replies until cancelled (or for `rounds` rounds, or, with `until_idle`, until nothing is
+    left to post); returns how many replies were posted.
+
+    Accounts post side by side, each its replies one at a time and in order, so a conversation reads
+    on the network in the order its agent answered."""
+    settings = load_settings(config_file)
+    publisher = Publisher.from_settings(Store.from_config(settings.store), settings)
+    try:
+        posted = sum(1 for publication in results_in_rounds(
+            publisher.due, lambda reply: reply.agent, lambda reply: publish_reply.submit(publisher, reply),
+            poll_interval=settings.publish.poll_interval, rounds=rounds, until_idle=until_idle,
+        ) if publication.outcome == "posted")
+    finally:
+        publisher.close()
+    get_run_logger().info("publish stopped after posting %d replies", posted)
+    return posted
