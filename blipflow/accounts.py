@@ -213,20 +213,22 @@ def stale_session(error: Exception) -> bool:
 
 
 def describe(account: Account, error: Exception, doing: str) -> AccountFailed:
-    """One line saying what went wrong and whether trying again later may help."""
+    reason, transient = explain(error, doing, account.pds_uri)
+    status, name = xrpc_error(error)
+    return AccountFailed(account, reason, transient=transient, status=status, error=name)
+
+
+def explain(error: Exception, doing: str, pds_uri: str) -> tuple[str, bool]:
+    """What went wrong, in one line, and whether trying again later may help."""
     status, name = xrpc_error(error)
     detail = f"HTTP {status}{' ' + name if name else ''}" if status else type(error).__name__
     if isinstance(error, xrpc.UnauthorizedError):
-        return AccountFailed(account, f"the PDS refused the handle or app password ({detail})", transient=False,
-                             status=status, error=name)
+        return f"the PDS refused the handle or app password ({detail})", False
     if isinstance(error, xrpc.InvokeTimeoutError):
-        return AccountFailed(account, f"its PDS {account.pds_uri} did not answer in time", transient=True)
+        return f"its PDS {pds_uri} did not answer in time", True
     if isinstance(error, (xrpc.NetworkError, httpx.TransportError)) and status is None:
         cause = error.__cause__ or error  # the SDK wraps httpx's error, which says what happened
-        reason = " ".join(str(cause).split()) or type(cause).__name__
-        return AccountFailed(account, f"cannot reach its PDS {account.pds_uri} ({reason})", transient=True)
+        return f"cannot reach its PDS {pds_uri} ({' '.join(str(cause).split()) or type(cause).__name__})", True
     if status is not None:
-        transient = status in (408, 409, 429, 502) or status >= 500
-        return AccountFailed(account, f"could not {doing}: the PDS answered {detail}", transient=transient,
-                             status=status, error=name)
-    return AccountFailed(account, f"could not {doing}: {detail}", transient=False)
+        return f"could not {doing}: the PDS answered {detail}", status in (408, 409, 429, 502) or status >= 500
+    return f"could not {doing}: {detail}", False

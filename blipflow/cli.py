@@ -15,6 +15,7 @@ import typer
 
 from blipflow.blip import Blip, with_identity
 from blipflow.config import ConfigError, Settings, load_settings
+from blipflow.failures import Failure
 from blipflow.formatting import blip_json, format_blip
 from blipflow.identity import IdentityResolver
 from blipflow.source import SourceUnavailable
@@ -143,6 +144,80 @@ def history(
         show(with_identity(blip, identities[blip.did]), output)
 
 
+# -- publishing ------------------------------------------------------------------------------------
+
+
+@app.command()
+def publish(
+    text: Annotated[Optional[str], typer.Argument(help="the blip to post")] = None,
+    as_agent: Annotated[Optional[str], typer.Option("--as", help="post as this agent's account")] = None,
+    reply_to: Annotated[Optional[str], typer.Option(help="answer the blip at this at-uri")] = None,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="post each line typed; Ctrl-D stops")] = False,
+) -> None:
+    """Post a blip as the configured account (or --as an agent's); prints each blip's at-uri."""
+    from blipflow.accounts import Session
+    from blipflow.publish_manual import account_to_post_as, post, thread_of
+
+    if (text is None) == (not interactive):
+        raise typer.BadParameter("give the text of a blip, or --interactive")
+    loaded = settings()
+    account = account_to_post_as(loaded, as_agent, str(options.config_file or "config.yaml"))
+    session = Session(account, timeout=loaded.publish.timeout)
+    thread = None
+    if reply_to is not None:
+        resolver = identity_resolver(loaded)
+        try:
+            thread = thread_of(reply_to, resolver, timeout=loaded.publish.timeout)
+        finally:
+            resolver.close()
+
+    def post_one(line: str) -> None:
+        for ref in post(session, line, max_blip_length=loaded.publish.max_blip_length, reply_to=thread):
+            typer.echo(ref.uri)
+
+    try:
+        if not interactive:
+            post_one(text or "")
+            return
+        typer.echo(f"posting as {account.handle}, one blip per line; Ctrl-D stops", err=True)
+        until_interrupted(lambda: each_line(post_one))
+    finally:
+        session.close()
+
+
+def each_line(handle: Callable[[str], None]) -> None:
+    """Hand every non-empty line typed to `handle` until end of input; a failure that may pass is shown
+    and the prompt goes on."""
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            typer.echo("", err=True)
+            return
+        if not line.strip():
+            continue
+        try:
+            handle(line)
+        except Failure as failure:
+            if not failure.transient:
+                raise
+            typer.echo(f"blipflow: {failure}", err=True)
+
+
+@app.command("publish-replies")
+def publish_replies() -> None:
+    """Post the agents' replies from the outbox as they come, until Ctrl-C."""
+    loaded = settings()
+    if not loaded.agents:
+        raise ConfigError(f"bad config: {options.config_file or 'config.yaml'}: agents: no agents whose replies to publish")
+    prefect_environment()
+    from flows.publish import publish as publish_flow
+
+    path = config_file_parameter()
+    typer.echo(f"publishing the replies of {', '.join(agent.name for agent in loaded.agents)} (Ctrl-C stops)", err=True)
+    until_interrupted(lambda: publish_flow(config_file=path))
+
+
 @app.command("config")
 def show_config() -> None:
     """Check the configuration and print it, secrets masked."""
@@ -184,6 +259,6 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         app()  # usage errors get Typer's own message and exit code
-    except (ConfigError, StoreError, SourceUnavailable) as error:
+    except (ConfigError, StoreError, SourceUnavailable, Failure) as error:
         typer.echo(f"blipflow: {error}", err=True)
         sys.exit(2 if isinstance(error, ConfigError) else 1)
