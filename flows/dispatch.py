@@ -10,6 +10,7 @@ import threading
 
 from prefect import flow, get_run_logger
 
+from blipflow.accounts import with_learned_dids
 from blipflow.config import Settings, load_settings
 from blipflow.dispatch import Dispatcher, Window
 from blipflow.identity import IdentityResolver
@@ -23,7 +24,9 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
     store = Store.from_config(settings.store)
     resolver = IdentityResolver.from_settings(store, settings)
     gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
-    return Dispatcher(store, gateway, resolver, settings.agents, settings.dispatch, letta_timeout=settings.letta.timeout)
+    # Agents' DIDs keep their own blips from them and measure agent-only chains; learned from handles if not given.
+    agents = with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
+    return Dispatcher(store, gateway, resolver, agents, settings.dispatch, letta_timeout=settings.letta.timeout)
 
 
 @flow(name="dispatch")
