@@ -53,15 +53,18 @@ class PrefectServer:
 def start_prefect_server(home: Path, timeout: float = 90.0) -> PrefectServer:
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
     log_path = home / "server.log"
-    env = {**os.environ, **QUIET_PREFECT, "PREFECT_HOME": str(home)}
+    # The UI it serves must call this server's API: `--port` alone leaves the UI on the default 4200.
+    env = {**os.environ, **QUIET_PREFECT, "PREFECT_HOME": str(home),
+           "PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_SERVER_UI_API_URL": api_url}
     env.pop("PREFECT_API_URL", None)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
-    server = PrefectServer(process, f"http://127.0.0.1:{port}/api", home, log_path)
+    server = PrefectServer(process, api_url, home, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
