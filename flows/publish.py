@@ -11,23 +11,23 @@ from prefect import flow, get_run_logger
 from blipflow.config import load_settings
 from blipflow.publish import Publisher
 from blipflow.store import Store
-from flows.rounds import results_in_rounds
+from flows.lanes import results_in_lanes
 from tasks.publish import publish_reply
 
 
 @flow(name="publish")
-def publish(config_file: str | None = None, rounds: int | None = None, until_idle: bool = False) -> int:
-    """Post replies until cancelled (or for `rounds` rounds, or, with `until_idle`, until nothing is
-    left to post); returns how many replies were posted.
+def publish(config_file: str | None = None, until_idle: bool = False) -> int:
+    """Post replies until cancelled (or, with `until_idle`, until nothing is left to post); returns how
+    many replies were posted.
 
-    Accounts post side by side, each its replies one at a time and in order, so a conversation reads
-    on the network in the order its agent answered."""
+    Agents post side by side, each its replies one at a time and in order, so a conversation reads on
+    the network in the order its agent answered; an agent whose PDS is away holds up no other."""
     settings = load_settings(config_file)
     publisher = Publisher.from_settings(Store.from_config(settings.store), settings)
     try:
-        posted = sum(1 for publication in results_in_rounds(
+        posted = sum(1 for publication in results_in_lanes(
             publisher.due, lambda reply: reply.agent, lambda reply: publish_reply.submit(publisher, reply),
-            poll_interval=settings.publish.poll_interval, rounds=rounds, until_idle=until_idle,
+            poll_interval=settings.publish.poll_interval, until_idle=until_idle,
         ) if publication.outcome == "posted")
     finally:
         publisher.close()

@@ -9,6 +9,7 @@ import threading
 from itertools import count
 
 import pytest
+import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blipflow.accounts import AccountFailed, learn_did, with_learned_dids, agent_account as account_of
@@ -16,6 +17,7 @@ from blipflow.config import AgentConfig, Settings
 from blipflow.publish import Publisher, ReplyRejected
 from blipflow.publish_records import record_key
 from blipflow.store import IngestBatch, Store
+from flows.publish import publish as publish_flow
 from tasks.publish import publish_reply
 from tests.support.agent_accounts import AgentAccount, agent_account
 from tests.support.frames import T0, blips, commit_frame
@@ -271,3 +273,26 @@ def test_prefect_retries_transient_pds_failures_and_not_refusals(tmp_path, atpro
     assert states["refused"].is_failed()
     assert "the PDS refused the handle or app password (HTTP 401" in states["refused"].message
     assert proxy.calls("com.atproto.server.createSession") == [200, 401]  # not tried again
+
+
+def test_the_publish_flow_posts_each_agent_in_its_own_lane(tmp_path, atproto_network, human_account, scout, proxy,
+                                                           prefect_server):
+    """An agent whose PDS keeps failing (its task waiting to retry) holds up no other agent."""
+    other = agent_account(atproto_network, "other")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"path": str(tmp_path / "s.duckdb")}, "bluesky": {"pds_uri": atproto_network.pds_url},
+        "agents": [scout.config("scout", "agent-1", proxy.url), other.config("other", "agent-2")]}))
+    store = Store(tmp_path / "s.duckdb")
+    question = ingested(store, atproto_network, human_account, "both of you, please")
+    [stuck] = queue(store, "scout", [question[0]], "late but there")
+    [free] = queue(store, "other", [question[0]], "on time")
+    proxy.fail_requests(503, 3)  # scout's create fails 3 times: retries 1 + 2 + 5 s later
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        assert publish_flow(config_file=str(config), until_idle=True) == 2
+
+    posted_at = dict(store.query_all("SELECT reply_id, epoch(posted_at) FROM posts"))
+    assert posted_at[stuck] - posted_at[free] > 7  # `other` went first, not after scout's retries
+    assert proxy.calls() == [200]
+    assert [r.value["content"] for r in blips_of(other)] == ["on time"]

@@ -1,0 +1,67 @@
+"""The whole conversation loop as real `blipflow` processes — ingest (`run`), `dispatch` and
+`publish-replies` — on one store and config, against the local PDS, the Jetstream stand-in, a real
+Letta server and a Prefect server. Each process is stopped by its PID.
+
+    loop = ChatLoop(folder, network, jetstream_url, letta_url, prefect_env, agents=[...]).start()
+    loop.kill("publish"); loop.start("publish")      # a new publish process on the same store
+    loop.stop()
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from blipflow.store import Store
+from tests.support.ingest_process import BlipflowProcess, write_config
+
+COMMANDS = {"ingest": ["run"], "dispatch": ["dispatch"], "publish": ["publish-replies"]}
+SECRET_ENV = ("BLUESKY_USERNAME", "BLUESKY_PASSWORD", "PDS_URI", "LETTA_API_KEY", "LETTA_BASE_URL", "LETTA_AGENT_ID",
+              "JETSTREAM_INSTANCE")
+
+
+class ChatLoop:
+    def __init__(self, folder: Path, network: Any, jetstream_url: str, letta_url: str, prefect_env: dict[str, str],
+                 agents: list[dict], **sections: dict) -> None:
+        self.folder = folder
+        self.store_path = folder / "blipflow.duckdb"
+        self.config = write_config(
+            folder / "config.yaml", network=network, jetstream_url=jetstream_url, store_path=self.store_path,
+            letta={"base_url": letta_url, "timeout": 30}, **sections)
+        self.config.write_text(self.config.read_text() + yaml.safe_dump({"agents": agents}))
+        self.env = {k: v for k, v in prefect_env.items() if k not in SECRET_ENV and not k.startswith("BLIPFLOW_")}
+        self.processes: dict[str, BlipflowProcess] = {}
+        self.starts: dict[str, int] = {}
+        self.store = Store(self.store_path)
+
+    def start(self, *names: str) -> ChatLoop:
+        for name in names or tuple(COMMANDS):
+            self.starts[name] = self.starts.get(name, 0) + 1
+            log = self.folder / f"{name}-{self.starts[name]}.log"
+            self.processes[name] = BlipflowProcess(self.config, COMMANDS[name], self.env, log)
+        if "ingest" in (names or COMMANDS):
+            self.processes["ingest"].wait_for_log("ingest connected to")
+        return self
+
+    def kill(self, name: str) -> None:
+        process = self.processes[name]
+        process.signal(signal.SIGKILL)
+        process.wait(10)
+
+    def logs(self) -> str:
+        return "".join(path.read_text(errors="replace") for path in sorted(self.folder.glob("*.log")))
+
+    def stop(self) -> None:
+        """Ctrl-C to each (they finish what they hold), then by force whatever is left."""
+        for process in self.processes.values():
+            if process.process.poll() is None:
+                process.signal(signal.SIGINT)
+        for process in self.processes.values():
+            try:
+                process.process.wait(30)
+            except Exception:  # noqa: BLE001 - stopped by force below
+                pass
+            process.stop()
