@@ -83,7 +83,8 @@ def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_
     frames = [f for f in simulate_frames(args.blips * 2) if b'"operation":"create"' in f][: args.blips]
     store.apply(IngestBatch(blips=blips(*frames)))
     agents = [{"name": f"agent{n}", "agent_id": create_agent(), "batch_size": args.batch_size,
-               "max_wait_seconds": 0, "max_replies_per_minute": 1_000_000} for n in range(args.agents)]
+               "max_wait_seconds": 0, "max_replies_per_minute": 1_000_000,
+               "backlog_seconds": 10**9} for n in range(args.agents)]
     config = work / "config.yaml"
     config.write_text(yaml.safe_dump({
         "store": {"path": str(store.path)}, "letta": {"base_url": letta_url, "timeout": 120},
@@ -142,7 +143,8 @@ def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent,
     config.write_text(yaml.safe_dump({
         "store": {"path": str(store.path)}, "letta": {"base_url": letta_url, "timeout": 120},
         "bluesky": {"plc_uri": "http://127.0.0.1:9"},
-        "agents": [{"name": "live", "agent_id": create_agent(), "batch_size": 1, "max_replies_per_minute": 1000}],
+        "agents": [{"name": "live", "agent_id": create_agent(), "batch_size": 1, "max_replies_per_minute": 1000,
+                    "backlog_seconds": 10**9}],
     }))
     process = subprocess.Popen([sys.executable, "-m", "blipflow", "-c", str(config), "dispatch"], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

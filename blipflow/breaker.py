@@ -21,6 +21,11 @@ class Breaker:
     failures: int = 0
     opened_at: float | None = None
 
+    def restore(self, state: State, failures: int, opened_seconds_ago: float | None, now: float) -> None:
+        """Take up where an earlier process left this circuit."""
+        self.state, self.failures = state, failures
+        self.opened_at = None if opened_seconds_ago is None else now - opened_seconds_ago
+
     def allows(self, now: float) -> bool:
         if self.state == "open" and self.opened_at is not None and now - self.opened_at >= self.cooldown:
             self.state = "half_open"

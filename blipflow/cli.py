@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -130,9 +131,7 @@ def history(
 ) -> None:
     """Print the latest blips from the store, oldest first."""
     loaded = settings()
-    if not loaded.store.path.exists():
-        raise StoreError(f"store {loaded.store.path}: no such file yet (run `blipflow run` first)")
-    store = Store.from_config(loaded.store)
+    store = existing_store(loaded)
     wanted = [did.strip() for did in dids.split(",")] if dids else None
     blips = store.latest_blips(limit, wanted)
     resolver = identity_resolver(loaded)
@@ -142,6 +141,24 @@ def history(
         resolver.close()
     for blip in blips:
         show(with_identity(blip, identities[blip.did]), output)
+
+
+@app.command()
+def status(
+    output: Annotated[Output, typer.Option(help="human, or one JSON object")] = Output.human,
+) -> None:
+    """How ingest and each agent are doing: rates, lag, connections, bad input, cache, circuits, latencies."""
+    from blipflow.status import render, status as status_report
+
+    loaded = settings()
+    report = status_report(existing_store(loaded), loaded)
+    typer.echo(json.dumps(report) if output is Output.json else render(report))
+
+
+def existing_store(loaded: Settings) -> Store:
+    if not loaded.store.path.exists():
+        raise StoreError(f"store {loaded.store.path}: no such file yet (run `blipflow run` first)")
+    return Store.from_config(loaded.store)
 
 
 # -- publishing ------------------------------------------------------------------------------------

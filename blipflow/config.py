@@ -124,6 +124,9 @@ class AgentConfig(Section):
     pds_uri: str | None = Field(default=None, description="its PDS; None: bluesky.pds_uri")
     batch_size: int = Field(default=1, ge=1, description="blips per window sent to the agent")
     max_wait_seconds: float = Field(default=30.0, ge=0, description="send a partial window once its oldest waited this long")
+    backlog_seconds: float = Field(
+        default=600.0, ge=0, description="a newly added agent is first sent the blips stored this long before it joined"
+    )
     wanted_dids: list[str] = Field(default_factory=list, description="only blips by these authors; empty: everyone")
     prompt_template: str = "[@{handle}] {content}"
     include_metadata: bool = True

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -26,9 +28,10 @@ from blipflow.store import Store
 
 log = logging.getLogger(__name__)
 
-CANDIDATES_PER_ROUND = 500
+CANDIDATES_PER_ROUND = 64
 IN_FLIGHT_MARGIN = 5.0  # seconds beyond the Letta timeout
 RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be answered there
+REPLAN_EVERY = 1.0  # seconds: the longest a round is skipped for want of news in the store
 
 
 @dataclass(frozen=True)
@@ -78,62 +81,134 @@ class Dispatcher:
         self.breakers = {
             agent.name: Breaker(agent.name, config.breaker_failures, config.breaker_cooldown) for agent in agents
         }
+        self.started = False
+        self.held: dict[str, str | None] = {}
+        self.planned_version: tuple | None = None
+        self.replan_at = 0.0
 
     def plan(self) -> list[Window]:
-        """Open the windows that are ready, and return every window waiting to be delivered — new ones,
-        ones a crash left behind, and failed ones whose agent's circuit lets calls through again."""
+        """The windows to deliver now, at most one per agent so that each reads its windows in order: a
+        window that a crash or a failure left behind (once the agent's circuit lets calls through again),
+        else a new window if one is ready. New windows are opened only as they are about to be sent, so
+        the policy decides with what it knows at that moment.
+
+        A round when nothing was written to the store since the last one is skipped without opening
+        it, except once every REPLAN_EVERY seconds, when waits (max_wait, rate limits, cooldowns) end."""
+        clock = time.monotonic()
+        version = self.store.version()
+        if version == self.planned_version and clock < self.replan_at:
+            return []
+        self.planned_version, self.replan_at = version, clock + REPLAN_EVERY
         now = datetime.now(timezone.utc)
+        planned: dict[str, Window] = {}
+        with self.store.session():
+            if not self.started:
+                self.take_up(clock, now)
+                self.started = True
+            allowed = {name for name in self.agents if self.breaker_allows(name, clock)}
+            waiting = [Window(*row) for row in self.store.windows_in(["pending", "sending", "failed"])]
+            for window in waiting:
+                if window.agent in allowed:
+                    planned.setdefault(window.agent, window)
+            busy = {window.agent for window in waiting}
+            for name in sorted(allowed - busy):
+                window = self.open_window(self.agents[name], now)
+                if window is not None:
+                    planned[name] = window
+        return [window for window in planned.values() if self.rechecks.get(window.id, 0.0) <= clock]
+
+    def take_up(self, clock: float, now: datetime) -> None:
+        """Start where the ledger stands: a newly added agent joins the conversation (with its backlog),
+        and an agent whose circuit an earlier process left open stays alone for the rest of its cooldown."""
         for agent in self.agents.values():
-            if self.breakers[agent.name].allows(time.monotonic()):
-                self.open_windows(agent, now)
-        waiting = [Window(*row) for row in self.store.windows_in(["pending", "sending", "failed"])]
-        return [w for w in waiting if w.agent in self.agents and self.rechecks.get(w.id, 0.0) <= time.monotonic()
-                and self.breakers[w.agent].allows(time.monotonic())]
+            self.store.join(agent.name, now - timedelta(seconds=agent.backlog_seconds))
+        for agent, (state, failures, opened_at) in self.store.circuits().items():
+            if agent in self.breakers:
+                ago = None if opened_at is None else (now - opened_at).total_seconds()
+                self.breakers[agent].restore(state, failures, ago, clock)
+
+    def breaker_allows(self, agent: str, clock: float) -> bool:
+        with self.circuit_recorded(agent):
+            return self.breakers[agent].allows(clock)
+
+    @contextmanager
+    def circuit_recorded(self, agent: str) -> Iterator[None]:
+        """Store the agent's circuit when what happens inside changes it (rare: no write otherwise)."""
+        breaker = self.breakers[agent]
+        before = (breaker.state, breaker.failures)
+        try:
+            yield
+        finally:
+            if (breaker.state, breaker.failures) != before:
+                opened_at = None
+                if breaker.opened_at is not None:
+                    opened_at = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - breaker.opened_at)
+                self.store.save_circuit(agent, breaker.state, breaker.failures, opened_at)
+
+    def open_window(self, agent: AgentConfig, now: datetime) -> Window | None:
+        while True:
+            candidates = self.store.undelivered(agent.name, self.agent_dids, CANDIDATES_PER_ROUND)
+            if not candidates:
+                return None
+            replied = self.store.replies_since(agent.name, now - timedelta(minutes=1))
+            decision = decide(agent, candidates, replies_last_minute=replied, now=now)
+            if decision.held != self.held.get(agent.name):
+                self.held[agent.name] = decision.held
+                if decision.held:
+                    log.info("holding back: %s", decision.held)
+            window_id = self.store.decide(agent.name, decision.skips, decision.window)
+            if window_id is not None:
+                return Window(window_id, agent.name, "pending", len(decision.window))
+            if not decision.skips:
+                return None
 
     def maybe_in_flight(self, window: Window, now: datetime) -> bool:
         return window.unsettled() and window.sent_at is not None and now - window.sent_at < self.in_flight_for
 
-    def open_windows(self, agent: AgentConfig, now: datetime) -> None:
-        while True:
-            candidates = self.store.undelivered(agent.name, self.agent_dids, CANDIDATES_PER_ROUND)
-            if not candidates:
-                return
-            replied = self.store.replies_since(agent.name, now - timedelta(minutes=1))
-            decision = decide(agent, candidates, replies_last_minute=replied, now=now)
-            if decision.held:
-                log.info("holding back: %s", decision.held)
-            window_id = self.store.decide(agent.name, decision.skips, decision.window)
-            if window_id is None and not decision.skips:
-                return
-
     def deliver(self, window: Window) -> Delivery:
         """Send one window and store the answer; AgentCallFailed says whether a retry may help."""
-        window = Window(*self.store.window(window.id))  # a retry must see what the last attempt left
         agent = self.agents[window.agent]
         breaker = self.breakers[agent.name]
         try:
-            answer, outcome = self.call(agent, window)
+            answer, outcome = self.call(agent, window.id)
         except StillAnswering:
             self.rechecks[window.id] = time.monotonic() + RECHECK_SECONDS
             return Delivery(window.id, agent.name, window.size, 0, 0.0, "in_flight")
         except AgentCallFailed as failure:
-            breaker.failed(time.monotonic())
+            with self.circuit_recorded(agent.name):
+                breaker.failed(time.monotonic())
             self.store.fail_window(window.id, str(failure), settled=failure.settled)
             raise
-        breaker.succeeded()
+        with self.circuit_recorded(agent.name):
+            breaker.succeeded()
         self.store.finish_window(window.id, agent.name, answer.replies, answer.letta_ms)
         outcome = outcome or ("answered" if answer.replies else "silent")
         return Delivery(window.id, agent.name, window.size, len(answer.replies), answer.letta_ms, outcome)
 
-    def call(self, agent: AgentConfig, window: Window) -> tuple[Answer, str | None]:
-        if window.unsettled():  # it may have arrived before the crash or the timeout
-            earlier = self.gateway.answer_already_given(agent.name, agent.agent_id, window.id)
+    def call(self, agent: AgentConfig, window_id: str) -> tuple[Answer, str | None]:
+        window, messages = self.take_off(agent, window_id)
+        if messages is None:  # sent before and never settled: it may have arrived before a crash or a timeout
+            earlier = self.gateway.answer_already_given(agent.name, agent.agent_id, window_id)
             if earlier is not None:
                 return earlier, "recovered"
             if self.maybe_in_flight(window, datetime.now(timezone.utc)):
-                raise StillAnswering(window.id)
-        blips = self.store.window_blips(window.id)
-        identities = self.resolver.resolve([blip.did for blip in blips])
-        messages = window_messages(agent, [with_identity(blip, identities[blip.did]) for blip in blips])
-        self.store.mark_sending(window.id)
-        return self.gateway.send(agent.name, agent.agent_id, messages, window.id), None
+                raise StillAnswering(window_id)
+            window, messages = self.take_off(agent, window_id, again=True)
+        return self.gateway.send(agent.name, agent.agent_id, messages, window_id), None
+
+    def take_off(self, agent: AgentConfig, window_id: str, *, again: bool = False) -> tuple[Window, list[dict] | None]:
+        """The window as it is now (a retry must see what the last attempt left) and its messages, with
+        the window marked `sending` — all in one open of the store when the authors are in the identity
+        cache, as they nearly always are. No messages for an unsettled window unless sending it `again`."""
+        with self.store.session():
+            window = Window(*self.store.window(window_id))
+            if window.unsettled() and not again:
+                return window, None
+            blips = self.store.window_blips(window_id)
+            identities, stale = self.resolver.cached([blip.did for blip in blips])
+            if not stale:
+                self.store.mark_sending(window_id)
+        if stale:
+            identities.update(self.resolver.refresh(stale, identities))
+            self.store.mark_sending(window_id)
+        return window, window_messages(agent, [with_identity(blip, identities[blip.did]) for blip in blips])

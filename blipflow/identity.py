@@ -33,46 +33,59 @@ class IdentityResolver:
         self.plc_url = plc_url.rstrip("/")
         self.ttl = timedelta(seconds=ttl_seconds)
         self.http = httpx.Client(timeout=timeout)
-        self.hits = 0
-        self.misses = 0
         self.failed_until: dict[str, datetime] = {}
+        self.unreachable_until = datetime.min.replace(tzinfo=timezone.utc)
 
     def close(self) -> None:
         self.http.close()
 
     def resolve(self, dids: list[str]) -> dict[str, Identity]:
         """Identities for `dids`, fresh from the cache where possible; unresolvable DIDs map to a bare Identity."""
+        identities, stale = self.cached(dids)
+        identities.update(self.refresh(stale, identities))
+        return identities
+
+    def cached(self, dids: list[str]) -> tuple[dict[str, Identity], list[str]]:
+        """What the cache knows of `dids` (a bare Identity where nothing), and which of them to resolve
+        again: unknown or older than the TTL, unless they failed a moment ago. Only reads and counts,
+        so it can share a store session with other work."""
         wanted = sorted(set(dids))
-        cached = self.store.identities(wanted)
-        fresh_after = datetime.now(timezone.utc) - self.ttl
-        result: dict[str, Identity] = {}
-        fetched: list[Identity] = []
+        known = self.store.identities(wanted)
         now = datetime.now(timezone.utc)
+        fresh_after = now - self.ttl
+        identities: dict[str, Identity] = {}
+        stale: list[str] = []
         for did in wanted:
-            known = cached.get(did)
-            fresh = known is not None and known.fetched_at is not None and known.fetched_at >= fresh_after
-            if fresh or self.failed_until.get(did, now) > now:
-                self.hits += 1
-                result[did] = known or Identity(did, None, None, None, None)
-                continue
-            self.misses += 1
-            identity = self.fetch(did, known)
-            result[did] = identity
-            if identity.fetched_at is not None:
-                fetched.append(identity)
+            identity = known.get(did)
+            identities[did] = identity or Identity(did, None, None, None, None)
+            fresh = identity is not None and identity.fetched_at is not None and identity.fetched_at >= fresh_after
+            if not fresh and self.failed_until.get(did, now) <= now:
+                stale.append(did)
+        if wanted:
+            self.store.add_counters({"identity.cache_hits": len(wanted) - len(stale), "identity.cache_misses": len(stale)})
+        return identities, stale
+
+    def refresh(self, dids: list[str], known: dict[str, Identity]) -> dict[str, Identity]:
+        """Resolve `dids` over the network and cache what resolved."""
+        resolved = {did: self.fetch(did, known.get(did)) for did in dids}
+        fetched = [identity for identity in resolved.values() if identity.fetched_at is not None]
         if fetched:
             self.store.save_identities(fetched)
-        self.store.add_counters({"identity.cache_hits": self.hits, "identity.cache_misses": self.misses})
-        self.hits = self.misses = 0
-        return result
+        return resolved
 
     def fetch(self, did: str, known: Identity | None) -> Identity:
         """Resolve one DID now. On failure keep what was known (a handle from an identity event, say)."""
         try:
             document = self.did_document(did)
         except (httpx.HTTPError, ValueError) as error:
-            log.warning("cannot resolve %s: %s; trying again in %s", did, error, RETRY_FAILED_AFTER)
-            self.failed_until[did] = datetime.now(timezone.utc) + RETRY_FAILED_AFTER
+            now = datetime.now(timezone.utc)
+            self.failed_until[did] = now + RETRY_FAILED_AFTER
+            if not isinstance(error, httpx.TransportError):
+                log.warning("cannot resolve %s: %s; trying again in %s", did, error, RETRY_FAILED_AFTER)
+            elif self.unreachable_until <= now:  # one line for a directory that is down, not one per author
+                self.unreachable_until = now + RETRY_FAILED_AFTER
+                log.warning("cannot reach the PLC directory %s: %s; authors stay unresolved for now, "
+                            "each tried again in %s", self.plc_url, error, RETRY_FAILED_AFTER)
             return known or Identity(did, None, None, None, None)
         handle = next(
             (aka.removeprefix("at://") for aka in document.get("alsoKnownAs", []) if aka.startswith("at://")),

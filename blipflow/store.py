@@ -102,6 +102,14 @@ CREATE TABLE IF NOT EXISTS agent_progress (
     agent VARCHAR PRIMARY KEY,
     decided_through BIGINT NOT NULL
 );
+-- Each agent's circuit breaker as dispatch last left it, for `blipflow status` and the next dispatch process.
+CREATE TABLE IF NOT EXISTS circuits (
+    agent VARCHAR PRIMARY KEY,
+    state VARCHAR NOT NULL,           -- closed | open | half_open
+    failures INTEGER NOT NULL,        -- failed calls in a row
+    opened_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
 -- The outbox publish reads; a reply answers the blips of its window.
 CREATE TABLE IF NOT EXISTS replies (
     id VARCHAR PRIMARY KEY,
@@ -478,6 +486,45 @@ class Store:
             db.execute("UPDATE windows SET state = 'failed', error = ?, settled = ? WHERE id = ?",
                        [error, settled, window_id])
 
+    def save_circuit(self, agent: str, state: str, failures: int, opened_at: datetime | None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                """INSERT INTO circuits (agent, state, failures, opened_at) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (agent) DO UPDATE SET state = excluded.state, failures = excluded.failures,
+                   opened_at = excluded.opened_at, updated_at = now()""",
+                [agent, state, failures, opened_at],
+            )
+
+    def circuits(self) -> dict[str, tuple[str, int, datetime | None]]:
+        """agent → (state, failures in a row, opened at)."""
+        rows = self.query_all("SELECT agent, state, failures, opened_at FROM circuits")
+        return {agent: (state, failures, opened_at) for agent, state, failures, opened_at in rows}
+
+    def status_figures(self) -> dict[str, list[tuple]]:
+        """The raw figures behind `blipflow status`, read in one open of the file."""
+        with self.session():
+            return {
+                "blips": self.query_all(
+                    """SELECT count(*) FILTER (NOT deleted),
+                              count(*) FILTER (ingested_at >= now() - INTERVAL 5 MINUTE),
+                              count(*) FILTER (ingested_at >= now() - INTERVAL 1 HOUR),
+                              max(ingested_at), epoch_us(now()) - max(time_us)
+                       FROM blips"""),
+                "cursors": self.query_all("SELECT source, cursor, updated_at FROM cursors ORDER BY source"),
+                "counters": self.query_all("SELECT name, value FROM counters ORDER BY name"),
+                "windows": self.query_all(
+                    """SELECT agent,
+                              count(*) FILTER (state = 'answered'), count(*) FILTER (state = 'silent'),
+                              count(*) FILTER (state = 'failed'), count(*) FILTER (state IN ('pending', 'sending')),
+                              sum(greatest(attempts - 1, 0)),
+                              median(letta_ms) FILTER (state IN ('answered', 'silent')),
+                              quantile_cont(letta_ms, 0.95) FILTER (state IN ('answered', 'silent')),
+                              max(finished_at)
+                       FROM windows GROUP BY agent ORDER BY agent"""),
+                "replies": self.query_all("SELECT agent, state, count(*) FROM replies GROUP BY ALL ORDER BY ALL"),
+                "circuits": self.query_all("SELECT agent, state, failures, opened_at FROM circuits ORDER BY agent"),
+            }
+
     def replies_since(self, agent: str, since: datetime) -> int:
         return self.query_all("SELECT count(*) FROM replies WHERE agent = ? AND created_at >= ?", [agent, since])[0][0]
 
@@ -571,8 +618,17 @@ def host() -> duckdb.DuckDBPyConnection:
     with _host_guard:
         if _host is None:
             _host = duckdb.connect(":memory:")
-            atexit.register(_host.close)  # closed by hand: left to interpreter teardown, DuckDB complains
+            atexit.register(close_host)
         return _host
+
+
+def close_host() -> None:
+    """Left to the interpreter's teardown, DuckDB's bindings report the connection as leaked."""
+    global _host
+    with _host_guard:
+        if _host is not None:
+            _host.close()
+            _host = None
 
 
 def sql_string(text: str) -> str:

@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 
 from blipflow.accounts import with_learned_dids
 from blipflow.config import Settings, load_settings
-from blipflow.dispatch import Dispatcher, Window
+from blipflow.dispatch import Dispatcher
 from blipflow.identity import IdentityResolver
 from blipflow.letta import LettaGateway
 from blipflow.shutdown import stop_on_signals
@@ -34,7 +34,7 @@ def dispatch(config_file: str | None = None, rounds: int | None = None, until_id
     """Deliver windows until cancelled (or for `rounds` planning rounds, or, with `until_idle`, until
     nothing is left to send); returns how many windows were delivered.
 
-    Agents are served side by side, each one window at a time, so an agent reads its windows in order."""
+    Agents are served side by side, each one window a round, so an agent reads its windows in order."""
     settings = load_settings(config_file)
     logger = get_run_logger()
     if not settings.agents:
@@ -48,10 +48,7 @@ def dispatch(config_file: str | None = None, rounds: int | None = None, until_id
         while not stopping.is_set() and (rounds is None or done_rounds < rounds):
             done_rounds += 1
             windows = dispatcher.plan()
-            next_per_agent: dict[str, Window] = {}
-            for window in windows:
-                next_per_agent.setdefault(window.agent, window)
-            running = [deliver_window.submit(dispatcher, window) for window in next_per_agent.values()]
+            running = [deliver_window.submit(dispatcher, window) for window in windows]
             for future in running:
                 future.wait()
                 if future.state.is_completed():

@@ -9,7 +9,7 @@ from itertools import count
 import pytest
 
 from blipflow.config import Settings
-from blipflow.dispatch import Dispatcher
+from blipflow.dispatch import REPLAN_EVERY, Dispatcher
 from blipflow.letta import AgentCallFailed
 from blipflow.store import IngestBatch, Store
 from flows.dispatch import build_dispatcher
@@ -46,7 +46,11 @@ def replies(store: Store, agent: str | None = None) -> list[str]:
 
 
 def deliver_all(dispatcher: Dispatcher) -> list:
-    return [dispatcher.deliver(window) for window in dispatcher.plan()]
+    """Rounds of planning and delivering (each agent one window a round) until nothing is left."""
+    delivered = []
+    while windows := dispatcher.plan():
+        delivered += [dispatcher.deliver(window) for window in windows]
+    return delivered
 
 
 @pytest.fixture
@@ -71,6 +75,7 @@ def test_windows_follow_batch_size_and_max_wait(tmp_path, letta_server, v1_agent
     assert len(replies(dispatcher.store)) == 2
     assert deliver_all(dispatcher) == []
     dispatcher.agents["scout"] = dispatcher.agents["scout"].model_copy(update={"max_wait_seconds": 0})
+    time.sleep(REPLAN_EVERY)  # with no news in the store, waits are looked at again this often
     assert [d.blips for d in deliver_all(dispatcher)] == [1]
 
 
@@ -152,6 +157,11 @@ def test_an_unknown_agent_is_a_permanent_failure_and_opens_its_circuit(tmp_path,
         assert str(failure.value) == "agent ghost: no such agent on the Letta server (HTTP 404)"
     assert dispatcher.plan() == []  # open: the agent is left alone
     assert "circuit for agent ghost open after 2 failed calls" in caplog.text
+    [(state, failures, opened_at)] = dispatcher.store.circuits().values()
+    assert (state, failures) == ("open", 2) and opened_at is not None
+    restarted = dispatcher_for(tmp_path, letta_server, {"name": "ghost", "agent_id": ghost},
+                               breaker_failures=2, breaker_cooldown=1.0)
+    assert restarted.plan() == []  # a new process keeps it open for the rest of the cooldown
     time.sleep(1.1)
     [trial] = dispatcher.plan()  # half-open: one more try
     assert trial.state == "failed" and dispatcher.breakers["ghost"].state == "half_open"

@@ -1,0 +1,65 @@
+"""`blipflow status`: figures from the store, for a person and as JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import yaml
+from typer.testing import CliRunner
+
+from blipflow.cli import app
+from blipflow.store import IngestBatch, Store
+from tests.support.frames import T0, blips, commit_frame, uri
+
+HUMAN = "did:plc:human0000000000000000000"
+
+
+def test_status_reports_ingest_agents_and_circuits(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    frames = [commit_frame(HUMAN, f"k{n}", T0 + n, content=f"blip {n}") for n in range(4)]
+    store.apply(IngestBatch(blips=blips(*frames), counters={"ingest.connects": 2, "ingest.bad.not_json": 3,
+                                                              "identity.cache_hits": 3, "identity.cache_misses": 1}))
+    answered = store.decide("scout", {}, [uri(HUMAN, "k0")])
+    store.mark_sending(answered)
+    store.finish_window(answered, "scout", ["hello", "again"], 200.0)
+    quiet = store.decide("scout", {}, [uri(HUMAN, "k1")])
+    store.finish_window(quiet, "scout", [], 100.0)
+    broken = store.decide("scout", {}, [uri(HUMAN, "k2")])
+    store.fail_window(broken, "agent scout: no such agent on the Letta server (HTTP 404)", settled=True)
+    store.save_circuit("scout", "open", 5, datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"store": {"path": str(store.path)},
+                                      "agents": [{"name": "scout", "agent_id": "agent-1"},
+                                                 {"name": "idle", "agent_id": "agent-2"}]}))
+
+    result = CliRunner().invoke(app, ["-c", str(config), "status", "--output", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["ingest"]["blips"] == 4
+    assert report["ingest"]["blips_per_minute_last_5_min"] == 0.8
+    assert report["ingest"]["connects"] == 2 and report["ingest"]["bad_input"] == {"not_json": 3}
+    assert report["identity_cache"] == {"hits": 3, "misses": 1, "hit_rate": 0.75}
+    scout = report["agents"]["scout"]
+    assert scout["circuit"] == "open" and scout["failures_in_a_row"] == 5
+    assert scout["windows"] == {"answered": 1, "silent": 1, "failed": 1, "waiting": 0}
+    assert scout["silence_rate"] == 0.5 and scout["error_rate"] == 0.333
+    assert scout["letta_ms_p50"] == 150.0 and scout["replies"] == {"queued": 2}
+    assert report["agents"]["idle"]["windows"] == {"answered": 0, "silent": 0, "failed": 0, "waiting": 0}
+
+    human = CliRunner().invoke(app, ["-c", str(config), "status"])
+    assert human.exit_code == 0, human.output
+    assert "agent scout: circuit OPEN since 2026-11-22T06:00:00+00:00 after 5 failures" in human.output
+    assert "bad input: not_json 3" in human.output
+
+
+def test_status_of_a_missing_store_is_one_line(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"store": {"path": str(tmp_path / "none.duckdb")}}))
+    result = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "status"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"blipflow: store {tmp_path / 'none.duckdb'}: no such file yet (run `blipflow run` first)"]
