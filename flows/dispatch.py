@@ -6,8 +6,6 @@ reaches its agents well under a second after it is stored, instead of waiting fo
 
 from __future__ import annotations
 
-import threading
-
 from prefect import flow, get_run_logger
 
 from blipflow.accounts import with_learned_dids
@@ -15,8 +13,8 @@ from blipflow.config import Settings, load_settings
 from blipflow.dispatch import Dispatcher
 from blipflow.identity import IdentityResolver
 from blipflow.letta import LettaGateway
-from blipflow.shutdown import stop_on_signals
 from blipflow.store import Store
+from flows.lanes import results_in_lanes
 from tasks.dispatch import deliver_window
 
 
@@ -30,34 +28,21 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
 
 
 @flow(name="dispatch")
-def dispatch(config_file: str | None = None, rounds: int | None = None, until_idle: bool = False) -> int:
-    """Deliver windows until cancelled (or for `rounds` planning rounds, or, with `until_idle`, until
-    nothing is left to send); returns how many windows were delivered.
+def dispatch(config_file: str | None = None, until_idle: bool = False) -> int:
+    """Deliver windows until cancelled (or, with `until_idle`, until nothing is left to send); returns
+    how many windows were delivered.
 
-    Agents are served side by side, each one window a round, so an agent reads its windows in order."""
+    Agents are served side by side, each its windows one at a time and in order; an agent whose call
+    waits to be retried holds up no other."""
     settings = load_settings(config_file)
     logger = get_run_logger()
     if not settings.agents:
         logger.warning("no agents configured: nothing to dispatch")
         return 0
     dispatcher = build_dispatcher(settings)
-    delivered = 0
-    done_rounds = 0
-    stopping = threading.Event()
-    with stop_on_signals(stopping.set):  # finish the window in hand, then stop
-        while not stopping.is_set() and (rounds is None or done_rounds < rounds):
-            done_rounds += 1
-            windows = dispatcher.plan()
-            running = [deliver_window.submit(dispatcher, window) for window in windows]
-            for future in running:
-                future.wait()
-                if future.state.is_completed():
-                    delivered += future.result().outcome != "in_flight"
-                else:
-                    logger.error("%s", future.state.message)
-            if not windows:
-                if until_idle:
-                    break
-                stopping.wait(settings.dispatch.poll_interval)
+    delivered = sum(1 for delivery in results_in_lanes(
+        dispatcher.plan, lambda window: window.agent, lambda window: deliver_window.submit(dispatcher, window),
+        poll_interval=settings.dispatch.poll_interval, until_idle=until_idle,
+    ) if delivery.outcome != "in_flight")
     logger.info("dispatch stopped after delivering %d windows", delivered)
     return delivered

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
+import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blipflow.letta import AgentCallFailed
+from blipflow.store import Store
 from tasks.dispatch import deliver_window
 from tests.support.fake_letta import FakeLetta
 from tests.test_dispatch import HUMAN, dispatcher_for, post
+
+OTHER_HUMAN = "did:plc:otherhuman00000000000000"
 
 
 def deliver(dispatcher, window):
@@ -57,5 +62,33 @@ def test_a_timed_out_window_is_not_sent_again_while_it_may_still_be_answered(tmp
         assert fake.calls == 1
         [(reply,)] = dispatcher.store.query_all("SELECT content FROM replies")
         assert reply.startswith("echo: ") and reply.endswith("] slow")
+    finally:
+        fake.stop()
+
+
+def test_an_agent_waiting_for_a_retry_holds_up_no_other(tmp_path, prefect_server):
+    from flows.dispatch import dispatch
+
+    fake = FakeLetta().start()
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({
+            "store": {"path": str(tmp_path / "s.duckdb")},
+            "letta": {"base_url": fake.base_url, "timeout": 30},
+            "bluesky": {"plc_uri": "http://127.0.0.1:9"},
+            "agents": [{"name": "flaky", "agent_id": fake.create_agent(), "wanted_dids": [HUMAN]},
+                       {"name": "steady", "agent_id": fake.create_agent(), "wanted_dids": [OTHER_HUMAN]}],
+        }))
+        store = Store(tmp_path / "s.duckdb")
+        post(store, HUMAN, "flaky [[status:503*6]]")  # two calls fail: retried after 1 s, then after 5 s more
+        for n in range(3):
+            post(store, OTHER_HUMAN, f"steady {n}")
+        with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+            assert dispatch(config_file=str(config), until_idle=True) == 4
+        finished = dict(store.query_all(
+            "SELECT agent, list(finished_at ORDER BY finished_at) FROM windows WHERE state = 'answered' GROUP BY agent"))
+        [flaky_done] = finished["flaky"]
+        assert len(finished["steady"]) == 3 and max(finished["steady"]) < flaky_done - timedelta(seconds=3)
+        assert store.query_all("SELECT attempts FROM windows WHERE agent = 'flaky'") == [(3,)]
     finally:
         fake.stop()
