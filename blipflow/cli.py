@@ -9,11 +9,17 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Optional
 
 import typer
 
+from blipflow.analytics import (
+    BadRequest, Bucket, Query, Selection, nothing_to_report, reports, run_report, selection,
+)
+from blipflow.analytics_export import export_parquet
+from blipflow.analytics_output import OutputFormat, write_rows
 from blipflow.blip import Blip, with_identity
 from blipflow.config import ConfigError, Settings, load_settings
 from blipflow.failures import Failure
@@ -235,6 +241,112 @@ def publish_replies() -> None:
     until_interrupted(lambda: publish_flow(config_file=path))
 
 
+# -- analytics -------------------------------------------------------------------------------------
+
+analytics_app = typer.Typer(no_args_is_help=True, help="Batch analytics over the stored history: reports, charts, Parquet.")
+app.add_typer(analytics_app, name="analytics")
+
+Since = Annotated[Optional[str], typer.Option(help="from this date, time or age ago: 2025-10-09, 2025-10-09T08:00Z, 7d, 36h")]
+Until = Annotated[Optional[str], typer.Option(help="up to (not including) this date, time or age ago")]
+AgentName = Annotated[Optional[str], typer.Option(help="only what concerns this configured agent")]
+BucketOption = Annotated[Bucket, typer.Option(help="the period of time series (UTC)")]
+Top = Annotated[Optional[int], typer.Option(min=1, help="how many rows a ranking keeps (threads, terms per period)")]
+
+
+def add_report_command(name: str, report: Query) -> None:
+    def command(
+        since: Since = None, until: Until = None, agent: AgentName = None, bucket: BucketOption = Bucket.day,
+        top: Top = None,
+        output: Annotated[OutputFormat, typer.Option(help="how to print the rows")] = OutputFormat.table,
+        to: Annotated[Optional[Path], typer.Option(help="write the rows to this file (parquet: <report>.parquet)")] = None,
+        chart: Annotated[Optional[Path], typer.Option(help="also draw the report's chart to this .png, .svg or .pdf")] = None,
+    ) -> None:
+        show_report(name, report, selection_asked(since, until, agent, bucket, top), output, to, chart)
+
+    analytics_app.command(name, help=report.summary)(command)
+
+
+def selection_asked(since: str | None, until: str | None, agent: str | None, bucket: Bucket, top: int | None) -> Selection:
+    return selection(settings().agents, since=since, until=until, agent=agent, bucket=bucket, top=top)
+
+
+def show_report(name: str, report: Query, chosen: Selection, output: OutputFormat, to: Path | None,
+                chart: Path | None) -> None:
+    if chart is not None:
+        check_chart(name, chart)
+    loaded = settings()
+    store = existing_store(loaded)
+    table = run_report(store, report, chosen, loaded.agents)
+    if table.num_rows == 0:
+        typer.echo(nothing_to_report(store, name), err=True)
+        return
+    target = to or (Path(f"{name}.parquet") if output is OutputFormat.parquet else None)
+    with file_option("--to", target):
+        if write_rows(table, output, title=f"{name}: {chosen.describe()}", to=target):
+            typer.echo(f"wrote {table.num_rows} rows to {target}", err=True)
+    if chart is not None:
+        from blipflow.charts import save_chart
+
+        with file_option("--chart", chart):
+            save_chart(name, table, chosen, chart)
+        typer.echo(f"drew the {name} chart to {chart}", err=True)
+
+
+def check_chart(name: str, chart: Path) -> None:
+    from blipflow.charts import CHARTS  # matplotlib only when a chart is asked for
+
+    if name not in CHARTS:
+        raise BadRequest(f"bad --chart: {name} has no chart (charts: {', '.join(CHARTS)})")
+    if chart.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise BadRequest(f"bad --chart: {chart}: name a .png, .svg or .pdf file")
+    if not chart.parent.is_dir():
+        raise BadRequest(f"bad --chart: {chart}: no folder {chart.parent}")
+
+
+@contextmanager
+def file_option(option: str, path: Path | None) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        raise BadRequest(f"bad {option}: cannot write {path}: {error.strerror or error}") from None
+
+
+@analytics_app.command("html")
+def analytics_html(
+    path: Annotated[Path, typer.Argument(help="the page to write")],
+    since: Since = None, until: Until = None, agent: AgentName = None, bucket: BucketOption = Bucket.day,
+    top: Top = None,
+) -> None:
+    """Every report in one HTML file: the charts, and each report's first rows."""
+    from blipflow.charts import html_report
+
+    chosen = selection_asked(since, until, agent, bucket, top)
+    loaded = settings()
+    store = existing_store(loaded)
+    results = {name: (report, run_report(store, report, chosen, loaded.agents)) for name, report in reports().items()}
+    if not any(table.num_rows for _, table in results.values()):
+        typer.echo(nothing_to_report(store, "every report"), err=True)
+    with file_option("html PATH", path):
+        html_report(results, chosen, path)
+    typer.echo(f"wrote {path}", err=True)
+
+
+@analytics_app.command("export")
+def analytics_export(
+    parquet: Annotated[Path, typer.Option("--parquet", help="the folder to keep the export in")],
+) -> None:
+    """The history as Parquet partitioned by day; run again, it rewrites only the days that changed."""
+    store = existing_store(settings())
+    with file_option("--parquet", parquet):
+        summary = export_parquet(store, parquet)
+    typer.echo(f"exported {summary.blips} blips in {len(summary.days)} changed days to {parquet}"
+               if summary.days else f"nothing changed since the last export to {parquet}", err=True)
+
+
+for _name, _report in reports().items():
+    add_report_command(_name, _report)
+
+
 @app.command("config")
 def show_config() -> None:
     """Check the configuration and print it, secrets masked."""
@@ -276,6 +388,6 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         app()  # usage errors get Typer's own message and exit code
-    except (ConfigError, StoreError, SourceUnavailable, Failure) as error:
+    except (ConfigError, StoreError, SourceUnavailable, Failure, BadRequest) as error:
         typer.echo(f"blipflow: {error}", err=True)
-        sys.exit(2 if isinstance(error, ConfigError) else 1)
+        sys.exit(2 if isinstance(error, (ConfigError, BadRequest)) else 1)

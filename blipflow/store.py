@@ -586,6 +586,22 @@ class Store:
                 [(i.did, i.handle, i.display_name, i.pds, i.fetched_at or now()) for i in identities],
             )
 
+    # -- analytics -------------------------------------------------------------------------------
+
+    def analytics_table(self, script: str, variables: Mapping[str, object]) -> pa.Table:
+        """The result of a SQL script's last statement, in one short connection, with `variables` set for
+        the script's getvariable() calls (as `SET VARIABLE` would in the DuckDB CLI)."""
+        with self.connect() as db:
+            for name, value in variables.items():
+                db.execute(f"SET VARIABLE {name} = ?", [value])
+            return db.sql(script).to_arrow_table()
+
+    def history_size(self) -> tuple[int, int]:
+        """How many blips (not deleted) and dispatch windows the store holds."""
+        return self.query_all(
+            "SELECT (SELECT count(*) FROM blips WHERE NOT deleted), (SELECT count(*) FROM windows)"
+        )[0]
+
 
 BLIP_COLUMNS = dict(zip(ROW_COLUMNS, (pa.string(), pa.int64(), pa.string())))
 ACCOUNT_COLUMNS = {"did": pa.string(), "active": pa.bool_(), "status": pa.string()}

@@ -1,0 +1,279 @@
+"""Analytics over a large history: every report, timed as `blipflow analytics` runs it.
+
+Generates a synthetic but realistic history (seeded, deterministic): people post at random, a third of
+them new threads and the rest replies to recent blips; each blip draws answers from the 50 agents, which
+answer after their own lognormal latency, agents answering agents up to a chain of 3 (the dispatch
+policy's default); content follows a Zipf vocabulary with English stopwords. The blips are stored through
+the ingest path (Jetstream frames, batches of 20,000) and each agent's dispatch windows go into the
+ledger (answered ones match its replies; silent, failed and retried ones at its own rates). Every report
+then runs over the whole history with the agents configured, `--repeat` times; a report's time is the
+median of its runs, each one connection: open, prelude, query, result as Arrow. The Parquet export of
+the whole history is timed once too. Last line: one JSON object.
+
+    python bench/analytics.py [--blips 1000000] [--agents 50] [--people 3000] [--days 30] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from blipflow.analytics import Selection, reports, run_report  # noqa: E402
+from blipflow.analytics_export import export_parquet  # noqa: E402
+from blipflow.config import AgentConfig  # noqa: E402
+from blipflow.simulator import random_id, tid  # noqa: E402
+from blipflow.store import IngestBatch, Store  # noqa: E402
+
+START_US = 1_760_000_000_000_000
+BATCH = 20_000
+MAX_AGENT_CHAIN = 3
+HUMAN_ROOT_SHARE = 1 / 3
+ANSWERS_PER_HUMAN_BLIP = 0.8  # agents answering one person's blip, on average
+ANSWERS_PER_AGENT_BLIP = 0.25
+STOPWORDS = ("the a of and to in is that it for on with as this be are was at by not or from but have an they "
+             "we you i what so if about can more there their which when will would just like do all one my our "
+             "how your some than then them these into also has had been were its it's").split()
+
+
+@dataclass(frozen=True)
+class Author:
+    did: str
+    agent: int | None  # the agent's number, or None for a person
+    interest: float = 0.0  # agents: relative chance to be the one answering
+    median_latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Post:
+    did: str
+    rkey: str
+    time_us: int
+    agent_chain: int  # how many agents' blips in a row end here (0: a person's)
+    root_uri: str | None
+    parent_uri: str | None
+
+    @property
+    def uri(self) -> str:
+        return f"at://{self.did}/stream.thought.blip/{self.rkey}"
+
+
+def conversation(args: argparse.Namespace, agents: list[Author], people: list[Author]) -> Iterator[Post]:
+    """Posts in time order until `args.blips`: people arrive as a Poisson process, agents answer later."""
+    rng = random.Random(args.seed)
+    blips_per_person_post = 1 + ANSWERS_PER_HUMAN_BLIP * (1 + ANSWERS_PER_AGENT_BLIP + ANSWERS_PER_AGENT_BLIP ** 2)
+    people_per_s = args.blips / blips_per_person_post / (args.days * 86_400)
+    person_weights = [1 / (rank + 1) ** 0.9 for rank in range(len(people))]  # a few people talk a lot
+    interests = [agent.interest for agent in agents]
+    recent: deque[Post] = deque(maxlen=300)
+    pending: list[tuple[int, int, Author, Post | None]] = []  # (time_us, order, author, parent)
+    order = 0
+    next_person_us = START_US
+    produced = 0
+    while produced < args.blips:
+        if not pending or next_person_us <= pending[0][0]:
+            author, parent = rng.choices(people, person_weights)[0], None
+            if recent and rng.random() > HUMAN_ROOT_SHARE:
+                parent = rng.choice(recent)
+            time_us = next_person_us
+            next_person_us += int(rng.expovariate(people_per_s) * 1e6) + 1
+        else:
+            time_us, _, author, parent = heapq.heappop(pending)
+        chain = (parent.agent_chain + 1 if parent and parent.agent_chain else 1) if author.agent is not None else 0
+        post = Post(author.did, tid(time_us, rng.randrange(1024)), time_us, chain,
+                    (parent.root_uri or parent.uri) if parent else None, parent.uri if parent else None)
+        yield post
+        produced += 1
+        recent.append(post)
+        if chain >= MAX_AGENT_CHAIN:
+            continue
+        for answering in dict.fromkeys(rng.choices(agents, interests, k=poisson(rng, ANSWERS_PER_AGENT_BLIP if chain
+                                                                      else ANSWERS_PER_HUMAN_BLIP))):
+            if answering.did != author.did:
+                latency_s = answering.median_latency_s * math.exp(rng.gauss(0, 0.6))
+                order += 1
+                heapq.heappush(pending, (time_us + int(latency_s * 1e6), order, answering, post))
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    threshold, count, product = math.exp(-mean), 0, rng.random()
+    while product > threshold:
+        count += 1
+        product *= rng.random()
+    return count
+
+
+class Writer:
+    """Blip content from a Zipf vocabulary: agents write longer than people."""
+
+    def __init__(self, seed: int, vocabulary: int = 4000) -> None:
+        self.rng = np.random.default_rng(seed)
+        syllables = [c + v for c in "bcdfghklmnprstvz" for v in "aeiou"]
+        made: list[str] = []
+        seen = set(STOPWORDS)
+        while len(made) < vocabulary:
+            word = "".join(self.rng.choice(syllables, size=int(self.rng.integers(2, 5))))
+            if word not in seen:
+                seen.add(word)
+                made.append(word)
+        self.words = np.array(STOPWORDS + made, dtype=object)
+        weights = 1 / np.arange(1, len(self.words) + 1) ** 1.07
+        self.weights = weights / weights.sum()
+
+    def contents(self, lengths: list[int]) -> list[str]:
+        picks = self.words[self.rng.choice(len(self.words), size=sum(lengths), p=self.weights)]
+        texts, at = [], 0
+        for length in lengths:
+            texts.append(" ".join(picks[at:at + length]).capitalize() + ".")
+            at += length
+        return texts
+
+    def length(self, agent: bool) -> int:
+        return int(min(150, max(3, self.rng.lognormal(math.log(40 if agent else 15), 0.5))))
+
+
+def frame(post: Post, content: str) -> tuple[str, int, str]:
+    record: dict = {"$type": "stream.thought.blip", "content": content,
+                    "createdAt": datetime.fromtimestamp(post.time_us / 1e6, timezone.utc).isoformat()}
+    if post.parent_uri:
+        record["reply"] = {"root": {"uri": post.root_uri, "cid": "bafyroot"},
+                           "parent": {"uri": post.parent_uri, "cid": "bafyparent"}}
+    event = {"did": post.did, "time_us": post.time_us, "kind": "commit",
+             "commit": {"rev": post.rkey, "operation": "create", "collection": "stream.thought.blip",
+                        "rkey": post.rkey, "cid": "bafy" + post.rkey, "record": record}}
+    return (post.uri, post.time_us, orjson.dumps(event).decode())
+
+
+def store_history(store: Store, args: argparse.Namespace, agents: list[Author], people: list[Author]) -> dict:
+    writer = Writer(args.seed)
+    agent_of = {agent.did: agent for agent in agents}
+    replies = [0] * len(agents)
+    held: list[Post] = []
+    span = [None, 0]
+
+    def flush() -> None:
+        lengths = [writer.length(post.did in agent_of) for post in held]
+        rows = {post.uri: frame(post, content) for post, content in zip(held, writer.contents(lengths))}
+        store.apply(IngestBatch(blips=rows))
+        held.clear()
+
+    for post in conversation(args, agents, people):
+        if post.did in agent_of:
+            replies[agent_of[post.did].agent] += 1
+        span[0] = span[0] or post.time_us
+        span[1] = post.time_us
+        held.append(post)
+        if len(held) == BATCH:
+            flush()
+    if held:
+        flush()
+    handles = {author.did: f"{author.did[8:16]}.example.com" for author in people[: len(people) // 2]}
+    store.apply(IngestBatch(handles=handles))
+    with store.connect() as db:  # as a live ingest would have stored them: each blip received when posted
+        db.execute("UPDATE blips SET ingested_at = make_timestamptz(time_us)")
+    store_windows(store, args, replies, span[0], span[1])
+    return {"agent_replies": sum(replies)}
+
+
+def store_windows(store: Store, args: argparse.Namespace, replies: list[int], first_us: int, last_us: int) -> None:
+    """Each agent's ledger: one answered window per reply, silent ones at its silence rate, some retried
+    or failing at its error rate, a few still open."""
+    rng = random.Random(args.seed + 1)
+    columns: dict[str, list] = {name: [] for name in ("id", "agent", "state", "size", "created_at", "attempts",
+                                                      "error")}
+    for number, answered in enumerate(replies):
+        silence, errors = rng.uniform(0.3, 0.9), rng.uniform(0.005, 0.05)
+        silent = int(answered * silence / (1 - silence))
+        states = ["answered"] * answered + ["silent"] * silent + ["failed"] * rng.randint(0, 5) + ["pending"] * 2
+        for state in states:
+            retried = state == "failed" or rng.random() < errors
+            columns["id"].append(f"w{number}-{len(columns['id'])}")
+            columns["agent"].append(f"agent-{number:02d}")
+            columns["state"].append(state)
+            columns["size"].append(rng.randint(1, 20))
+            columns["created_at"].append(datetime.fromtimestamp(rng.uniform(first_us, last_us) / 1e6, timezone.utc))
+            columns["attempts"].append(0 if state == "pending" else rng.randint(2, 4) if retried else 1)
+            columns["error"].append(rng.choice(["letta 500", "timed out after 60 s"]) if state == "failed" else None)
+    table = pa.table(columns)
+    with store.transaction() as db:
+        db.register("generated", table)
+        db.execute("INSERT INTO windows (id, agent, state, size, created_at, attempts, error) SELECT * FROM generated")
+        db.unregister("generated")
+
+
+def authors(args: argparse.Namespace) -> tuple[list[Author], list[Author]]:
+    rng = random.Random(args.seed + 2)
+    agents = [Author(f"did:plc:agent{number:02d}{random_id(rng, 17)}", number, rng.uniform(0.2, 1.0),
+                     math.exp(rng.uniform(math.log(1.5), math.log(40)))) for number in range(args.agents)]
+    people = [Author(f"did:plc:{random_id(rng, 24)}", None) for _ in range(args.people)]
+    return agents, people
+
+
+def time_reports(store: Store, configured: list[AgentConfig], repeat: int) -> dict[str, float]:
+    timings: dict[str, float] = {}
+    for name, report in reports().items():
+        runs = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            rows = run_report(store, report, Selection(), configured).num_rows
+            runs.append((time.perf_counter() - started) * 1000)
+        timings[name] = round(statistics.median(runs), 1)
+        print(f"{name}: {timings[name]} ms ({rows} rows; runs {[round(r) for r in runs]})", file=sys.stderr)
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--blips", type=int, default=1_000_000)
+    parser.add_argument("--agents", type=int, default=50)
+    parser.add_argument("--people", type=int, default=3000)
+    parser.add_argument("--days", type=float, default=30)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="keep the generated store at this path (reused if it exists)")
+    args = parser.parse_args()
+
+    agents, people = authors(args)
+    configured = [AgentConfig(name=f"agent-{agent.agent:02d}", agent_id=f"bench-{agent.agent}", did=agent.did)
+                  for agent in agents]
+    with tempfile.TemporaryDirectory() as folder:
+        path = args.keep or Path(folder) / "bench.duckdb"
+        store = Store(path)
+        generated: dict = {}
+        if not path.exists():
+            started = time.perf_counter()
+            generated = store_history(store, args, agents, people)
+            generated["generate_s"] = round(time.perf_counter() - started, 1)
+            print(f"history generated and stored in {generated['generate_s']} s", file=sys.stderr)
+        blips, windows = store.history_size()
+        timings = time_reports(store, configured, args.repeat)
+        started = time.perf_counter()
+        exported = export_parquet(store, Path(folder) / "parquet")
+        export_ms = round((time.perf_counter() - started) * 1000)
+    print(json.dumps({
+        "bench": "analytics", "blips": blips, "agents": args.agents, "windows": windows, **generated,
+        "reports": timings, "max_ms": max(timings.values()), "target_ms": 2000,
+        "export_ms": export_ms, "export_days": len(exported.days),
+    }))
+
+
+if __name__ == "__main__":
+    main()

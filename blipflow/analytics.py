@@ -1,0 +1,148 @@
+"""Batch analytics over the store: named reports, one SQL file each under `data/analytics/`.
+
+A report is read from its file (the first line documents it) and runs after `_prelude.sql`, which turns
+the variables of a selection into the temporary macros every report reads, so the same files run in the
+DuckDB CLI. Each report is one short connection (see store.py on sharing the file with ingest).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from enum import Enum
+from pathlib import Path
+
+import pyarrow as pa
+
+from blipflow.config import AgentConfig
+from blipflow.store import Store, StoreError
+
+QUERIES_FOLDER = Path(__file__).resolve().parent.parent / "data" / "analytics"
+PRELUDE = "_prelude"
+
+AGE = re.compile(r"(\d+)\s*([mhdw])")
+AGE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class BadRequest(ValueError):
+    """A report asked for in a way that cannot work; the message is one line naming the option."""
+
+
+class Bucket(str, Enum):
+    hour = "hour"
+    day = "day"
+    week = "week"
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    summary: str  # the file's first line, without its `-- name:` lead
+    sql: str
+
+
+def read_query(path: Path) -> Query:
+    sql = path.read_text(encoding="utf-8")
+    first = sql.splitlines()[0].removeprefix("--").strip()
+    return Query(path.stem, first.removeprefix(f"{path.stem}:").strip(), sql)
+
+
+def reports(folder: Path = QUERIES_FOLDER) -> dict[str, Query]:
+    """Every report, by name; files starting with `_` are not reports."""
+    return {path.stem: read_query(path) for path in sorted(folder.glob("*.sql")) if not path.stem.startswith("_")}
+
+
+def export_query(name: str) -> Query:
+    return read_query(QUERIES_FOLDER / "export" / f"{name}.sql")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a report looks at: [since, until), one agent or all, the period of time series, a ranking's length."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    agent: str | None = None
+    bucket: Bucket = Bucket.day
+    top: int | None = None
+
+    def variables(self, agents: Sequence[AgentConfig]) -> dict[str, object]:
+        """The DuckDB variables the SQL files read; unset ones take the defaults the files document."""
+        known = [{"name": agent.name, "did": agent.did} for agent in agents if agent.did]
+        values: dict[str, object | None] = {
+            "since": self.since, "until": self.until, "agent": self.agent, "bucket": self.bucket.value,
+            "top": self.top, "agents": known or None,
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+    def describe(self) -> str:
+        span = f"{moment_text(self.since) if self.since else 'the beginning'} to " \
+               f"{moment_text(self.until) if self.until else 'now'}"
+        return span + (f", agent {self.agent}" if self.agent else "") + f", per {self.bucket.value}"
+
+
+def selection(
+    agents: Sequence[AgentConfig],
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    agent: str | None = None,
+    bucket: Bucket = Bucket.day,
+    top: int | None = None,
+    now: datetime | None = None,
+) -> Selection:
+    """A selection from command-line text, or BadRequest naming the option at fault."""
+    now = now or datetime.now(timezone.utc)
+    start = parse_moment(since, "--since", now) if since else None
+    end = parse_moment(until, "--until", now) if until else None
+    if start and end and start >= end:
+        raise BadRequest(f"bad --since/--until: {moment_text(start)} is not before {moment_text(end)}")
+    names = [configured.name for configured in agents]
+    if agent is not None and agent not in names:
+        raise BadRequest(f"bad --agent: no agent named {agent!r} in the config (agents: {', '.join(names) or 'none'})")
+    return Selection(start, end, agent, bucket, top)
+
+
+def parse_moment(text: str, option: str, now: datetime) -> datetime:
+    """A date, a time (UTC unless it says otherwise) or an age such as `36h` or `7d` (that long before now)."""
+    value = text.strip()
+    age = AGE.fullmatch(value)
+    if age:
+        return now - timedelta(**{AGE_UNITS[age.group(2)]: int(age.group(1))})
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(
+            f"bad {option}: {text!r} is not a date, a time or an age (e.g. 2025-10-09, 2025-10-09T08:00Z, 36h, 7d)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def moment_text(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def day_selection(day: date, bucket: Bucket = Bucket.hour) -> Selection:
+    """One UTC day, as the daily report covers it."""
+    start = datetime.combine(day, time(), timezone.utc)
+    return Selection(start, start + timedelta(days=1), bucket=bucket)
+
+
+def existing_store(store: Store) -> Store:
+    """The store, if its file exists: reading must not create an empty one."""
+    if not store.path.exists():
+        raise StoreError(f"store {store.path}: no such file yet (run `blipflow run` first)")
+    return store
+
+
+def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig]) -> pa.Table:
+    prelude = read_query(QUERIES_FOLDER / f"{PRELUDE}.sql")
+    return store.analytics_table(prelude.sql + "\n" + report.sql, chosen.variables(agents))
+
+
+def nothing_to_report(store: Store, report: str) -> str:
+    """Why a report came back empty, in one line."""
+    blips, windows = store.history_size()
+    return f"{report}: nothing to report for this selection ({blips} blips and {windows} dispatch windows in {store.path})"
