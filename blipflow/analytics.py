@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from blipflow.config import AgentConfig
-from blipflow.store import Store, StoreError
+from blipflow.store import Store
 
 QUERIES_FOLDER = Path(__file__).resolve().parent.parent / "data" / "analytics"
 PRELUDE = "_prelude"
@@ -128,13 +128,6 @@ def day_selection(day: date, bucket: Bucket = Bucket.hour) -> Selection:
     """One UTC day, as the daily report covers it."""
     start = datetime.combine(day, time(), timezone.utc)
     return Selection(start, start + timedelta(days=1), bucket=bucket)
-
-
-def existing_store(store: Store) -> Store:
-    """The store, if its file exists: reading must not create an empty one."""
-    if not store.path.exists():
-        raise StoreError(f"store {store.path}: no such file yet (run `blipflow run` first)")
-    return store
 
 
 def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig]) -> pa.Table:

@@ -162,9 +162,7 @@ def status(
 
 
 def existing_store(loaded: Settings) -> Store:
-    if not loaded.store.path.exists():
-        raise StoreError(f"store {loaded.store.path}: no such file yet (run `blipflow run` first)")
-    return Store.from_config(loaded.store)
+    return Store.existing(loaded.store)
 
 
 # -- publishing ------------------------------------------------------------------------------------

@@ -193,6 +193,13 @@ class Store:
     def from_config(cls, config: StoreConfig) -> Store:
         return cls(config.path, lock_timeout=config.lock_timeout)
 
+    @classmethod
+    def existing(cls, config: StoreConfig) -> Store:
+        """The configured store, to read: reading must not create an empty file where none was."""
+        if not config.path.exists():
+            raise StoreError(f"store {config.path}: no such file yet (run `blipflow run` first)")
+        return cls.from_config(config)
+
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.lock_timeout = lock_timeout

@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
-from blipflow.analytics import BadRequest, day_selection, existing_store, reports
+from blipflow.analytics import BadRequest, day_selection, reports
 from blipflow.config import load_settings
 from blipflow.store import Store, StoreError
 from tasks.analytics import publish_artifacts, refresh_export, report_rows, write_html
@@ -28,7 +28,7 @@ def analytics(config_file: str | None = None, day: str | None = None, export_dir
     try:
         covered = report_day(day)
         settings = load_settings(config_file)
-        store = existing_store(Store.from_config(settings.store))
+        store = Store.existing(settings.store)
     except (BadRequest, StoreError) as error:
         logger.error("%s", error)
         return Failed(message=str(error))
