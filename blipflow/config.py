@@ -7,6 +7,8 @@ thought.stream `.env` keeps working; everything else is `BLIPFLOW_<SECTION>__<FI
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +51,16 @@ class BlueskyConfig(Section):
     password: SecretStr | None = None
     pds_uri: str = "https://bsky.social"
     plc_uri: str = "https://plc.directory"
+    account_block: str | None = Field(
+        default=None, description="a saved ATProto account block instead of username, password and pds_uri"
+    )
 
 
 class LettaConfig(Section):
     api_key: SecretStr | None = None
     base_url: str = "http://127.0.0.1:8283"
     timeout: float = Field(default=60.0, gt=0)
+    block: str | None = Field(default=None, description="a saved Letta server block instead of base_url and api_key")
 
 
 class JetstreamConfig(Section):
@@ -80,6 +86,7 @@ class IngestConfig(Section):
     flush_max_events: int = Field(default=20_000, gt=0, description="flush early once this many are buffered")
     max_content_bytes: int = Field(default=30_000, gt=0, description="larger blips are counted and skipped")
     max_frame_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    report_interval: float = Field(default=300.0, gt=0, description="seconds between progress reports (events, artifacts)")
 
 
 class StoreConfig(Section):
@@ -105,6 +112,15 @@ class IdentityConfig(Section):
     ttl_seconds: float = Field(default=6 * 3600, gt=0)
 
 
+class MaintenanceConfig(Section):
+    identity_refresh_limit: int = Field(
+        default=1000, ge=0, description="cached identities older than the TTL resolved again per run, oldest first"
+    )
+    keep_flow_runs_days: float | None = Field(
+        default=30.0, gt=0, description="finished runs of blipflow's flows older than this are deleted; None: kept"
+    )
+
+
 DEFAULT_CONTEXT_INSTRUCTIONS = (
     "You are participating in a global group chat with other AI agents on ATProto. "
     "Use send_message to respond when you have something valuable to contribute."
@@ -122,6 +138,9 @@ class AgentConfig(Section):
     handle: str | None = None
     app_password: SecretStr | None = None
     pds_uri: str | None = Field(default=None, description="its PDS; None: bluesky.pds_uri")
+    account_block: str | None = Field(
+        default=None, description="a saved ATProto account block instead of handle, app_password and pds_uri"
+    )
     batch_size: int = Field(default=1, ge=1, description="blips per window sent to the agent")
     max_wait_seconds: float = Field(default=30.0, ge=0, description="send a partial window once its oldest waited this long")
     backlog_seconds: float = Field(
@@ -164,6 +183,7 @@ class Settings(BaseSettings):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     agents: list[AgentConfig] = Field(default_factory=list)
 
     @classmethod
@@ -219,7 +239,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     if not settings.agents and os.environ.get(LETTA_AGENT_ID_ENV):
         # thought.stream runs one agent per process, named by LETTA_AGENT_ID.
         settings.agents = [AgentConfig(name="default", agent_id=os.environ[LETTA_AGENT_ID_ENV])]
-    return settings
+    return with_blocks(settings, file)
 
 
 def read_config_file(file: Path, *, required: bool) -> dict[str, Any]:
@@ -276,3 +296,88 @@ def env_origin(loc: tuple[Any, ...]) -> str | None:
     if nested in {name.upper() for name in os.environ}:
         return nested
     return None
+
+
+# -- credentials kept in Prefect blocks ----------------------------------------------------------
+# Instead of holding a secret, a section may name a block saved on the Prefect server:
+#   bluesky: {account_block: NAME}     agents: [{name: scout, agent_id: ..., account_block: NAME}]
+#   letta: {block: NAME}
+# An account block stands for the handle, app password and PDS URL; a Letta block for the base URL and
+# API key. This library never imports Prefect: the Prefect layer (blocks/loading.py) hands its loader
+# to `read_blocks_with`, as the flows and the CLI do, and `load_settings` fills the blocks in.
+
+ACCOUNT_BLOCK = "account"
+LETTA_BLOCK = "letta"
+# The settings each kind of block stands for, and the block field each comes from.
+BLOCK_FIELDS = {
+    ACCOUNT_BLOCK: {"handle": "handle", "app_password": "app_password", "pds_uri": "pds_url"},
+    LETTA_BLOCK: {"base_url": "base_url", "api_key": "api_key"},
+}
+# The `bluesky` section names its account's fields as thought.stream did.
+BLUESKY_ACCOUNT_FIELDS = {"username": "handle", "password": "app_password", "pds_uri": "pds_url"}
+
+
+@dataclass(frozen=True)
+class BlockReference:
+    """A setting that names a saved block instead of holding the secret itself."""
+
+    setting: str  # where the config names it: "letta.block", "agents.0.account_block"
+    name: str  # the block's name on the Prefect server
+    kind: str  # ACCOUNT_BLOCK or LETTA_BLOCK
+
+
+BlockLoader = Callable[[BlockReference], Mapping[str, Any]]
+"""The block's fields by name; a block that cannot be read raises LookupError saying why, in one line."""
+
+_block_loader: BlockLoader | None = None
+
+
+def read_blocks_with(loader: BlockLoader) -> None:
+    global _block_loader
+    _block_loader = loader
+
+
+def block_references(settings: Settings) -> list[tuple[BlockReference, BaseModel, dict[str, str]]]:
+    """Each block the settings name, with the section it fills in and which of its fields from which block field."""
+    named: list[tuple[BlockReference, BaseModel, dict[str, str]]] = []
+    if settings.bluesky.account_block:
+        named.append((BlockReference("bluesky.account_block", settings.bluesky.account_block, ACCOUNT_BLOCK),
+                      settings.bluesky, BLUESKY_ACCOUNT_FIELDS))
+    if settings.letta.block:
+        named.append((BlockReference("letta.block", settings.letta.block, LETTA_BLOCK),
+                      settings.letta, BLOCK_FIELDS[LETTA_BLOCK]))
+    for index, agent in enumerate(settings.agents):
+        if agent.account_block:
+            named.append((BlockReference(f"agents.{index}.account_block", agent.account_block, ACCOUNT_BLOCK),
+                          agent, BLOCK_FIELDS[ACCOUNT_BLOCK]))
+    return named
+
+
+def with_blocks(settings: Settings, file: Path) -> Settings:
+    """The settings with every named block's fields filled in, or ConfigError naming the block."""
+    named = block_references(settings)
+    for reference, section, fields in named:
+        also_set = [field for field in fields if field in section.model_fields_set]
+        if also_set:
+            prefix = reference.setting.rsplit(".", 1)[0]
+            origin = env_origin((prefix, also_set[0])) or str(file)
+            raise ConfigError(f"bad config: {origin}: {prefix}.{also_set[0]}: set here and by the block "
+                              f"{reference.name!r} ({reference.setting}); keep one of them")
+    if not named:
+        return settings
+    if _block_loader is None:
+        reference = named[0][0]
+        raise ConfigError(f"bad config: {file}: {reference.setting}: the block {reference.name!r} can only be read "
+                          "by blipflow's CLI and flows")
+    filled: dict[int, BaseModel] = {}
+    for reference, section, fields in named:
+        try:
+            values = _block_loader(reference)
+        except LookupError as error:
+            raise ConfigError(f"bad config: {file}: {reference.setting}: {error.args[0]}") from None
+        filled[id(section)] = section.model_copy(update={field: values[source] for field, source in fields.items()})
+    return settings.model_copy(update={
+        "bluesky": filled.get(id(settings.bluesky), settings.bluesky),
+        "letta": filled.get(id(settings.letta), settings.letta),
+        "agents": [filled.get(id(agent), agent) for agent in settings.agents],
+    })

@@ -22,6 +22,7 @@ from blipflow.breaker import Breaker
 from blipflow.config import AgentConfig, DispatchConfig
 from blipflow.identity import IdentityResolver
 from blipflow.letta import AgentCallFailed, Answer, LettaGateway, StillAnswering
+from blipflow.notices import Notice, Notify, agent_resource, nobody
 from blipflow.policy import decide
 from blipflow.prompt import window_messages
 from blipflow.store import Store
@@ -68,8 +69,10 @@ class Dispatcher:
         config: DispatchConfig,
         *,
         letta_timeout: float,
+        notify: Notify = nobody,
     ) -> None:
         self.store = store
+        self.notify = notify
         self.gateway = gateway
         self.resolver = resolver
         self.agents = {agent.name: agent for agent in agents}
@@ -144,6 +147,9 @@ class Dispatcher:
                 if breaker.opened_at is not None:
                     opened_at = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - breaker.opened_at)
                 self.store.save_circuit(agent, breaker.state, breaker.failures, opened_at)
+            if breaker.state != before[0]:
+                self.notify(Notice(f"blipflow.agent.circuit.{breaker.state}", agent_resource(agent),
+                                   {"failures": breaker.failures, "cooldown_seconds": breaker.cooldown}))
 
     def open_window(self, agent: AgentConfig, now: datetime) -> Window | None:
         while True:

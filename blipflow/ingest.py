@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from blipflow.blip import BlipRow, blip_row
 from blipflow.config import IngestConfig, Settings
 from blipflow.events import AccountEvent, BadFrame, CommitEvent, Event
+from blipflow.notices import Notice, Notify, nobody, source_resource
 from blipflow.shutdown import stop_on_signals
 from blipflow.firehose import FirehoseSource
 from blipflow.jetstream import JetstreamSource
@@ -75,6 +76,23 @@ class IngestStats:
     last_flush_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
+    def progress_since(self, earlier: IngestStats, seconds: float) -> dict[str, float | int | None]:
+        """The figures of a progress report: totals, and what changed since `earlier` over `seconds`."""
+        lag = self.lag_seconds()
+        return {
+            "events": self.received - earlier.received,
+            "stored": self.stored - earlier.stored,
+            "bad": self.bad - earlier.bad,
+            "events_per_second": round((self.received - earlier.received) / seconds, 2) if seconds > 0 else None,
+            "lag_seconds": None if lag is None else round(lag, 1),
+            "connects": self.connects,
+            "disconnects": self.disconnects,
+            "store_retries": self.store_retries,
+            "received_total": self.received,
+            "stored_total": self.stored,
+            "bad_total": self.bad,
+        }
+
     def lag_seconds(self) -> float | None:
         """How far the newest event received trails the wall clock (source clocks are wall clocks)."""
         if self.last_time_us is None:
@@ -85,11 +103,13 @@ class IngestStats:
 class Ingestor:
     """Consumes a source (as its EventSink) and writes to the store."""
 
-    def __init__(self, store: Store, source: Source, config: IngestConfig) -> None:
+    def __init__(self, store: Store, source: Source, config: IngestConfig, notify: Notify = nobody) -> None:
         self.store = store
         self.source = source
         self.config = config
+        self.notify = notify
         self.stats = IngestStats()
+        self.reported = (IngestStats(), time.monotonic())  # the stats at the last progress report, and when
         self.pending = Pending()
         self.backlogged = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blipflow-store")
@@ -147,11 +167,21 @@ class Ingestor:
         self.stats.connects += 1
         self.pending.counters["ingest.connects"] += 1
         log.info("ingest connected to %s", endpoint)
+        self.notify(Notice("blipflow.ingest.connected", source_resource(endpoint), {"source": self.source.cursor_key}))
 
     def disconnected(self, endpoint: str) -> None:
         self.stats.disconnects += 1
         self.pending.counters["ingest.disconnects"] += 1
         log.info("ingest disconnected from %s", endpoint)
+        self.notify(Notice("blipflow.ingest.disconnected", source_resource(endpoint), {"source": self.source.cursor_key}))
+
+    def report_progress(self) -> None:
+        """One notice with what was ingested since the last one (never one per blip)."""
+        earlier, when = self.reported
+        now = time.monotonic()
+        progress = self.stats.progress_since(earlier, now - when)
+        self.reported = (IngestStats(**vars(self.stats)), now)
+        self.notify(Notice("blipflow.ingest.progress", source_resource(self.source.cursor_key), progress))
 
     async def drain(self) -> None:
         """Wait until the store has caught up with what is held in memory."""
@@ -227,6 +257,7 @@ class Ingestor:
                 task.cancel()
             await asyncio.gather(reading, ticking, stopping, return_exceptions=True)
             self.flush_everything()
+            self.report_progress()
 
     def stop(self) -> None:
         self._stop.set()
@@ -238,6 +269,8 @@ class Ingestor:
             if self._writing is None and self.pending.events:
                 if time.monotonic() - self.pending.since >= self.config.flush_interval:
                     self.flush()
+            if time.monotonic() - self.reported[1] >= self.config.report_interval:
+                await asyncio.to_thread(self.report_progress)  # a listener may call out over the network
 
     def flush_everything(self) -> None:
         """Blocking: wait for the write in flight, then write what is left. Used on the way out."""
@@ -274,10 +307,10 @@ def make_source(settings: Settings, name: str) -> Source:
     raise ValueError(f"unknown source {name!r}: expected one of {', '.join(SOURCE_NAMES)}")
 
 
-async def run_ingest(settings: Settings, source_name: str = "jetstream") -> IngestStats:
+async def run_ingest(settings: Settings, source_name: str = "jetstream", notify: Notify = nobody) -> IngestStats:
     """Ingest from the named source until SIGTERM/SIGINT or cancellation; everything received is stored."""
     store = Store.from_config(settings.store)
-    ingestor = Ingestor(store, make_source(settings, source_name), settings.ingest)
+    ingestor = Ingestor(store, make_source(settings, source_name), settings.ingest, notify)
     with stop_on_signals(ingestor.stop):
         try:
             await ingestor.run()

@@ -10,21 +10,24 @@ from prefect import flow, get_run_logger
 
 from blipflow.accounts import with_learned_dids
 from blipflow.config import Settings, load_settings
-from blipflow.dispatch import Dispatcher
+from blipflow.dispatch import Delivery, Dispatcher
 from blipflow.identity import IdentityResolver
 from blipflow.letta import LettaGateway
+from blipflow.notices import Notify, nobody
 from blipflow.store import Store
 from flows.lanes import results_in_lanes
+from flows.observe import TableReport, emit
 from tasks.dispatch import deliver_window
 
 
-def build_dispatcher(settings: Settings) -> Dispatcher:
+def build_dispatcher(settings: Settings, notify: Notify = nobody) -> Dispatcher:
     store = Store.from_config(settings.store)
     resolver = IdentityResolver.from_settings(store, settings)
     gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
     # Agents' DIDs keep their own blips from them and measure agent-only chains; learned from handles if not given.
     agents = with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
-    return Dispatcher(store, gateway, resolver, agents, settings.dispatch, letta_timeout=settings.letta.timeout)
+    return Dispatcher(store, gateway, resolver, agents, settings.dispatch, letta_timeout=settings.letta.timeout,
+                      notify=notify)
 
 
 @flow(name="dispatch")
@@ -39,10 +42,23 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> int:
     if not settings.agents:
         logger.warning("no agents configured: nothing to dispatch")
         return 0
-    dispatcher = build_dispatcher(settings)
-    delivered = sum(1 for delivery in results_in_lanes(
-        dispatcher.plan, lambda window: window.agent, lambda window: deliver_window.submit(dispatcher, window),
-        poll_interval=settings.dispatch.poll_interval, until_idle=until_idle,
-    ) if delivery.outcome != "in_flight")
+    dispatcher = build_dispatcher(settings, notify=emit)
+    report = TableReport("dispatch-windows", "Windows this run delivered: agent, blips, replies, Letta time, outcome")
+    delivered = 0
+    try:
+        for delivery in results_in_lanes(
+            dispatcher.plan, lambda window: window.agent, lambda window: deliver_window.submit(dispatcher, window),
+            poll_interval=settings.dispatch.poll_interval, until_idle=until_idle,
+        ):
+            if delivery.outcome != "in_flight":
+                delivered += 1
+                report.add(delivery_row(delivery))
+    finally:
+        report.show()
     logger.info("dispatch stopped after delivering %d windows", delivered)
     return delivered
+
+
+def delivery_row(delivery: Delivery) -> dict[str, object]:
+    return {"agent": delivery.agent, "window": delivery.window, "blips": delivery.blips, "replies": delivery.replies,
+            "letta_ms": round(delivery.letta_ms, 1), "outcome": delivery.outcome}

@@ -17,6 +17,7 @@ from blipflow.config import IngestConfig
 from blipflow.events import BadFrame, CommitEvent
 from blipflow.ingest import Ingestor
 from blipflow.jetstream import parse_event
+from blipflow.notices import Notice
 from blipflow.simulator import simulate_frames
 from blipflow.source import EventSink
 from blipflow.store import Store
@@ -364,3 +365,21 @@ def test_write_failing_again_before_the_retry_loses_nothing(tmp_path: Path) -> N
     assert stored_blips(store) == expected_blips(frames) == {f"at://{did}/stream.thought.blip/a": "a, edited",
                                                               f"at://{did}/stream.thought.blip/b": "b"}
     assert store.counters()["ingest.events"] == 3
+
+
+def test_progress_is_reported_in_batches_never_per_blip(tmp_path: Path) -> None:
+    frames = simulate_frames(300, seed=5, authors=20)
+    source = FrameSource(frames, pause=0.004)  # a trickle of ~1.5 s
+    notices: list[Notice] = []
+
+    async def main() -> Ingestor:
+        ingestor = Ingestor(Store(tmp_path / "s.duckdb"), source, config(report_interval=0.5), notices.append)
+        await run_until(ingestor, *source.part_done)
+        return ingestor
+
+    ingestor = asyncio.run(main())
+    progress = [n for n in notices if n.event == "blipflow.ingest.progress"]
+    assert 2 <= len(progress) <= 6  # every half second while it ran, and once at the end
+    assert {n.resource for n in progress} == {"blipflow.source.test-source"}
+    assert sum(n.payload["events"] for n in progress) == ingestor.stats.received == len(frames)
+    assert progress[-1].payload["stored_total"] == len(frames)

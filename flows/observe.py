@@ -1,0 +1,72 @@
+"""What the flows show in Prefect: the library's notices as Prefect events, and each run's artifacts.
+
+Events carry the agent, DID or source as their resource (Prefect relates them to the flow run), so
+users can build automations on them: "an agent's circuit opened", "ingest disconnected", "no progress
+for ten minutes". Long-running runs refresh their artifacts now and then, as new versions under one
+key, so the UI shows the latest.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
+
+from blipflow.notices import Notice
+
+REFRESH_EVERY = 60.0  # seconds between versions of a long-running run's table artifact
+TABLE_ROWS = 500  # the newest rows a table artifact keeps
+
+
+def emit(notice: Notice) -> None:
+    emit_event(event=notice.event, resource={"prefect.resource.id": notice.resource}, payload=notice.payload)
+
+
+def observe_ingest(notice: Notice) -> None:
+    """Ingest's notices as events; its progress reports also refresh the run's progress artifact."""
+    emit(notice)
+    if notice.event == "blipflow.ingest.progress":
+        create_markdown_artifact(
+            key="ingest-progress", markdown=progress_markdown(notice.payload),
+            description="Ingest progress: events per second, lag behind the stream, reconnects", _sync=True,
+        )
+
+
+def progress_markdown(progress: dict[str, Any]) -> str:
+    rows = [
+        ("events per second (since the last report)", progress["events_per_second"]),
+        ("lag behind the stream, seconds", progress["lag_seconds"]),
+        ("events received (total)", progress["received_total"]),
+        ("events stored (total)", progress["stored_total"]),
+        ("bad input skipped (total)", progress["bad_total"]),
+        ("connects / disconnects", f"{progress['connects']} / {progress['disconnects']}"),
+        ("store writes retried", progress["store_retries"]),
+    ]
+    lines = ["# Ingest progress", "", "| | |", "|---|---|"]
+    lines += [f"| {label} | {'-' if value is None else value} |" for label, value in rows]
+    return "\n".join(lines)
+
+
+class TableReport:
+    """The table artifact of a long-running run: one row per thing done, refreshed at most every
+    REFRESH_EVERY seconds while rows come in, and once more at the end."""
+
+    def __init__(self, key: str, description: str) -> None:
+        self.key = key
+        self.description = description
+        self.rows: list[dict[str, Any]] = []
+        self.changed = False
+        self.shown_at = time.monotonic()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows = [*self.rows[-(TABLE_ROWS - 1):], row]
+        self.changed = True
+        if time.monotonic() - self.shown_at >= REFRESH_EVERY:
+            self.show()
+
+    def show(self) -> None:
+        if self.changed:
+            create_table_artifact(key=self.key, table=self.rows, description=self.description, _sync=True)
+            self.changed, self.shown_at = False, time.monotonic()

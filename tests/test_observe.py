@@ -1,0 +1,61 @@
+"""What the dispatch flow shows in Prefect (real Prefect server, fake Letta): a table artifact of the windows
+it delivered, and events when an agent's circuit opens, with the agent as the resource."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import yaml
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from blipflow.store import Store
+from tests.support.fake_letta import FakeLetta
+from tests.test_dispatch import HUMAN, post
+
+
+def api(server, path: str, body: dict) -> list[dict]:
+    response = httpx.post(f"{server.api_url}{path}", json=body, timeout=30)
+    response.raise_for_status()
+    found = response.json()
+    return found["events"] if isinstance(found, dict) else found
+
+
+def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_server):
+    from flows.dispatch import dispatch
+
+    fake = FakeLetta().start()
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({
+            "store": {"path": str(tmp_path / "s.duckdb")},
+            "letta": {"base_url": fake.base_url, "timeout": 30},
+            "bluesky": {"plc_uri": "http://127.0.0.1:9"},
+            "dispatch": {"breaker_failures": 1},
+            "agents": [{"name": "scout", "agent_id": fake.create_agent()},
+                       {"name": "ghost", "agent_id": "agent-unknown"}],
+        }))
+        post(Store(tmp_path / "s.duckdb"), HUMAN, "anyone there?")
+        with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+            assert dispatch(config_file=str(config), until_idle=True) == 1
+    finally:
+        fake.stop()
+
+    [artifact] = api(prefect_server, "/artifacts/latest/filter",
+                     {"artifacts": {"key": {"any_": ["dispatch-windows"]}}, "limit": 1})
+    assert artifact["type"] == "table"
+    [row] = [row for row in json.loads(artifact["data"]) if row["agent"] == "scout"]
+    assert (row["blips"], row["replies"], row["outcome"]) == (1, 1, "answered")
+
+    deadline = time.monotonic() + 30  # the server files events a moment after they arrive
+    while True:
+        events = api(prefect_server, "/events/filter",
+                     {"filter": {"event": {"prefix": ["blipflow.agent.circuit."]},
+                                 "any_resource": {"id": ["blipflow.agent.ghost"]}}, "limit": 10})
+        if events or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [(e["event"], e["resource"]["prefect.resource.id"]) for e in events] == [
+        ("blipflow.agent.circuit.open", "blipflow.agent.ghost")]
+    assert events[0]["payload"] == {"failures": 1, "cooldown_seconds": 60.0}
