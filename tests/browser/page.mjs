@@ -11,7 +11,8 @@ import { chromium } from "playwright-core";
 
 const request = JSON.parse(process.argv[2]);
 const browser = await chromium.connectOverCDP(request.cdp);
-const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, serviceWorkers: "block" });
+// Tall: the runs list renders only the rows in view, and every deployment's run must be among them.
+const context = await browser.newContext({ viewport: { width: 1440, height: 2400 }, serviceWorkers: "block" });
 const blocked = [];
 await context.route("**/*", (route) => {
   const url = new URL(route.request().url());
