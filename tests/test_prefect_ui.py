@@ -3,40 +3,16 @@ Prefect server, then that server's own UI in Chromium lists every deployment pre
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-import yaml
-from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.client.schemas.responses import DeploymentResponse
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled
 
 from tests.support.browser import Browser
-from tests.support.prefect_server import PrefectServer
-from tests.support.scripted_model import REPO_ROOT
-
-
-def declared_deployments() -> list[dict]:
-    return yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
-
-
-def run_prefect(server: PrefectServer, *args: str) -> None:
-    # prefect.yaml's pull step records `{{ $PWD }}`: the repository root, as in a user's shell there
-    env = {**server.env(), "PWD": str(REPO_ROOT)}
-    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=REPO_ROOT, env=env, check=False,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
-    assert done.returncode == 0, f"prefect {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-
-
-@contextmanager
-def api_client(server: PrefectServer) -> Iterator[SyncPrefectClient]:
-    with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
-        yield client
+from tests.support.prefect_server import PrefectServer, api_client, deploy_all
 
 
 def deployments_named(client: SyncPrefectClient, names: list[str]) -> list[DeploymentResponse]:
@@ -46,12 +22,7 @@ def deployments_named(client: SyncPrefectClient, names: list[str]) -> list[Deplo
 @pytest.fixture(scope="module")
 def deployment_names(prefect_server: PrefectServer) -> Iterator[list[str]]:
     """Deploy everything prefect.yaml declares, the way the README says; its deployments' names."""
-    deployments = declared_deployments()
-    names = [deployment["name"] for deployment in deployments]
-    for pool in sorted({deployment["work_pool"]["name"] for deployment in deployments}):
-        # --overwrite: other tests of the session may have created the pool already
-        run_prefect(prefect_server, "work-pool", "create", pool, "--type", "process", "--overwrite")
-    run_prefect(prefect_server, "deploy", "--all")
+    names = deploy_all(prefect_server)
     try:
         yield names
     finally:

@@ -15,11 +15,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
 
@@ -87,3 +92,33 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         yield server
     finally:
         server.stop()
+
+
+def declared_deployments() -> list[dict]:
+    """The deployments prefect.yaml declares."""
+    return yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
+
+
+def run_prefect(server: PrefectServer, *args: str) -> None:
+    """The prefect CLI as a user runs it from the repository root, against `server`."""
+    # prefect.yaml's pull step records `{{ $PWD }}`: the repository root, as in a user's shell there
+    env = {**server.env(), "PWD": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=REPO_ROOT, env=env, check=False,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert done.returncode == 0, f"prefect {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+
+
+def deploy_all(server: PrefectServer) -> list[str]:
+    """What the README says to do: create the work pools, then `prefect deploy --all`; the deployments' names."""
+    deployments = declared_deployments()
+    for pool in sorted({deployment["work_pool"]["name"] for deployment in deployments}):
+        # --overwrite: other tests of the session may have created the pool already
+        run_prefect(server, "work-pool", "create", pool, "--type", "process", "--overwrite")
+    run_prefect(server, "deploy", "--all")
+    return [deployment["name"] for deployment in deployments]
+
+
+@contextmanager
+def api_client(server: PrefectServer) -> Iterator[SyncPrefectClient]:
+    with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
+        yield client
