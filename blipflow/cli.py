@@ -21,7 +21,7 @@ from blipflow.analytics import (
 from blipflow.analytics_export import export_parquet
 from blipflow.analytics_output import OutputFormat, write_rows
 from blipflow.blip import Blip, with_identity
-from blipflow.config import ConfigError, Settings, load_settings
+from blipflow.config import BlockReference, ConfigError, Settings, load_settings, read_blocks_with
 from blipflow.failures import Failure
 from blipflow.formatting import blip_json, format_blip
 from blipflow.identity import IdentityResolver
@@ -63,6 +63,7 @@ def main_options(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="config file (default: config.yaml)")] = None,
 ) -> None:
     options.config_file = config
+    read_blocks_with(block_through_prefect)
 
 
 def settings() -> Settings:
@@ -343,6 +344,17 @@ def analytics_export(
 
 for _name, _report in reports().items():
     add_report_command(_name, _report)
+
+
+# -- Prefect: blocks and serving -------------------------------------------------------------------
+
+
+def block_through_prefect(reference: BlockReference) -> dict[str, Any]:
+    """A block the config names, from the Prefect API; Prefect is imported only now, after its environment is set."""
+    prefect_environment()
+    from blocks.loading import load_block
+
+    return load_block(reference)
 
 
 @app.command("config")

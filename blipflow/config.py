@@ -338,7 +338,7 @@ def read_blocks_with(loader: BlockLoader) -> None:
 
 
 def block_references(settings: Settings) -> list[tuple[BlockReference, BaseModel, dict[str, str]]]:
-    """Each block the settings name, with the section it fills in and which of its fields from which block field."""
+    """Each block the settings name, with the section it fills in: which of its settings from which block field."""
     named: list[tuple[BlockReference, BaseModel, dict[str, str]]] = []
     if settings.bluesky.account_block:
         named.append((BlockReference("bluesky.account_block", settings.bluesky.account_block, ACCOUNT_BLOCK),
@@ -354,30 +354,26 @@ def block_references(settings: Settings) -> list[tuple[BlockReference, BaseModel
 
 
 def with_blocks(settings: Settings, file: Path) -> Settings:
-    """The settings with every named block's fields filled in, or ConfigError naming the block."""
+    """The settings with the fields of every block they name filled in; ConfigError names a block that
+    cannot be read, or a setting given both ways."""
     named = block_references(settings)
     for reference, section, fields in named:
-        also_set = [field for field in fields if field in section.model_fields_set]
+        defaults = type(section).model_fields
+        also_set = [field for field in fields if getattr(section, field) != defaults[field].default]
         if also_set:
-            prefix = reference.setting.rsplit(".", 1)[0]
-            origin = env_origin((prefix, also_set[0])) or str(file)
-            raise ConfigError(f"bad config: {origin}: {prefix}.{also_set[0]}: set here and by the block "
+            where = reference.setting.rsplit(".", 1)[0]
+            origin = env_origin((where, also_set[0])) or str(file)
+            raise ConfigError(f"bad config: {origin}: {where}.{also_set[0]}: set here and by the block "
                               f"{reference.name!r} ({reference.setting}); keep one of them")
-    if not named:
-        return settings
-    if _block_loader is None:
+    if named and _block_loader is None:
         reference = named[0][0]
         raise ConfigError(f"bad config: {file}: {reference.setting}: the block {reference.name!r} can only be read "
                           "by blipflow's CLI and flows")
-    filled: dict[int, BaseModel] = {}
     for reference, section, fields in named:
         try:
             values = _block_loader(reference)
         except LookupError as error:
             raise ConfigError(f"bad config: {file}: {reference.setting}: {error.args[0]}") from None
-        filled[id(section)] = section.model_copy(update={field: values[source] for field, source in fields.items()})
-    return settings.model_copy(update={
-        "bluesky": filled.get(id(settings.bluesky), settings.bluesky),
-        "letta": filled.get(id(settings.letta), settings.letta),
-        "agents": [filled.get(id(agent), agent) for agent in settings.agents],
-    })
+        for field, source in fields.items():
+            setattr(section, field, values[source])  # the sections are this load's own: filled in place
+    return settings
