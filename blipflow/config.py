@@ -102,7 +102,7 @@ class DispatchConfig(Section):
 
 
 class PublishConfig(Section):
-    poll_interval: float = Field(default=0.25, gt=0, description="how often the outbox is looked at, s")
+    poll_interval: float = Field(default=0.05, gt=0, description="how often to check whether the outbox changed, s")
     max_blip_length: int = Field(default=3000, ge=20, description="longer replies go out as a series of blips")
     posts_per_minute: int = Field(default=30, ge=1, description="per account; more replies wait their turn")
     timeout: float = Field(default=10.0, gt=0, description="for each request to a PDS, s")

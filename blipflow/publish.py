@@ -77,6 +77,7 @@ class Publisher:
         self.posts_per_minute = posts_per_minute
         self.stopped: dict[str, str] = {}  # account name → why it publishes nothing more in this process
         self.held: set[str] = set()  # agents whose replies wait, each said once
+        self.looked_at: tuple | None = None  # the store's version when a look found nothing to post
 
     @classmethod
     def from_settings(cls, store: Store, settings: Settings) -> Publisher:
@@ -94,7 +95,13 @@ class Publisher:
 
     def due(self) -> list[OutgoingReply]:
         """Queued replies that may go now, oldest first: their agent has a working account that is
-        under its rate limit."""
+        under its rate limit.
+
+        Looking costs a turn at the store's lock, which ingest needs too: after a look that found
+        nothing, the store is looked at again only once some process has written to it."""
+        version = self.store.version()
+        if version == self.looked_at:
+            return []
         replies = [OutgoingReply.from_row(row) for row in self.store.outbox(REPLIES_PER_ROUND)]
         since = datetime.now(timezone.utc) - RATE_WINDOW
         held: set[str] = set()
@@ -114,6 +121,8 @@ class Publisher:
             budget[account.handle] -= 1  # at least; a long reply's parts all go together
             due.append(reply)
         self.held = held
+        # Replies held by the rate are due again with time alone; the rest only once something changed.
+        self.looked_at = version if not due and not held else None
         return due
 
     def publish(self, reply: OutgoingReply) -> Publication:

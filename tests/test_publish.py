@@ -296,3 +296,17 @@ def test_the_publish_flow_posts_each_agent_in_its_own_lane(tmp_path, atproto_net
     assert posted_at[stuck] - posted_at[free] > 7  # `other` went first, not after scout's retries
     assert proxy.calls() == [200]
     assert [r.value["content"] for r in blips_of(other)] == ["on time"]
+
+
+def test_an_idle_publisher_reads_the_store_only_after_someone_wrote_to_it(tmp_path, atproto_network, human_account,
+                                                                          scout):
+    publisher = publisher_for(tmp_path, atproto_network, scout.config("scout", "agent-1"))
+    reads = []
+    outbox = publisher.store.outbox
+    publisher.store.outbox = lambda *args: reads.append(args) or outbox(*args)
+    question = ingested(publisher.store, atproto_network, human_account, "wake up")
+    assert publisher.due() == [] and len(reads) == 1
+    assert publisher.due() == [] and publisher.due() == [] and len(reads) == 1  # nothing written meanwhile
+    [reply_id] = queue(publisher.store, "scout", [question[0]], "awake")
+    assert [reply.id for reply in publisher.due()] == [reply_id] and len(reads) == 2
+    assert [reply.id for reply in publisher.due()] == [reply_id] and len(reads) == 3  # due: looked at every time
