@@ -7,6 +7,7 @@ not verified by DNS here: that needs the open internet, which offline and test n
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
@@ -21,6 +22,12 @@ log = logging.getLogger(__name__)
 PROFILE_COLLECTION = "app.bsky.actor.profile"
 # A DID that could not be resolved is not tried again for this long (dispatch must not wait on it).
 RETRY_FAILED_AFTER = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class RefreshedIdentities:
+    resolved: int
+    unresolved: int  # kept as they were: the PLC or PDS did not answer, or no longer knows the DID
 
 
 class IdentityResolver:
@@ -64,6 +71,15 @@ class IdentityResolver:
         if wanted:
             self.store.add_counters({"identity.cache_hits": len(wanted) - len(stale), "identity.cache_misses": len(stale)})
         return identities, stale
+
+    def refresh_expired(self, limit: int) -> RefreshedIdentities:
+        """Resolve again up to `limit` cached identities older than the TTL (or never resolved), the
+        longest-waiting first, so that dispatch and `history` find them fresh instead of waiting on the PLC."""
+        dids = self.store.expired_identities(datetime.now(timezone.utc) - self.ttl, limit)
+        known = self.store.identities(dids)
+        resolved = self.refresh(dids, known)
+        refreshed = sum(1 for did in dids if resolved[did].fetched_at != known[did].fetched_at)
+        return RefreshedIdentities(refreshed, len(dids) - refreshed)
 
     def refresh(self, dids: list[str], known: dict[str, Identity]) -> dict[str, Identity]:
         """Resolve `dids` over the network and cache what resolved."""

@@ -609,6 +609,27 @@ class Store:
             "SELECT (SELECT count(*) FROM blips WHERE NOT deleted), (SELECT count(*) FROM windows)"
         )[0]
 
+    # -- maintenance -----------------------------------------------------------------------------
+
+    def expired_identities(self, fetched_before: datetime, limit: int) -> list[str]:
+        """DIDs whose identity was last resolved before `fetched_before`, or never, the longest-waiting first."""
+        rows = self.query_all(
+            """SELECT did FROM identities WHERE fetched_at IS NULL OR fetched_at < ?
+               ORDER BY fetched_at NULLS FIRST, did LIMIT ?""",
+            [fetched_before, limit],
+        )
+        return [did for (did,) in rows]
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Write what the write-ahead log holds into the file now; returns (bytes in use, bytes free) in it."""
+        with self.connect() as db:
+            db.execute(f"CHECKPOINT {self.alias}")
+            return db.execute(
+                """SELECT used_blocks * block_size, free_blocks * block_size FROM pragma_database_size()
+                   WHERE database_name = ?""",
+                [self.alias],
+            ).fetchone()
+
 
 BLIP_COLUMNS = dict(zip(ROW_COLUMNS, (pa.string(), pa.int64(), pa.string())))
 ACCOUNT_COLUMNS = {"did": pa.string(), "active": pa.bool_(), "status": pa.string()}
