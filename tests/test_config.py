@@ -264,7 +264,7 @@ agents:
     assert SECRET_PASSWORD not in repr(settings)
     assert (elder.pds_uri, elder.app_password) == ("http://127.0.0.1:2999", None)
     assert (settings.publish.max_blip_length, settings.publish.posts_per_minute) == (500, 4)
-    assert settings.publish.poll_interval == 0.25  # untouched fields keep defaults
+    assert settings.publish.poll_interval == 0.05  # untouched fields keep defaults
 
 
 @pytest.mark.parametrize(
