@@ -49,9 +49,9 @@ def read_query(path: Path) -> Query:
     return Query(path.stem, first.removeprefix(f"{path.stem}:").strip(), sql)
 
 
-def reports(folder: Path = QUERIES_FOLDER) -> dict[str, Query]:
+def reports() -> dict[str, Query]:
     """Every report, by name; files starting with `_` are not reports."""
-    return {path.stem: read_query(path) for path in sorted(folder.glob("*.sql")) if not path.stem.startswith("_")}
+    return {path.stem: read_query(path) for path in sorted(QUERIES_FOLDER.glob("*.sql")) if not path.stem.startswith("_")}
 
 
 def export_query(name: str) -> Query:
@@ -78,9 +78,9 @@ class Selection:
         return {name: value for name, value in values.items() if value is not None}
 
     def describe(self) -> str:
-        span = f"{moment_text(self.since) if self.since else 'the beginning'} to " \
-               f"{moment_text(self.until) if self.until else 'now'}"
-        return span + (f", agent {self.agent}" if self.agent else "") + f", per {self.bucket.value}"
+        start = moment_text(self.since) if self.since else "the beginning"
+        end = moment_text(self.until) if self.until else "now"
+        return f"{start} to {end}" + (f", agent {self.agent}" if self.agent else "") + f", per {self.bucket.value}"
 
 
 def selection(
@@ -112,7 +112,7 @@ def parse_moment(text: str, option: str, now: datetime) -> datetime:
     if age:
         return now - timedelta(**{AGE_UNITS[age.group(2)]: int(age.group(1))})
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value)
     except ValueError:
         raise BadRequest(
             f"bad {option}: {text!r} is not a date, a time or an age (e.g. 2025-10-09, 2025-10-09T08:00Z, 36h, 7d)"
@@ -124,10 +124,10 @@ def moment_text(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def day_selection(day: date, bucket: Bucket = Bucket.hour) -> Selection:
-    """One UTC day, as the daily report covers it."""
+def day_selection(day: date) -> Selection:
+    """One UTC day per hour, as the daily report covers it."""
     start = datetime.combine(day, time(), timezone.utc)
-    return Selection(start, start + timedelta(days=1), bucket=bucket)
+    return Selection(start, start + timedelta(days=1), bucket=Bucket.hour)
 
 
 def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig]) -> pa.Table:
@@ -138,4 +138,5 @@ def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[
 def nothing_to_report(store: Store, report: str) -> str:
     """Why a report came back empty, in one line."""
     blips, windows = store.history_size()
-    return f"{report}: nothing to report for this selection ({blips} blips and {windows} dispatch windows in {store.path})"
+    held = f"{blips} blips and {windows} dispatch windows in {store.path}"
+    return f"{report}: nothing to report for this selection ({held})"

@@ -1,7 +1,8 @@
 """Charts of the reports people would rather look at than read: activity over time, answer latency per
 agent, the who-answers-whom graph and silence per agent; and one HTML page with every report.
 
-Drawn with matplotlib's Agg backend: no display needed, the same picture on every machine.
+Drawn on matplotlib's Agg canvas, figure by figure without pyplot's global state: no display needed, the
+same picture on every machine, and safe in any thread.
 """
 
 from __future__ import annotations
@@ -15,18 +16,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-import matplotlib
+import pyarrow as pa
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
-import pyarrow as pa  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import FancyArrowPatch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from blipflow.analytics import Bucket, Query, Selection  # noqa: E402
-from blipflow.analytics_output import cell_text  # noqa: E402
+from blipflow.analytics import Bucket, Query, Selection
+from blipflow.analytics_output import cell_text
 
 AGENT_COLOR = "#d95f02"
 PERSON_COLOR = "#1b9e77"
@@ -51,10 +50,10 @@ def activity_chart(table: pa.Table, chosen: Selection) -> Figure:
     for row in rows:
         name = row["author"] if row["author"] in series else "everyone else"
         series[name][where[row["period"]]] += row["blips"]
-    figure, axes = plt.subplots(figsize=(11, 5), layout="constrained")
+    figure, axes = new_figure(11, 5)
     width = BUCKET_WIDTH[chosen.bucket] * 0.85
     bottom = [0] * len(periods)
-    colors = plt.get_cmap("tab10").colors
+    colors = colormaps["tab10"].colors
     for index, (name, counts) in enumerate(series.items()):
         if not any(counts):
             continue
@@ -64,6 +63,7 @@ def activity_chart(table: pa.Table, chosen: Selection) -> Figure:
         bottom = [low + count for low, count in zip(bottom, counts)]
     axes.set_title(f"Blips per {chosen.bucket.value} (UTC)")
     axes.set_ylabel("blips")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     figure.autofmt_xdate()
     return figure
@@ -75,7 +75,7 @@ def latency_chart(table: pa.Table, chosen: Selection) -> Figure:
     stats = [{"label": f"{row['agent']} ({row['replies']})", "med": row["median_ms"] / 1000,
               "q1": row["p25_ms"] / 1000, "q3": row["p75_ms"] / 1000, "whislo": row["p10_ms"] / 1000,
               "whishi": row["p90_ms"] / 1000, "mean": row["mean_ms"] / 1000, "fliers": []} for row in rows]
-    figure, axes = plt.subplots(figsize=(10, 1.2 + 0.35 * len(stats)), layout="constrained")
+    figure, axes = new_figure(10, 1.2 + 0.35 * len(stats))
     axes.bxp(stats, orientation="horizontal", showmeans=True, showfliers=False, patch_artist=True,
              boxprops={"facecolor": "#fdd0a2", "edgecolor": AGENT_COLOR},
              meanprops={"marker": "D", "markerfacecolor": AGENT_COLOR, "markeredgecolor": AGENT_COLOR})
@@ -104,7 +104,7 @@ def graph_chart(table: pa.Table, chosen: Selection) -> Figure:
     # The smaller group in the middle (one node: the centre), the larger around it.
     place = {**circle(groups[0], 0.0 if len(groups[0]) == 1 else 0.4 if groups[1] else 1.0, offset=0.5),
              **circle(groups[1], 1.0)}
-    figure, axes = plt.subplots(figsize=(10, 10), layout="constrained")
+    figure, axes = new_figure(10, 10)
     heaviest = max(edge["replies"] for edge in edges)
     for edge in edges:
         width = 0.6 + 5 * edge["replies"] / heaviest
@@ -138,7 +138,7 @@ def graph_chart(table: pa.Table, chosen: Selection) -> Figure:
 def silence_chart(table: pa.Table, chosen: Selection) -> Figure:
     """Each agent's windows by outcome, with its silence rate."""
     rows = table.to_pylist()
-    figure, axes = plt.subplots(figsize=(10, 1.2 + 0.35 * len(rows)), layout="constrained")
+    figure, axes = new_figure(10, 1.2 + 0.35 * len(rows))
     names = [row["agent"] for row in rows]
     left = [0] * len(rows)
     for outcome, color in (("answered", PERSON_COLOR), ("silent", "#7570b3"), ("failed", "#e7298a"),
@@ -159,6 +159,12 @@ def silence_chart(table: pa.Table, chosen: Selection) -> Figure:
     return figure
 
 
+def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots()
+
+
 def circle(names: list[str], radius: float, offset: float = 0.0) -> dict[str, tuple[float, float]]:
     count = max(len(names), 1)
     return {name: (radius * math.cos(2 * math.pi * (index + offset) / count + math.pi / 2),
@@ -174,14 +180,11 @@ CHARTS: dict[str, Callable[[pa.Table, Selection], Figure]] = {
 }
 
 
-def save_chart(report: str, table: pa.Table, chosen: Selection, target: Path | BinaryIO, form: str | None = None) -> None:
+def save_chart(report: str, table: pa.Table, chosen: Selection, target: Path | BinaryIO,
+               form: str | None = None) -> None:
     """Draw `report` (a name in CHARTS; its table not empty) into `target`: PNG, SVG or PDF, by `form` or else
     by the file's suffix."""
-    figure = CHARTS[report](table, chosen)
-    try:
-        figure.savefig(target, format=form, dpi=100)
-    finally:
-        plt.close(figure)
+    CHARTS[report](table, chosen).savefig(target, format=form, dpi=100)
 
 
 def chart_png(report: str, table: pa.Table, chosen: Selection) -> bytes:

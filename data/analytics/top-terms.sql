@@ -38,7 +38,7 @@ CREATE OR REPLACE TEMP TABLE stale_hours AS
     WHERE getvariable('agent') IS NULL AND in_whole_hours(epoch_us(hour)) AND hour NOT IN (SELECT hour FROM fingerprints);
 
 -- What to count now: the stale hours (their time span first, which lets the scan skip the rest), or the agent's blips.
-CREATE OR REPLACE TEMP TABLE counting AS
+CREATE OR REPLACE TEMP VIEW counting AS
     SELECT hour_of(time_us) AS hour, content FROM blips_in_whole_hours()
     WHERE CASE WHEN getvariable('agent') IS NULL
                THEN time_us >= (SELECT epoch_us(min(hour)) FROM stale_hours)
