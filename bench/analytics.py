@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import math
 import random
@@ -88,8 +89,9 @@ def conversation(args: argparse.Namespace, agents: list[Author], people: list[Au
     rng = random.Random(args.seed)
     blips_per_person_post = 1 + ANSWERS_PER_HUMAN_BLIP * (1 + ANSWERS_PER_AGENT_BLIP + ANSWERS_PER_AGENT_BLIP ** 2)
     people_per_s = args.blips / blips_per_person_post / (args.days * 86_400)
-    person_weights = [1 / (rank + 1) ** 0.9 for rank in range(len(people))]  # a few people talk a lot
-    interests = [agent.interest for agent in agents]
+    # cumulative weights, added up once rather than on every draw: a few people talk a lot
+    people_weights = list(itertools.accumulate(1 / (rank + 1) ** 0.9 for rank in range(len(people))))
+    interests = list(itertools.accumulate(agent.interest for agent in agents))
     recent: deque[Post] = deque(maxlen=300)
     pending: list[tuple[int, int, Author, Post | None]] = []  # (time_us, order, author, parent)
     order = 0
@@ -97,7 +99,7 @@ def conversation(args: argparse.Namespace, agents: list[Author], people: list[Au
     produced = 0
     while produced < args.blips:
         if not pending or next_person_us <= pending[0][0]:
-            author, parent = rng.choices(people, person_weights)[0], None
+            author, parent = rng.choices(people, cum_weights=people_weights)[0], None
             if recent and rng.random() > HUMAN_ROOT_SHARE:
                 parent = rng.choice(recent)
             time_us = next_person_us
@@ -112,7 +114,7 @@ def conversation(args: argparse.Namespace, agents: list[Author], people: list[Au
         recent.append(post)
         if chain >= MAX_AGENT_CHAIN:
             continue
-        for answering in dict.fromkeys(rng.choices(agents, interests, k=poisson(rng, ANSWERS_PER_AGENT_BLIP if chain
+        for answering in dict.fromkeys(rng.choices(agents, cum_weights=interests, k=poisson(rng, ANSWERS_PER_AGENT_BLIP if chain
                                                                       else ANSWERS_PER_HUMAN_BLIP))):
             if answering.did != author.did:
                 latency_s = answering.median_latency_s * math.exp(rng.gauss(0, 0.6))
