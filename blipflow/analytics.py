@@ -54,10 +54,6 @@ def reports() -> dict[str, Query]:
     return {path.stem: read_query(path) for path in sorted(QUERIES_FOLDER.glob("*.sql")) if not path.stem.startswith("_")}
 
 
-def export_query(name: str) -> Query:
-    return read_query(QUERIES_FOLDER / "export" / f"{name}.sql")
-
-
 @dataclass(frozen=True)
 class Selection:
     """What a report looks at: [since, until), one agent or all, the period of time series, a ranking's length."""
@@ -132,7 +128,7 @@ def day_selection(day: date) -> Selection:
 
 def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig]) -> pa.Table:
     prelude = read_query(QUERIES_FOLDER / f"{PRELUDE}.sql")
-    return store.analytics_table(prelude.sql + "\n" + report.sql, chosen.variables(agents))
+    return store.analytics_table(report.name, prelude.sql + "\n" + report.sql, chosen.variables(agents))
 
 
 def nothing_to_report(store: Store, report: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from blipflow.analytics import export_query
+from blipflow.analytics import QUERIES_FOLDER, read_query
 from blipflow.store import Store
 
 MARKER = "_export.json"
@@ -38,20 +38,25 @@ def export_parquet(store: Store, folder: Path) -> ExportSummary:
     """Write the days changed since the last export into `folder` (all of them the first time)."""
     marker = folder / MARKER
     since = last_export(marker, store)
-    changed = store.analytics_table(export_query("changed-days").sql, {"since": since} if since else {})
+    changed = run_export_query(store, "changed-days", {"since": since} if since else {})
     days: list[date] = changed.column("day").to_pylist()
     if since is None:  # a first export, or of another store: nothing already there stays
         shutil.rmtree(folder / "blips", ignore_errors=True)
     written = 0
     for day in days:
-        table = store.analytics_table(export_query("blips-of-day").sql, {"day": day})
+        table = run_export_query(store, "blips-of-day", {"day": day})
         write_atomically(table, folder / "blips" / f"day={day.isoformat()}" / "blips.parquet")
         written += table.num_rows
-    write_atomically(store.analytics_table(export_query("identities").sql, {}), folder / "identities.parquet")
+    write_atomically(run_export_query(store, "identities", {}), folder / "identities.parquet")
     if days:
         changed_until: datetime = changed.column("changed_until")[0].as_py()
         marker.write_text(json.dumps({"store": str(store.path.resolve()), "changed_until": changed_until.isoformat()}))
     return ExportSummary(folder, days, written)
+
+
+def run_export_query(store: Store, name: str, variables: dict[str, object]) -> pa.Table:
+    """One of the export's queries, data/analytics/export/<name>.sql."""
+    return store.analytics_table(f"export/{name}", read_query(QUERIES_FOLDER / "export" / f"{name}.sql").sql, variables)
 
 
 def last_export(marker: Path, store: Store) -> datetime | None:

@@ -595,13 +595,17 @@ class Store:
 
     # -- analytics -------------------------------------------------------------------------------
 
-    def analytics_table(self, script: str, variables: Mapping[str, object]) -> pa.Table:
-        """The result of a SQL script's last statement, in one short connection, with `variables` set for
-        the script's getvariable() calls (as `SET VARIABLE` would in the DuckDB CLI)."""
+    def analytics_table(self, name: str, script: str, variables: Mapping[str, object]) -> pa.Table:
+        """The result of the SQL script `name`'s last statement, in one short connection, with `variables` set
+        for the script's getvariable() calls (as `SET VARIABLE` would in the DuckDB CLI). A script DuckDB
+        cannot run is a StoreError naming it, in one line."""
         with self.connect() as db:
-            for name, value in variables.items():
-                db.execute(f"SET VARIABLE {name} = ?", [value])
-            return db.sql(script).to_arrow_table()
+            for variable, value in variables.items():
+                db.execute(f"SET VARIABLE {variable} = ?", [value])
+            try:
+                return db.sql(script).to_arrow_table()
+            except duckdb.Error as error:
+                raise StoreError(f"store {self.path}: {name}: {str(error).splitlines()[0]}") from None
 
     def history_size(self) -> tuple[int, int]:
         """How many blips (not deleted) and dispatch windows the store holds."""

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
 from blipflow.analytics import BadRequest, day_selection, reports
-from blipflow.config import load_settings
+from blipflow.config import ConfigError, load_settings
 from blipflow.store import Store, StoreError
 from tasks.analytics import publish_artifacts, refresh_export, report_rows, write_html
 
@@ -29,7 +29,7 @@ def analytics(config_file: str | None = None, day: str | None = None, export_dir
         covered = report_day(day)
         settings = load_settings(config_file)
         store = Store.existing(settings.store)
-    except (BadRequest, StoreError) as error:
+    except (BadRequest, ConfigError, StoreError) as error:
         logger.error("%s", error)
         return Failed(message=str(error))
     chosen = day_selection(covered)

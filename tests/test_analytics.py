@@ -16,7 +16,7 @@ from blipflow.analytics import (
     selection,
 )
 from blipflow.analytics_export import MARKER, export_parquet
-from blipflow.store import Store
+from blipflow.store import Store, StoreError
 from tests.support.analytics_history import (
     AGENTS, ALICE, BOB, BLIPS, SAGE, SCOUT, at, blip_uri, build_history,
 )
@@ -228,6 +228,14 @@ def test_an_empty_store_reports_nothing_and_says_why(tmp_path: Path) -> None:
         assert run_report(store, report, Selection(), AGENTS).num_rows == 0, name
     assert nothing_to_report(store, "latency") == (
         f"latency: nothing to report for this selection (0 blips and 0 dispatch windows in {store.path})")
+
+
+def test_a_query_duckdb_cannot_run_is_one_line_naming_it(history: Store) -> None:
+    with pytest.raises(StoreError) as caught:
+        history.analytics_table("broken", "SELECT nope FROM blips", {})
+    message = str(caught.value)
+    assert message.startswith(f"store {history.path}: broken: Binder Error: ") and "nope" in message
+    assert "\n" not in message
 
 
 # -- selections ------------------------------------------------------------------------------------

@@ -124,11 +124,17 @@ def test_a_mistake_is_one_line_and_exit_2(config: Path, args: list[str], message
     assert (made.returncode, made.stderr.strip(), made.stdout) == (2, message, "")
 
 
-def test_a_missing_or_empty_store_says_so(tmp_path: Path) -> None:
+def test_a_missing_broken_or_empty_store_says_so(tmp_path: Path) -> None:
     missing = blipflow(write_config(tmp_path, tmp_path / "missing.duckdb"), "latency")
     assert (missing.returncode, missing.stderr.strip()) == (
         1, f"blipflow: store {tmp_path / 'missing.duckdb'}: no such file yet (run `blipflow run` first)")
     assert not (tmp_path / "missing.duckdb").exists()
+
+    not_a_store = tmp_path / "notes.duckdb"
+    not_a_store.write_text("these are my notes, not a database")
+    made = blipflow(write_config(tmp_path, not_a_store), "latency")
+    assert made.returncode == 1 and len(made.stderr.strip().splitlines()) == 1, made.stderr
+    assert made.stderr.startswith(f"blipflow: store {not_a_store}: ")
 
     empty = Store(tmp_path / "empty.duckdb")
     empty.counters()  # the file, with its tables and nothing in them

@@ -70,18 +70,21 @@ def test_the_daily_report_becomes_artifacts_a_page_and_a_fresh_export(prefect_ha
     assert "| 2025-10-10 10:00:00 | hello | 2 | 1 |" in next_day
 
 
-@pytest.mark.parametrize("day, message", [
-    ("2025-10-32", "bad day: '2025-10-32' is not a date like 2025-10-09"),
-    (None, "store {missing}: no such file yet (run `blipflow run` first)"),
+@pytest.mark.parametrize("day, store, message", [
+    ("2025-10-32", {}, "bad day: '2025-10-32' is not a date like 2025-10-09"),
+    (None, {}, "store {missing}: no such file yet (run `blipflow run` first)"),
+    (None, {"lock_timeout": "soon"},
+     "bad config: {config}: store.lock_timeout: Input should be a valid number, unable to parse string as a number "
+     "(got 'soon')"),
 ])
-def test_a_bad_day_or_a_missing_store_fails_the_run_with_one_line(prefect_harness, tmp_path: Path, day: str | None,
-                                                                   message: str) -> None:
+def test_a_bad_day_config_or_store_fails_the_run_with_one_line(prefect_harness, tmp_path: Path, day: str | None,
+                                                                store: dict, message: str) -> None:
     missing = tmp_path / "missing.duckdb"
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"store": {"path": str(missing)}}))
+    config.write_text(yaml.safe_dump({"store": {"path": str(missing), **store}}))
     state = analytics(config_file=str(config), day=day, export_dir=str(tmp_path / "parquet"), return_state=True)
     assert state.is_failed()
-    assert state.message == message.format(missing=missing)
+    assert state.message == message.format(missing=missing, config=config)
     assert not missing.exists()
 
 
