@@ -4,16 +4,22 @@ Parquet export refreshed; and the deployment that schedules it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId,
+)
+from prefect.states import Failed
 
 from blipflow.analytics import reports
-from blipflow.store import Store
+from blipflow.store import Store, StoreBusy, StoreError
 from flows.analytics import analytics
+from tasks.analytics import store_was_busy
 from tests.support.analytics_history import SAGE, SCOUT, build_history
 from tests.support.ingest_process import PROJECT_ROOT
 
@@ -86,6 +92,34 @@ def test_a_bad_day_config_or_store_fails_the_run_with_one_line(prefect_harness, 
     assert state.is_failed()
     assert state.message == message.format(missing=missing, config=config)
     assert not missing.exists()
+
+
+def test_a_report_waits_out_another_process_holding_the_store(prefect_harness, tmp_path: Path) -> None:
+    """Past the lock timeout the report's task fails as StoreBusy, and Prefect runs it again."""
+    store = Store(tmp_path / "history.duckdb")
+    build_history(store)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"store": {"path": str(store.path), "lock_timeout": 1}}))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; db = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+                               "time.sleep(4)", str(store.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        state = analytics(config_file=str(config), day="2025-10-09", export_dir=str(tmp_path / "parquet"),
+                          html_dir=None, return_state=True)
+    finally:
+        holder.wait(30)
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        runs = client.read_task_runs(flow_run_filter=this_run)
+    attempts = {run.name: run.run_count for run in runs}
+    assert attempts["report activity"] == 2 and attempts["report latency"] == 1
+
+
+def test_only_a_busy_store_is_worth_another_try() -> None:
+    assert store_was_busy(None, None, Failed(data=StoreBusy("store x: locked by process 1 for more than 1 s")))
+    assert not store_was_busy(None, None, Failed(data=StoreError("store x: broken: Binder Error: no such column")))
 
 
 def test_the_deployment_runs_the_flow_every_night() -> None:
