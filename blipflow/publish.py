@@ -22,6 +22,7 @@ from blipflow.accounts import Account, AccountFailed, LoginFailed, Session, Sess
 from blipflow.blip import BLIP_COLLECTION
 from blipflow.config import Settings
 from blipflow.failures import Failure
+from blipflow.notices import Notice, Notify, agent_resource, nobody
 from blipflow.publish_records import (
     MAX_PARTS, AnsweredBlip, Ref, blip_record, iso_time, record_key, split_content,
 )
@@ -69,8 +70,9 @@ class Publication:
 
 class Publisher:
     def __init__(self, store: Store, sessions: Sessions, accounts: dict[str, Account], *,
-                 max_blip_length: int, posts_per_minute: int) -> None:
+                 max_blip_length: int, posts_per_minute: int, notify: Notify = nobody) -> None:
         self.store = store
+        self.notify = notify
         self.sessions = sessions
         self.accounts = accounts  # agent name → the account it publishes as
         self.max_blip_length = max_blip_length
@@ -80,7 +82,7 @@ class Publisher:
         self.looked_at: tuple | None = None  # the store's version when a look found nothing to post
 
     @classmethod
-    def from_settings(cls, store: Store, settings: Settings) -> Publisher:
+    def from_settings(cls, store: Store, settings: Settings, notify: Notify = nobody) -> Publisher:
         accounts = {}
         for agent in settings.agents:
             account = agent_account(agent, settings.bluesky)
@@ -91,7 +93,7 @@ class Publisher:
                 accounts[agent.name] = account
         return cls(store, Sessions(timeout=settings.publish.timeout), accounts,
                    max_blip_length=settings.publish.max_blip_length,
-                   posts_per_minute=settings.publish.posts_per_minute)
+                   posts_per_minute=settings.publish.posts_per_minute, notify=notify)
 
     def due(self) -> list[OutgoingReply]:
         """Queued replies that may go now, oldest first: their agent has a working account that is
@@ -156,6 +158,9 @@ class Publisher:
                 self.stopped[account.name] = str(failure).removeprefix(f"{account}: ")
                 log.error("%s; its replies wait until blipflow runs again with working credentials", failure)
             raise
+        self.notify(Notice("blipflow.reply.published", agent_resource(reply.agent),
+                           {"reply": reply.id, "uri": posted[0].uri, "parts": [ref.uri for ref in posted],
+                            "account": account.handle}))
         return Publication(reply.id, reply.agent, len(parts), tuple(ref.uri for ref in posted), "posted")
 
     @staticmethod

@@ -1,9 +1,11 @@
 """Stopping long-running loops gracefully on SIGTERM/SIGINT.
 
-A Prefect worker cancels a flow run by sending SIGTERM to its process, and Prefect turns that signal
-into the run's Cancelled state. So we first stop reading and flush, then hand SIGTERM back to whoever
-handled it before. Ctrl-C (SIGINT) is a person asking a foreground run to finish: once everything is
-flushed the run simply ends, as a completed one.
+Ctrl-C (SIGINT) is a person asking a foreground run to finish: we stop reading, flush, and the run
+simply ends, as a completed one. SIGTERM is ours only where nobody else handles it. Inside a Prefect
+flow run, Prefect's own handler turns SIGTERM into an exception (TerminationSignal) after a worker has
+told the run it is being cancelled — and tells the worker so only while its handler is in place — so
+there we leave SIGTERM to Prefect: the exception unwinds the loops, whose `finally` blocks store what
+was received, and Prefect records the run as Cancelled.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 @contextmanager
 def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """Within this block SIGTERM/SIGINT call `stop()`; on leaving, a caught SIGTERM is re-raised.
+    """Within this block SIGINT (and SIGTERM, if nobody else handles it) calls `stop()`; on leaving, a
+    caught SIGTERM is raised again, for the default action.
 
     Works for asyncio loops too: asyncio wakes its loop for any signal, and the handler runs on the
     loop's (the main) thread."""
@@ -28,7 +31,8 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
         # Signals reach only the main thread; elsewhere cancellation arrives as CancelledError instead.
         yield
         return
-    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    signals = [sig for sig in SIGNALS if sig == signal.SIGINT or signal.getsignal(sig) in (signal.SIG_DFL, None)]
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in signals}
     caught: list[int] = []
 
     def restore() -> None:
@@ -43,7 +47,7 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             restore()
             signal.raise_signal(sig)
 
-    for sig in SIGNALS:
+    for sig in signals:
         signal.signal(sig, on_signal)
     try:
         yield

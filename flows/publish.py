@@ -12,6 +12,7 @@ from blipflow.config import load_settings
 from blipflow.publish import Publisher
 from blipflow.store import Store
 from flows.lanes import results_in_lanes
+from flows.observe import TableReport, emit
 from tasks.publish import publish_reply
 
 
@@ -23,13 +24,20 @@ def publish(config_file: str | None = None, until_idle: bool = False) -> int:
     Agents post side by side, each its replies one at a time and in order, so a conversation reads on
     the network in the order its agent answered; an agent whose PDS is away holds up no other."""
     settings = load_settings(config_file)
-    publisher = Publisher.from_settings(Store.from_config(settings.store), settings)
+    publisher = Publisher.from_settings(Store.from_config(settings.store), settings, notify=emit)
+    report = TableReport("publish-replies", "Replies this run posted: agent, reply, blips, at-uri of the first")
+    posted = 0
     try:
-        posted = sum(1 for publication in results_in_lanes(
+        for publication in results_in_lanes(
             publisher.due, lambda reply: reply.agent, lambda reply: publish_reply.submit(publisher, reply),
             poll_interval=settings.publish.poll_interval, until_idle=until_idle,
-        ) if publication.outcome == "posted")
+        ):
+            if publication.outcome == "posted":
+                posted += 1
+                report.add({"agent": publication.agent, "reply": publication.reply, "blips": publication.parts,
+                            "uri": publication.uris[0]})
     finally:
         publisher.close()
+        report.show()
     get_run_logger().info("publish stopped after posting %d replies", posted)
     return posted
