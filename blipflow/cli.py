@@ -97,7 +97,9 @@ def dispatch() -> None:
 
     path = config_file_parameter()
     typer.echo(f"dispatching to {', '.join(agent.name for agent in loaded.agents)} (Ctrl-C stops)", err=True)
-    until_interrupted(lambda: dispatch_flow(config_file=path))
+    final = until_interrupted(lambda: dispatch_flow(config_file=path, return_state=True))
+    if final is not None and final.is_failed():
+        raise Failure(final.message or "dispatch failed", transient=False)
 
 
 @app.command()

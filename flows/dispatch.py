@@ -7,10 +7,12 @@ reaches its agents well under a second after it is stored, instead of waiting fo
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.states import Failed, State
 
 from blipflow.accounts import with_learned_dids
 from blipflow.config import Settings, load_settings
 from blipflow.dispatch import Delivery, Dispatcher
+from blipflow.failures import Failure
 from blipflow.identity import IdentityResolver
 from blipflow.letta import LettaGateway
 from blipflow.notices import Notify, nobody
@@ -31,7 +33,7 @@ def build_dispatcher(settings: Settings, notify: Notify = nobody) -> Dispatcher:
 
 
 @flow(name="dispatch")
-def dispatch(config_file: str | None = None, until_idle: bool = False) -> int:
+def dispatch(config_file: str | None = None, until_idle: bool = False) -> int | State:
     """Deliver windows until cancelled (or, with `until_idle`, until nothing is left to send); returns
     how many windows were delivered.
 
@@ -42,7 +44,11 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> int:
     if not settings.agents:
         logger.warning("no agents configured: nothing to dispatch")
         return 0
-    dispatcher = build_dispatcher(settings, notify=emit)
+    try:
+        dispatcher = build_dispatcher(settings, notify=emit)
+    except Failure as failure:  # an agent's DID could not be learned from its account: one line, no traceback
+        logger.error("%s", failure)
+        return Failed(message=str(failure))
     report = TableReport("dispatch-windows", "Windows this run delivered: agent, blips, replies, Letta time, outcome")
     delivered = 0
     try:

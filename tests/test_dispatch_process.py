@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 from blipflow.store import Store
-from tests.support.ingest_process import BlipflowProcess, wait_for
+from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
 from tests.test_dispatch import HUMAN, post
 
 import yaml
@@ -50,3 +52,20 @@ def test_killing_dispatch_mid_window_delivers_each_blip_exactly_once(tmp_path, l
     [(reply,)] = store.query_all("SELECT content FROM replies")
     assert reply.endswith("a slow question")
     assert "dispatch stopped after delivering 1 windows" in second.log()
+
+
+def test_an_agent_account_that_cannot_be_reached_is_one_line(tmp_path, prefect_server):
+    from tests.support.prefect_server import free_port
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"path": str(tmp_path / "s.duckdb")},
+        "agents": [{"name": "scout", "agent_id": "agent-1", "handle": "scout.test",
+                    "pds_uri": f"http://127.0.0.1:{free_port()}"}],  # no did: learned from the handle, if it can be
+    }))
+    result = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "dispatch"], cwd=PROJECT_ROOT,
+                            env=prefect_server.env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("blipflow: ") and "scout.test" in last
+    assert "Traceback" not in result.stderr
