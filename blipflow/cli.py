@@ -359,6 +359,19 @@ def block_through_prefect(reference: BlockReference) -> dict[str, Any]:
     return load_block(reference)
 
 
+@app.command()
+def serve() -> None:
+    """Run every deployment of prefect.yaml in this one process (development, small installs), until Ctrl-C.
+
+    Each flow run is a process of its own; with -c, the runs read that config file."""
+    settings()  # a bad config is one line now, not a failure in every run
+    prefect_environment()
+    from flows.serving import serve_project
+
+    serve_project(PROJECT_ROOT / "prefect.yaml",
+                  config_file=options.config_file.resolve() if options.config_file else None)
+
+
 @app.command("config")
 def show_config() -> None:
     """Check the configuration and print it, secrets masked."""

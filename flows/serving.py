@@ -1,0 +1,127 @@
+"""`blipflow serve`: every deployment of prefect.yaml, served by this one process with Prefect's runner
+(what `prefect.serve` does; for development and small installs, a work pool and workers otherwise).
+
+The deployments are read from prefect.yaml — entrypoint, parameters, schedules, triggers, concurrency
+limit — so serving and `prefect deploy --all` cannot drift apart. Entrypoints are relative to the
+folder of prefect.yaml; each flow run is a process of its own, started in the current directory, like
+any other blipflow command. A deployment's work pool has no use here and is left out.
+
+SIGTERM and Ctrl-C stop serving gracefully: the runs in flight are cancelled (their flows get SIGTERM,
+store what they hold and end Cancelled) and the deployments' schedules paused. `prefect.serve` itself
+would leave SIGTERM to Prefect 3.8.8's runner, whose handler never awaits its own stop and exits from
+inside the event loop, and Ctrl-C to a KeyboardInterrupt that leaves the runs in flight Running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentTriggerTypes
+from prefect.flows import load_flow_from_entrypoint
+from prefect.runner import Runner
+from prefect.schedules import Schedule
+from pydantic import TypeAdapter, ValidationError
+
+from blipflow.config import ConfigError
+
+# What a deployment of prefect.yaml may say, besides its name and entrypoint, that serving uses...
+SERVED_KEYS = {"description", "parameters", "schedules", "concurrency_limit", "triggers", "tags", "version",
+               "paused", "enforce_parameter_schema"}
+# ...and what only deploying to a work pool uses.
+WORK_POOL_KEYS = {"work_pool", "build", "push", "pull"}
+TRIGGERS = TypeAdapter(DeploymentTriggerTypes)
+
+log = logging.getLogger(__name__)
+
+
+class ServingRunner(Runner):
+    """Prefect's runner, stopped by SIGTERM or SIGINT the graceful way: the runs it started are cancelled
+    (their flows get SIGTERM and end Cancelled) and the deployments' schedules paused."""
+
+    def handle_sigterm(self, *args: Any) -> None:
+        if self.stopping:
+            return  # on the way out already
+        if not self.started:
+            raise KeyboardInterrupt  # not serving yet: nothing to cancel
+        # A signal handler runs in the event loop's thread, between its steps: the stop goes on there.
+        loop = asyncio.get_running_loop()
+        self.stopping_task = loop.create_task(self.astop())
+        loop.call_soon_threadsafe(lambda: None)  # wakes the loop, which would otherwise sleep on
+
+
+def serve_project(project_file: Path, *, config_file: Path | None = None) -> None:
+    """Serve every deployment of `project_file` until SIGTERM or Ctrl-C; with `config_file`, their runs
+    read it (as their `config_file` parameter, unless prefect.yaml sets one)."""
+    runner = ServingRunner(pause_on_shutdown=True)
+    deployments = project_deployments(project_file, config_file=config_file)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    log.info("serving %s; start one with `prefect deployment run <flow>/<deployment>` (Ctrl-C stops)",
+             ", ".join(f"{deployment.flow_name}/{deployment.name}" for deployment in deployments))
+    signal.signal(signal.SIGINT, runner.handle_sigterm)  # the runner itself takes SIGTERM when it starts
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        pass
+    log.info("stopped serving")
+
+
+def project_deployments(project_file: Path, *, config_file: Path | None = None) -> list[RunnerDeployment]:
+    try:
+        declared = (yaml.safe_load(project_file.read_text(encoding="utf-8")) or {}).get("deployments") or []
+    except (OSError, yaml.YAMLError, AttributeError) as error:
+        raise ConfigError(f"bad {project_file}: {' '.join(str(error).split())}") from None
+    if not declared:
+        raise ConfigError(f"bad {project_file}: no deployments to serve")
+    return [runner_deployment(entry, project_file, config_file) for entry in declared]
+
+
+def runner_deployment(entry: dict[str, Any], project_file: Path, config_file: Path | None) -> RunnerDeployment:
+    name = entry.get("name", "?")
+    where = f"bad {project_file}: deployment {name}"
+    unknown = sorted(set(entry) - {"name", "entrypoint"} - SERVED_KEYS - WORK_POOL_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: blipflow serve does not know {', '.join(unknown)}")
+    if "entrypoint" not in entry or "name" not in entry:
+        raise ConfigError(f"{where}: needs a name and an entrypoint")
+    path, _, function = entry["entrypoint"].partition(":")
+    try:
+        flow = load_flow_from_entrypoint(f"{project_file.parent / path}:{function}", use_placeholder_flow=False)
+    except Exception as error:  # noqa: BLE001 - a missing file or function, or an import error in it
+        raise ConfigError(f"{where}: cannot load {entry['entrypoint']}: {' '.join(str(error).split())}") from None
+    parameters = dict(entry.get("parameters") or {})
+    if config_file is not None and "config_file" in flow.parameters.properties:
+        parameters.setdefault("config_file", str(config_file))
+    try:
+        return flow.to_deployment(
+            name=name,
+            parameters=parameters,
+            schedules=[schedule(fields) for fields in entry.get("schedules") or []],
+            triggers=[TRIGGERS.validate_python(trigger) for trigger in entry.get("triggers") or []],
+            concurrency_limit=concurrency_limit(entry.get("concurrency_limit")),
+            **{key: entry[key] for key in ("description", "tags", "version", "paused", "enforce_parameter_schema")
+               if key in entry},
+        )
+    except (TypeError, ValueError) as error:  # pydantic's ValidationError is a ValueError
+        detail = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
+        raise ConfigError(f"{where}: {' '.join(detail.split())}") from None
+
+
+def schedule(fields: dict[str, Any]) -> Schedule:
+    """A schedule as prefect.yaml writes it: `cron`, `interval` (seconds) or `rrule`, with `timezone`,
+    `active`, `parameters`... (the fields of prefect.schedules.Schedule)."""
+    if isinstance(fields.get("interval"), (int, float)):
+        fields = {**fields, "interval": timedelta(seconds=fields["interval"])}
+    return Schedule(**fields)
+
+
+def concurrency_limit(value: int | dict[str, Any] | None) -> int | ConcurrencyLimitConfig | None:
+    return ConcurrencyLimitConfig(**value) if isinstance(value, dict) else value
