@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -89,17 +90,23 @@ def run(
 @app.command()
 def dispatch() -> None:
     """Send each configured Letta agent its windows of new blips, until Ctrl-C."""
+    run_agents_flow("dispatch", "dispatching to")
+
+
+def run_agents_flow(name: str, doing: str) -> None:
+    """Run the long-running flow `flows.<name>.<name>` for the configured agents in the foreground until
+    Ctrl-C; a run that fails is one line."""
     loaded = settings()
     if not loaded.agents:
-        raise ConfigError(f"bad config: {options.config_file or 'config.yaml'}: agents: no agents configured to dispatch to")
+        raise ConfigError(f"bad config: {options.config_file or 'config.yaml'}: agents: none configured for {name}")
     prefect_environment()
-    from flows.dispatch import dispatch as dispatch_flow
+    agents_flow = getattr(importlib.import_module(f"flows.{name}"), name)  # Prefect only now, after its environment
 
     path = config_file_parameter()
-    typer.echo(f"dispatching to {', '.join(agent.name for agent in loaded.agents)} (Ctrl-C stops)", err=True)
-    final = until_interrupted(lambda: dispatch_flow(config_file=path, return_state=True))
+    typer.echo(f"{doing} {', '.join(agent.name for agent in loaded.agents)} (Ctrl-C stops)", err=True)
+    final = until_interrupted(lambda: agents_flow(config_file=path, return_state=True))
     if final is not None and final.is_failed():
-        raise Failure(final.message or "dispatch failed", transient=False)
+        raise Failure(final.message or f"{name} failed", transient=False)
 
 
 @app.command()
@@ -231,15 +238,7 @@ def each_line(handle: Callable[[str], None]) -> None:
 @app.command("publish-replies")
 def publish_replies() -> None:
     """Post the agents' replies from the outbox as they come, until Ctrl-C."""
-    loaded = settings()
-    if not loaded.agents:
-        raise ConfigError(f"bad config: {options.config_file or 'config.yaml'}: agents: no agents whose replies to publish")
-    prefect_environment()
-    from flows.publish import publish as publish_flow
-
-    path = config_file_parameter()
-    typer.echo(f"publishing the replies of {', '.join(agent.name for agent in loaded.agents)} (Ctrl-C stops)", err=True)
-    until_interrupted(lambda: publish_flow(config_file=path))
+    run_agents_flow("publish", "publishing the replies of")
 
 
 # -- analytics -------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blipflow.letta import AgentCallFailed
@@ -71,14 +70,9 @@ def test_an_agent_waiting_for_a_retry_holds_up_no_other(tmp_path, prefect_server
 
     fake = FakeLetta().start()
     try:
-        config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump({
-            "store": {"path": str(tmp_path / "s.duckdb")},
-            "letta": {"base_url": fake.base_url, "timeout": 30},
-            "bluesky": {"plc_uri": "http://127.0.0.1:9"},
-            "agents": [{"name": "flaky", "agent_id": fake.create_agent(), "wanted_dids": [HUMAN]},
-                       {"name": "steady", "agent_id": fake.create_agent(), "wanted_dids": [OTHER_HUMAN]}],
-        }))
+        config = fake.config(tmp_path, [
+            {"name": "flaky", "agent_id": fake.create_agent(), "wanted_dids": [HUMAN]},
+            {"name": "steady", "agent_id": fake.create_agent(), "wanted_dids": [OTHER_HUMAN]}])
         store = Store(tmp_path / "s.duckdb")
         post(store, HUMAN, "flaky [[status:503*6]]")  # two calls fail: retried after 1 s, then after 5 s more
         for n in range(3):

@@ -7,7 +7,6 @@ import json
 import time
 
 import httpx
-import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blipflow.store import Store
@@ -27,15 +26,9 @@ def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_s
 
     fake = FakeLetta().start()
     try:
-        config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump({
-            "store": {"path": str(tmp_path / "s.duckdb")},
-            "letta": {"base_url": fake.base_url, "timeout": 30},
-            "bluesky": {"plc_uri": "http://127.0.0.1:9"},
-            "dispatch": {"breaker_failures": 1},
-            "agents": [{"name": "scout", "agent_id": fake.create_agent()},
-                       {"name": "ghost", "agent_id": "agent-unknown"}],
-        }))
+        config = fake.config(tmp_path, [{"name": "scout", "agent_id": fake.create_agent()},
+                                        {"name": "ghost", "agent_id": "agent-unknown"}],
+                             dispatch={"breaker_failures": 1})
         post(Store(tmp_path / "s.duckdb"), HUMAN, "anyone there?")
         with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
             assert dispatch(config_file=str(config), until_idle=True) == 1

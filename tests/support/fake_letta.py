@@ -22,8 +22,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import yaml
 
 from tests.support.scripted_model import SEND_MESSAGE, Brain
 
@@ -66,6 +69,14 @@ class FakeLetta:
         agent_id = f"agent-{uuid.uuid4()}"
         self.agents[agent_id] = FakeAgent(kind)
         return agent_id
+
+    def config(self, folder: Path, agents: list[dict], **sections: dict) -> Path:
+        """A config.yaml dispatching to this fake, its store in `folder`; no PLC to ask (DIDs stand in)."""
+        config = {"store": {"path": str(folder / "s.duckdb")}, "letta": {"base_url": self.base_url, "timeout": 30},
+                  "bluesky": {"plc_uri": "http://127.0.0.1:9"}, "agents": agents, **sections}
+        path = folder / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
 
     # -- the two endpoints -------------------------------------------------------------------------
 
