@@ -14,7 +14,7 @@ from prefect.states import Completed, Failed, State
 from blipflow.config import load_settings
 from blipflow.ingest import run_ingest
 from blipflow.source import SourceUnavailable
-from flows.observe import observe_ingest
+from flows.observe import IngestObserver
 
 
 @flow(name="ingest")
@@ -23,7 +23,7 @@ async def ingest(source: Literal["jetstream", "firehose"] = "jetstream", config_
     fails the run with one line naming the endpoints, not a traceback."""
     settings = load_settings(config_file)
     try:
-        stats = await run_ingest(settings, source, notify=observe_ingest)
+        stats = await run_ingest(settings, source, notify=IngestObserver())
     except SourceUnavailable as error:
         get_run_logger().error("%s", error)
         return Failed(message=str(error))

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from uuid import UUID
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact,
+)
 from prefect.events import emit_event
 
 from blipflow.notices import Notice
 
+BACKLOG_LAG = 60.0  # seconds behind the stream at which ingest is replaying a backlog
+LIVE_LAG = 5.0  # and at which it has caught up
 REFRESH_EVERY = 60.0  # seconds between versions of a long-running run's table artifact
 TABLE_ROWS = 500  # the newest rows a table artifact keeps
 
@@ -24,14 +29,34 @@ def emit(notice: Notice) -> None:
     emit_event(event=notice.event, resource={"prefect.resource.id": notice.resource}, payload=notice.payload)
 
 
-def observe_ingest(notice: Notice) -> None:
-    """Ingest's notices as events; its progress reports also refresh the run's progress artifact."""
-    emit(notice)
-    if notice.event == "blipflow.ingest.progress":
+class IngestObserver:
+    """Ingest's notices as events; its progress reports also refresh the run's progress artifact, and while
+    it replays a backlog — a backfill from an old cursor, or a restart far behind the stream — a progress
+    bar of how far it has caught up."""
+
+    def __init__(self) -> None:
+        self.catching_up: tuple[UUID, float] | None = None  # the bar's artifact, and the lag it started from
+
+    def __call__(self, notice: Notice) -> None:
+        emit(notice)
+        if notice.event != "blipflow.ingest.progress":
+            return
         create_markdown_artifact(
             key="ingest-progress", markdown=progress_markdown(notice.payload),
             description="Ingest progress: events per second, lag behind the stream, reconnects", _sync=True,
         )
+        lag = notice.payload["lag_seconds"]
+        if lag is None:
+            return
+        if self.catching_up is None:
+            if lag >= BACKLOG_LAG:
+                bar = create_progress_artifact(0.0, key="ingest-catch-up", _sync=True,
+                                               description=f"Replaying the stream from {lag:.0f} s behind it")
+                self.catching_up = (bar, lag)
+            return
+        bar, started_at = self.catching_up
+        caught_up = 1.0 if lag <= LIVE_LAG else min(1.0, max(0.0, 1 - lag / started_at))
+        update_progress_artifact(bar, progress=round(100 * caught_up, 1), _sync=True)
 
 
 def progress_markdown(progress: dict[str, Any]) -> str:

@@ -52,3 +52,30 @@ def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_s
     assert [(e["event"], e["resource"]["prefect.resource.id"]) for e in events] == [
         ("blipflow.agent.circuit.open", "blipflow.agent.ghost")]
     assert events[0]["payload"] == {"failures": 1, "cooldown_seconds": 60.0}
+
+
+def test_ingest_replaying_a_backlog_shows_how_far_it_has_caught_up(prefect_harness):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from blipflow.notices import Notice
+    from flows.observe import IngestObserver
+
+    def progress(lag: float) -> Notice:
+        return Notice("blipflow.ingest.progress", "blipflow.source.test", {
+            "events": 10, "stored": 10, "bad": 0, "events_per_second": 2.0, "lag_seconds": lag, "connects": 1,
+            "disconnects": 0, "store_retries": 0, "received_total": 10, "stored_total": 10, "bad_total": 0})
+
+    @flow
+    def replaying() -> list[float]:
+        observe = IngestObserver()
+        seen = []
+        with get_client(sync_client=True) as client:
+            for lag in (600.0, 300.0, 0.4):
+                observe(progress(lag))
+                [bar] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-catch-up"])))
+                seen.append(bar.data)
+        return seen
+
+    assert replaying() == [0.0, 50.0, 100.0]
