@@ -51,13 +51,12 @@ def not_found(block_type: type[Block], name: str) -> str:
             client.read_block_type_by_slug(slug)
             saved = client.read_block_documents_by_type(slug, include_secrets=False)
     except ObjectNotFound:
-        return (f"no block {name!r}: the Prefect server at {api_url()} has no {block_type.get_block_type_name()} "
-                f"blocks yet (register the type: prefect block register -f {source_file(block_type)})")
+        return (f"no block {name!r}: {prefect_api()} has no {block_type.get_block_type_name()} blocks yet "
+                f"(register the type: prefect block register -f {source_file(block_type)})")
     except httpx.HTTPError as error:
         return unreachable(name, error)
     names = ", ".join(sorted(document.name for document in saved if document.name)) or "none"
-    return (f"no {block_type.get_block_type_name()} block named {name!r} on the Prefect server at {api_url()} "
-            f"(saved: {names})")
+    return f"no {block_type.get_block_type_name()} block named {name!r} on {prefect_api()} (saved: {names})"
 
 
 def unreachable(name: str, error: httpx.HTTPError) -> str:
@@ -65,11 +64,12 @@ def unreachable(name: str, error: httpx.HTTPError) -> str:
         reason = f"answered HTTP {error.response.status_code}"
     else:
         reason = f"is unreachable ({' '.join(str(error).split()) or type(error).__name__})"
-    return f"cannot load the block {name!r}: the Prefect API at {api_url()} {reason}"
+    return f"cannot load the block {name!r}: {prefect_api()} {reason}"
 
 
-def api_url() -> str:
-    return PREFECT_API_URL.value() or "(Prefect's local temporary server)"
+def prefect_api() -> str:
+    url = PREFECT_API_URL.value()
+    return f"the Prefect API at {url}" if url else "Prefect's temporary local API (no PREFECT_API_URL)"
 
 
 def source_file(block_type: type[Block]) -> str:

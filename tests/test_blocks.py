@@ -143,7 +143,7 @@ def test_a_block_that_cannot_be_read_is_one_line_naming_it(tmp_path, prefect_ser
     unknown = blipflow_config(config, prefect_server.api_url)
     assert unknown.returncode == 2
     assert unknown.stderr == (f"blipflow: bad config: {config}: agents.0.account_block: no ATProto Account block named "
-                              f"'nobody' on the Prefect server at {prefect_server.api_url} "
+                              f"'nobody' on the Prefect API at {prefect_server.api_url} "
                               "(saved: refused-account, scout-account)\n")
 
     dead_api = f"http://127.0.0.1:{free_port()}/api"
@@ -153,12 +153,32 @@ def test_a_block_that_cannot_be_read_is_one_line_naming_it(tmp_path, prefect_ser
                            f"the Prefect API at {dead_api} is unreachable ([Errno 111] Connection refused)\n")
 
 
+
+def test_a_block_whose_fields_do_not_fit_its_type_is_one_line(tmp_path, prefect_server, atproto_network,
+                                                              saved_blocks) -> None:
+    block_type = httpx.get(f"{prefect_server.api_url}/block_types/slug/atproto-account").json()
+    [schema] = httpx.post(f"{prefect_server.api_url}/block_schemas/filter",
+                          json={"block_schemas": {"block_type_id": {"any_": [block_type["id"]]}}}).json()
+    saved = httpx.post(f"{prefect_server.api_url}/block_documents/", json={
+        "name": "half-account", "block_type_id": block_type["id"], "block_schema_id": schema["id"],
+        "data": {"app_password": "half-secret-5k2j"}})  # saved by hand, without a handle
+    assert saved.status_code == 201, saved.text
+    config = write_config(tmp_path / "c.yaml", atproto_network,
+                          agents=[{"name": "scout", "agent_id": "agent-1", "account_block": "half-account"}])
+    try:
+        refused = blipflow_config(config, prefect_server.api_url)
+    finally:  # out of the other tests' list of saved blocks
+        assert httpx.delete(f"{prefect_server.api_url}/block_documents/{saved.json()['id']}").status_code == 204
+    assert refused.returncode == 2
+    assert refused.stderr == (f"blipflow: bad config: {config}: agents.0.account_block: the block 'half-account' is "
+                              "not a valid ATProto Account block (handle: Field required)\n")
+
 def test_a_server_without_the_block_type_says_how_to_register_it(tmp_path, prefect_harness, atproto_network) -> None:
     config = write_config(tmp_path / "c.yaml", atproto_network, letta={"block": "letta-prod"})
     unregistered = blipflow_config(config, PREFECT_API_URL.value())
     assert unregistered.returncode == 2
     assert unregistered.stderr == (
-        f"blipflow: bad config: {config}: letta.block: no block 'letta-prod': the Prefect server at "
+        f"blipflow: bad config: {config}: letta.block: no block 'letta-prod': the Prefect API at "
         f"{PREFECT_API_URL.value()} has no Letta Server blocks yet (register the type: prefect block register -f "
         "blocks/letta_server.py)\n")
 
