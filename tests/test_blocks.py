@@ -129,8 +129,9 @@ def test_blipflow_config_shows_the_blocks_fields_with_secrets_masked(tmp_path, p
     shown = blipflow_config(config, prefect_server.api_url)
     assert shown.returncode == 0, shown.stderr
     settings = json.loads(shown.stdout)
-    assert settings["bluesky"] == {"username": scout.handle, "password": "**********", "pds_uri": atproto_network.pds_url,
-                                   "plc_uri": atproto_network.plc_url, "account_block": "scout-account"}
+    assert settings["bluesky"] == {"username": scout.handle, "password": "**********",
+                                   "pds_uri": atproto_network.pds_url, "plc_uri": atproto_network.plc_url,
+                                   "account_block": "scout-account"}
     assert settings["letta"]["api_key"] == "**********"
     for secret in saved_blocks.values():
         assert secret not in shown.stdout + shown.stderr
@@ -183,20 +184,27 @@ def test_a_server_without_the_block_type_says_how_to_register_it(tmp_path, prefe
         "blocks/letta_server.py)\n")
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"letta": {"block": "letta-test", "api_key": "k"}},
-     "letta.api_key: set here and by the block 'letta-test' (letta.block); keep one of them"),
-    ({"agents": [{"name": "scout", "agent_id": "a", "account_block": "scout-account", "handle": "scout.test"}]},
-     "agents.0.handle: set here and by the block 'scout-account' (agents.0.account_block); keep one of them"),
+@pytest.mark.parametrize("section, env, message", [
+    ({"letta": {"block": "letta-test", "api_key": "k"}}, {},
+     "{config}: letta.api_key: set here and by the block 'letta-test' (letta.block); keep one of them"),
+    ({"agents": [{"name": "scout", "agent_id": "a", "account_block": "scout-account", "handle": "scout.test"}]}, {},
+     "{config}: agents.0.handle: set here and by the block 'scout-account' (agents.0.account_block); keep one of them"),
+    ({"bluesky": {"account_block": "scout-account"}}, {"BLUESKY_PASSWORD": "from-an-old-env-file"},
+     "BLUESKY_PASSWORD: bluesky.password: set here and by the block 'scout-account' (bluesky.account_block); "
+     "keep one of them"),
 ])
-def test_a_setting_given_by_a_block_and_by_the_config_is_refused(tmp_path, monkeypatch, section, message) -> None:
+def test_a_setting_given_by_a_block_and_by_the_config_is_refused(tmp_path, monkeypatch, section, env,
+                                                                 message) -> None:
     for name in LEGACY_ENV:
         monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(section))
     with pytest.raises(ConfigError) as refused:
         load_settings(config)
-    assert str(refused.value) == f"bad config: {config}: {message}"
+    assert str(refused.value) == "bad config: " + message.format(config=config)
+    assert "from-an-old-env-file" not in str(refused.value)
 
 
 def test_a_flow_run_using_blocks_carries_no_secret_in_parameters_logs_or_artifacts(
