@@ -82,7 +82,7 @@ class JetstreamConfig(Section):
 
 
 class IngestConfig(Section):
-    flush_interval: float = Field(default=0.2, gt=0, description="longest a received blip waits in memory, s")
+    flush_interval: float = Field(default=0.05, gt=0, description="longest a received blip waits in memory, s")
     flush_max_events: int = Field(default=20_000, gt=0, description="flush early once this many are buffered")
     max_content_bytes: int = Field(default=30_000, gt=0, description="larger blips are counted and skipped")
     max_frame_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
@@ -95,7 +95,7 @@ class StoreConfig(Section):
 
 
 class DispatchConfig(Section):
-    poll_interval: float = Field(default=0.25, gt=0, description="how often new blips are looked for, s")
+    poll_interval: float = Field(default=0.05, gt=0, description="how often to check whether the store changed, s")
     max_steps: int = Field(default=10, ge=1, description="Letta steps an agent may take per window")
     breaker_failures: int = Field(default=5, ge=1, description="failed calls in a row that open an agent's circuit")
     breaker_cooldown: float = Field(default=60.0, gt=0, description="seconds before an open circuit tries again")
