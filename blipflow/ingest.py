@@ -116,6 +116,7 @@ class Ingestor:
         self._writing: Future[None] | None = None
         self._failed: tuple[Pending, BaseException] | None = None
         self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._bad_logged: dict[str, tuple[float, int]] = {}
 
     # -- EventSink -------------------------------------------------------------------------------
@@ -241,6 +242,7 @@ class Ingestor:
 
     async def run(self) -> None:
         """Ingest until `stop()` (or the source gives up); flushes everything received before returning."""
+        self._loop = asyncio.get_running_loop()
         stored = await asyncio.to_thread(self.store.cursor, self.source.cursor_key)
         cursor = stored if stored is not None else self.source.first_cursor
         log.info("ingest starting from %s cursor %s", self.source.cursor_key, cursor)
@@ -260,7 +262,9 @@ class Ingestor:
             self.report_progress()
 
     def stop(self) -> None:
-        self._stop.set()
+        """From any thread (a signal watcher's, say)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
 
     async def _tick(self) -> None:
         while True:

@@ -11,6 +11,7 @@ was received, and Prefect records the run as Cancelled.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,9 +50,36 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
 
     for sig in signals:
         signal.signal(sig, on_signal)
+    watching = watch_for_sigterm(stop) if signal.SIGTERM not in signals else None
     try:
         yield
     finally:
         restore()
+        if watching is not None:
+            watching()
         if caught == [signal.SIGTERM]:
             signal.raise_signal(signal.SIGTERM)
+
+
+def watch_for_sigterm(stop: Callable[[], None]) -> Callable[[], None]:
+    """Call `stop()` on SIGTERM without taking the signal from its handler; returns what ends the watch.
+
+    Prefect's handler turns SIGTERM into an exception raised wherever the main thread happens to be — and
+    one raised inside a garbage collector's callback is printed and dropped ("Exception ignored in ..."),
+    which would leave the loop running until the worker kills it. The C-level handler also writes every
+    signal to the wakeup fd, whatever the Python handler does, so a thread reading it sees each SIGTERM."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while received := reader.recv(64):
+            if signal.SIGTERM in received:
+                stop()
+
+    threading.Thread(target=watch, name="blipflow-sigterm", daemon=True).start()
+
+    def end() -> None:
+        signal.set_wakeup_fd(previous)
+        writer.close()  # the reader sees the end and returns
+    return end

@@ -8,7 +8,10 @@ key, so the UI shows the latest.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +22,8 @@ from prefect.events import emit_event
 
 from blipflow.notices import Notice
 
+log = logging.getLogger("blipflow.observe")  # the blipflow logger reaches the run's logs
+
 BACKLOG_LAG = 60.0  # seconds behind the stream at which ingest is replaying a backlog
 LIVE_LAG = 5.0  # and at which it has caught up
 REFRESH_EVERY = 60.0  # seconds between versions of a long-running run's table artifact
@@ -26,7 +31,18 @@ TABLE_ROWS = 500  # the newest rows a table artifact keeps
 
 
 def emit(notice: Notice) -> None:
-    emit_event(event=notice.event, resource={"prefect.resource.id": notice.resource}, payload=notice.payload)
+    with shown_if_prefect_fails(notice.event):
+        emit_event(event=notice.event, resource={"prefect.resource.id": notice.resource}, payload=notice.payload)
+
+
+@contextmanager
+def shown_if_prefect_fails(what: str) -> Iterator[None]:
+    """Telling Prefect must never stop the work it describes (a run being cancelled, say, may find the API
+    gone): a failure is one log line."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - whatever the client raises, the pipeline goes on
+        log.warning("could not record %s in Prefect: %s", what, error)
 
 
 class IngestObserver:
@@ -39,13 +55,16 @@ class IngestObserver:
 
     def __call__(self, notice: Notice) -> None:
         emit(notice)
-        if notice.event != "blipflow.ingest.progress":
-            return
+        if notice.event == "blipflow.ingest.progress":
+            with shown_if_prefect_fails("ingest's progress artifacts"):
+                self.show_progress(notice.payload)
+
+    def show_progress(self, progress: dict[str, Any]) -> None:
         create_markdown_artifact(
-            key="ingest-progress", markdown=progress_markdown(notice.payload),
+            key="ingest-progress", markdown=progress_markdown(progress),
             description="Ingest progress: events per second, lag behind the stream, reconnects", _sync=True,
         )
-        lag = notice.payload["lag_seconds"]
+        lag = progress["lag_seconds"]
         if lag is None:
             return
         if self.catching_up is None:
@@ -93,5 +112,6 @@ class TableReport:
 
     def show(self) -> None:
         if self.changed:
-            create_table_artifact(key=self.key, table=self.rows, description=self.description, _sync=True)
+            with shown_if_prefect_fails(f"the {self.key} artifact"):
+                create_table_artifact(key=self.key, table=self.rows, description=self.description, _sync=True)
             self.changed, self.shown_at = False, time.monotonic()

@@ -38,6 +38,7 @@ SERVED_KEYS = {"description", "parameters", "schedules", "concurrency_limit", "t
 # ...and what only deploying to a work pool uses.
 WORK_POOL_KEYS = {"work_pool", "build", "push", "pull"}
 TRIGGERS = TypeAdapter(DeploymentTriggerTypes)
+RUNS_END_WITHIN = 30.0  # seconds a cancelled run has to store what it holds and end
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,15 @@ class ServingRunner(Runner):
         loop = asyncio.get_running_loop()
         self.stopping_task = loop.create_task(self.astop())
         loop.call_soon_threadsafe(lambda: None)  # wakes the loop, which would otherwise sleep on
+
+
+    async def cancel_all(self) -> None:
+        """Cancel the runs in flight, then wait (a while) for their processes to end: until they do, their
+        output still streams here, and stopping the runner stops that."""
+        await super().cancel_all()
+        deadline = asyncio.get_running_loop().time() + RUNS_END_WITHIN
+        while self._flow_run_process_map and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
 
 
 def serve_project(project_file: Path, *, config_file: Path | None = None) -> None:

@@ -4,14 +4,19 @@ it delivered, and events when an agent's circuit opens, with the agent as the re
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import httpx
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blipflow.store import Store
 from tests.support.fake_letta import FakeLetta
+from tests.support.ingest_process import PROJECT_ROOT
 from tests.test_dispatch import HUMAN, post
+
+
+RUN_DISPATCH_UNTIL_IDLE = "import sys; from flows.dispatch import dispatch; print(dispatch(config_file=sys.argv[1], until_idle=True))"
 
 
 def api(server, path: str, body: dict) -> list[dict]:
@@ -22,16 +27,17 @@ def api(server, path: str, body: dict) -> list[dict]:
 
 
 def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_server):
-    from flows.dispatch import dispatch
-
     fake = FakeLetta().start()
     try:
         config = fake.config(tmp_path, [{"name": "scout", "agent_id": fake.create_agent()},
                                         {"name": "ghost", "agent_id": "agent-unknown"}],
                              dispatch={"breaker_failures": 1})
         post(Store(tmp_path / "s.duckdb"), HUMAN, "anyone there?")
-        with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-            assert dispatch(config_file=str(config), until_idle=True) == 1
+        # a process of its own, as a deployment's run is: its events leave with it
+        run = subprocess.run([sys.executable, "-c", RUN_DISPATCH_UNTIL_IDLE, str(config)], cwd=PROJECT_ROOT,
+                             env=prefect_server.env(), capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.stdout.strip() == "1"
     finally:
         fake.stop()
 
