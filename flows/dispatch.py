@@ -18,7 +18,7 @@ from blipflow.letta import LettaGateway
 from blipflow.notices import Notify, nobody
 from blipflow.store import Store
 from flows.lanes import results_in_lanes
-from flows.observe import TableReport, emit
+from flows.observe import TableReport, counted_and_reported, emit
 from tasks.dispatch import deliver_window
 
 
@@ -49,22 +49,21 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> int | 
     except Failure as failure:  # an agent's DID could not be learned from its account: one line, no traceback
         logger.error("%s", failure)
         return Failed(message=str(failure))
-    report = TableReport("dispatch-windows", "Windows this run delivered: agent, blips, replies, Letta time, outcome")
-    delivered = 0
-    try:
-        for delivery in results_in_lanes(
+    delivered = counted_and_reported(
+        results_in_lanes(
             dispatcher.plan, lambda window: window.agent, lambda window: deliver_window.submit(dispatcher, window),
             poll_interval=settings.dispatch.poll_interval, until_idle=until_idle,
-        ):
-            if delivery.outcome != "in_flight":
-                delivered += 1
-                report.add(delivery_row(delivery))
-    finally:
-        report.show()
+        ),
+        TableReport("dispatch-windows", "Windows this run delivered: agent, blips, replies, Letta time, outcome"),
+        delivery_row,
+    )
     logger.info("dispatch stopped after delivering %d windows", delivered)
     return delivered
 
 
-def delivery_row(delivery: Delivery) -> dict[str, object]:
+def delivery_row(delivery: Delivery) -> dict[str, object] | None:
+    """A window delivered, as a row of the run's table; none for one that may still be answered at Letta."""
+    if delivery.outcome == "in_flight":
+        return None
     return {"agent": delivery.agent, "window": delivery.window, "blips": delivery.blips, "replies": delivery.replies,
             "letta_ms": round(delivery.letta_ms, 1), "outcome": delivery.outcome}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -26,6 +26,7 @@ log = logging.getLogger("blipflow.observe")  # the blipflow logger reaches the r
 
 BACKLOG_LAG = 60.0  # seconds behind the stream at which ingest is replaying a backlog
 LIVE_LAG = 5.0  # and at which it has caught up
+R = TypeVar("R")
 REFRESH_EVERY = 60.0  # seconds between versions of a long-running run's table artifact
 TABLE_ROWS = 500  # the newest rows a table artifact keeps
 
@@ -115,3 +116,18 @@ class TableReport:
             with shown_if_prefect_fails(f"the {self.key} artifact"):
                 create_table_artifact(key=self.key, table=self.rows, description=self.description, _sync=True)
             self.changed, self.shown_at = False, time.monotonic()
+
+
+def counted_and_reported(results: Iterable[R], report: TableReport, row: Callable[[R], dict[str, Any] | None]) -> int:
+    """How many of a long-running run's results `row` makes a row of — each one added to `report`, which
+    is shown once more at the end, however the run ends."""
+    counted = 0
+    try:
+        for result in results:
+            shown = row(result)
+            if shown is not None:
+                counted += 1
+                report.add(shown)
+    finally:
+        report.show()
+    return counted

@@ -9,10 +9,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from blipflow.config import load_settings
-from blipflow.publish import Publisher
+from blipflow.publish import Publication, Publisher
 from blipflow.store import Store
 from flows.lanes import results_in_lanes
-from flows.observe import TableReport, emit
+from flows.observe import TableReport, counted_and_reported, emit
 from tasks.publish import publish_reply
 
 
@@ -25,19 +25,24 @@ def publish(config_file: str | None = None, until_idle: bool = False) -> int:
     the network in the order its agent answered; an agent whose PDS is away holds up no other."""
     settings = load_settings(config_file)
     publisher = Publisher.from_settings(Store.from_config(settings.store), settings, notify=emit)
-    report = TableReport("publish-replies", "Replies this run posted: agent, reply, blips, at-uri of the first")
-    posted = 0
     try:
-        for publication in results_in_lanes(
-            publisher.due, lambda reply: reply.agent, lambda reply: publish_reply.submit(publisher, reply),
-            poll_interval=settings.publish.poll_interval, until_idle=until_idle,
-        ):
-            if publication.outcome == "posted":
-                posted += 1
-                report.add({"agent": publication.agent, "reply": publication.reply, "blips": publication.parts,
-                            "uri": publication.uris[0]})
+        posted = counted_and_reported(
+            results_in_lanes(
+                publisher.due, lambda reply: reply.agent, lambda reply: publish_reply.submit(publisher, reply),
+                poll_interval=settings.publish.poll_interval, until_idle=until_idle,
+            ),
+            TableReport("publish-replies", "Replies this run posted: agent, reply, blips, at-uri of the first"),
+            publication_row,
+        )
     finally:
         publisher.close()
-        report.show()
     get_run_logger().info("publish stopped after posting %d replies", posted)
     return posted
+
+
+def publication_row(publication: Publication) -> dict[str, object] | None:
+    """A reply this run posted, as a row of the run's table; none for one an earlier attempt had posted."""
+    if publication.outcome != "posted":
+        return None
+    return {"agent": publication.agent, "reply": publication.reply, "blips": publication.parts,
+            "uri": publication.uris[0]}
