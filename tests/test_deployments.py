@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from uuid import UUID
 
-import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
@@ -82,15 +81,8 @@ def state_of(client: SyncPrefectClient, run: FlowRun, *names: str, timeout: floa
     return wait_for(reached, timeout, f"flow run {run.name} to be {' or '.join(names)}", 0.5)
 
 
-def api(server: PrefectServer, path: str, body: dict) -> list[dict]:
-    response = httpx.post(f"{server.api_url}{path}", json=body, timeout=30)
-    response.raise_for_status()
-    found = response.json()
-    return found["events"] if isinstance(found, dict) else found
-
-
 def events_named(server: PrefectServer, prefix: str) -> list[dict]:
-    return api(server, "/events/filter", {"filter": {"event": {"prefix": [prefix]}}, "limit": 50})
+    return server.found("/events/filter", {"filter": {"event": {"prefix": [prefix]}}, "limit": 50})
 
 
 def test_the_deployments_run_the_loop_under_a_worker(
@@ -125,7 +117,7 @@ def test_the_deployments_run_the_loop_under_a_worker(
     assert loop.store.query_all("SELECT content FROM blips WHERE uri = ?", [late]) == [
         ("one more, just before the cancel",)]  # stored on the way out: nothing lost
 
-    artifacts = {a["key"]: a for a in api(prefect_server, "/artifacts/latest/filter", {
+    artifacts = {a["key"]: a for a in prefect_server.found("/artifacts/latest/filter", {
         "artifacts": {"key": {"any_": ["ingest-progress", "dispatch-windows", "publish-replies"]}}})}
     assert "events per second" in artifacts["ingest-progress"]["data"]
     [window] = json.loads(artifacts["dispatch-windows"]["data"])

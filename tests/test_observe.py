@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 
 from blipflow.store import Store
 from tests.support.fake_letta import FakeLetta
@@ -17,13 +16,6 @@ from tests.test_dispatch import HUMAN, post
 
 
 RUN_DISPATCH_UNTIL_IDLE = "import sys; from flows.dispatch import dispatch; print(dispatch(config_file=sys.argv[1], until_idle=True))"
-
-
-def api(server, path: str, body: dict) -> list[dict]:
-    response = httpx.post(f"{server.api_url}{path}", json=body, timeout=30)
-    response.raise_for_status()
-    found = response.json()
-    return found["events"] if isinstance(found, dict) else found
 
 
 def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_server):
@@ -41,7 +33,7 @@ def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_s
     finally:
         fake.stop()
 
-    [artifact] = api(prefect_server, "/artifacts/latest/filter",
+    [artifact] = prefect_server.found("/artifacts/latest/filter",
                      {"artifacts": {"key": {"any_": ["dispatch-windows"]}}, "limit": 1})
     assert artifact["type"] == "table"
     [row] = [row for row in json.loads(artifact["data"]) if row["agent"] == "scout"]
@@ -49,7 +41,7 @@ def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_s
 
     deadline = time.monotonic() + 30  # the server files events a moment after they arrive
     while True:
-        events = api(prefect_server, "/events/filter",
+        events = prefect_server.found("/events/filter",
                      {"filter": {"event": {"prefix": ["blipflow.agent.circuit."]},
                                  "any_resource": {"id": ["blipflow.agent.ghost"]}}, "limit": 10})
         if events or time.monotonic() > deadline:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -44,6 +45,13 @@ class PrefectServer:
     def env(self) -> dict[str, str]:
         """Environment for a process that should use this server."""
         return {**os.environ, **QUIET_PREFECT, "PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
+
+    def found(self, path: str, body: dict) -> list[dict]:
+        """What a filter query (POST .../filter) finds on this server: artifacts, or an events page's events."""
+        response = httpx.post(f"{self.api_url}{path}", json=body, timeout=30)
+        response.raise_for_status()
+        found = response.json()
+        return found["events"] if isinstance(found, dict) else found
 
     def stop(self) -> None:
         if self.process.poll() is None:
