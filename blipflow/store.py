@@ -207,6 +207,7 @@ class Store:
         self._sessions: dict[int, duckdb.DuckDBPyConnection] = {}  # thread → its session's connection
         # Stores of other files may be attached to the process's DuckDB at the same time.
         self.alias = "store_" + hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
+        self._turns = process_lock(self.path)  # shared by every Store of this file in the process
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -221,7 +222,7 @@ class Store:
         if current is not None:
             yield current
             return
-        with process_lock(self.path):
+        with self._turns:
             connection = self._attach()
             try:
                 if not self._schema_ready:
