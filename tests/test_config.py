@@ -167,6 +167,10 @@ def test_top_level_not_a_mapping(tmp_path: Path) -> None:
         ("ingest:\n  flush_interval: 0\n", "ingest.flush_interval", "greater than 0"),
         ("jetstream:\n  instances: []\n", "jetstream.instances", "at least 1"),
         ("agents:\n  - name: alice\n", "agents.0.agent_id", "required setting is missing"),
+        ("publish:\n  max_blip_length: 5\n", "publish.max_blip_length", "greater than or equal to 20"),
+        ("publish:\n  posts_per_minute: 0\n", "publish.posts_per_minute", "greater than or equal to 1"),
+        ("publish:\n  poll_every: 1\n", "publish.poll_every", "unknown setting"),
+        ("agents:\n  - {name: a, agent_id: b, handel: a.test}\n", "agents.0.handel", "unknown setting"),
     ],
 )
 def test_bad_field_names_field_and_file(tmp_path: Path, text: str, field: str, words: str) -> None:
@@ -265,20 +269,6 @@ agents:
     assert (elder.pds_uri, elder.app_password) == ("http://127.0.0.1:2999", None)
     assert (settings.publish.max_blip_length, settings.publish.posts_per_minute) == (500, 4)
     assert settings.publish.poll_interval == 0.05  # untouched fields keep defaults
-
-
-@pytest.mark.parametrize(
-    ("text", "field", "words"),
-    [
-        ("publish:\n  max_blip_length: 5\n", "publish.max_blip_length", "greater than or equal to 20"),
-        ("publish:\n  posts_per_minute: 0\n", "publish.posts_per_minute", "greater than or equal to 1"),
-        ("publish:\n  poll_every: 1\n", "publish.poll_every", "unknown setting"),
-        ("agents:\n  - {name: a, agent_id: b, handel: a.test}\n", "agents.0.handel", "unknown setting"),
-    ],
-)
-def test_bad_publish_settings_name_the_field(tmp_path: Path, text: str, field: str, words: str) -> None:
-    message = config_error(write(tmp_path / "bad.yaml", text))
-    assert f"bad.yaml: {field}: " in message and words in message
 
 
 def test_an_app_password_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
