@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
 import logging
@@ -173,6 +174,58 @@ def status(
 
 def existing_store(loaded: Settings) -> Store:
     return Store.existing(loaded.store)
+
+
+# -- windows set aside -----------------------------------------------------------------------------
+
+windows_app = typer.Typer(help="Dispatch windows that failed or were quarantined: list them, send one again, drop one.")
+app.add_typer(windows_app, name="windows")
+
+
+@windows_app.callback(invoke_without_command=True)
+def windows(
+    context: typer.Context,
+    output: Annotated[Output, typer.Option(help="human, or one JSON object per line")] = Output.human,
+) -> None:
+    """Windows that failed (waiting to be sent again) or were quarantined, oldest first (as `windows list`)."""
+    if context.invoked_subcommand is None:
+        list_windows(output)
+
+
+@windows_app.command("list")
+def list_windows(
+    output: Annotated[Output, typer.Option(help="human, or one JSON object per line")] = Output.human,
+) -> None:
+    """Windows that failed (waiting to be sent again) or were quarantined, oldest first."""
+    for record in existing_store(settings()).window_records(["failed", "quarantined"]):
+        if output is Output.json:
+            typer.echo(json.dumps(dataclasses.asdict(record), default=str))
+        else:
+            waits = f", next try after {record.retry_at:%Y-%m-%d %H:%M:%S}" if record.state == "failed" and record.retry_at else ""
+            typer.echo(f"{record.id}  {record.agent}  {record.state}  {record.size} blips, {record.attempts} attempts, "
+                       f"{record.failures} failed{waits}: {record.error}")
+
+
+@windows_app.command("retry")
+def retry_window(window_id: Annotated[str, typer.Argument(help="the window's id (`blipflow windows`)")]) -> None:
+    """Send a failed or quarantined window again: dispatch takes it up at once, as its agent's next window."""
+    hand_window(window_id, "failed", "will be sent again")
+
+
+@windows_app.command("drop")
+def drop_window(window_id: Annotated[str, typer.Argument(help="the window's id (`blipflow windows`)")]) -> None:
+    """Never send a failed or quarantined window: its blips stay decided for its agent, unanswered."""
+    hand_window(window_id, "dropped", "dropped for good")
+
+
+def hand_window(window_id: str, state: str, done: str) -> None:
+    record = existing_store(settings()).retry_or_drop_window(window_id, state)
+    if record is None:
+        raise Failure(f"window {window_id}: no such window", transient=False)
+    if record.state not in ("failed", "quarantined"):
+        raise Failure(f"window {window_id}: it is {record.state}; only failed or quarantined windows can be "
+                      "retried or dropped", transient=False)
+    typer.echo(f"window {window_id} of agent {record.agent} ({record.state}): {done}")
 
 
 # -- publishing ------------------------------------------------------------------------------------

@@ -99,6 +99,9 @@ class DispatchConfig(Section):
     max_steps: int = Field(default=10, ge=1, description="Letta steps an agent may take per window")
     breaker_failures: int = Field(default=5, ge=1, description="failed calls in a row that open an agent's circuit")
     breaker_cooldown: float = Field(default=60.0, gt=0, description="seconds before an open circuit tries again")
+    quarantine_after: int = Field(
+        default=3, ge=1, description="failed attempts of a window's own making (a bug, data it cannot handle, a "
+        "request Letta refuses) before it is quarantined and its agent's next window goes")
 
 
 class PublishConfig(Section):

@@ -6,6 +6,14 @@ before it is sent, marked `sending` just before the call, and finished with its 
 transaction. A window found `sending` after a crash is first looked up at Letta by the ids its
 messages carried (so is a failed one: a timeout may come after the agent got it), so it is finished
 from the answer already given instead of being sent again.
+
+Failures are counted once, in the ledger (each window's attempts and failures) and, when they are the
+agent's, in its circuit breaker. A transient one (Letta away or busy) may be retried at once by Prefect
+while the circuit stays closed; the failure that opens it is final, and so is one that shows the agent
+cannot be reached at all (a refused key, an unknown agent: the circuit opens at once). A failure of the
+window's own making (a bug, data the code cannot handle, a request Letta refuses) does not count against
+the agent: after `quarantine_after` of them the window is quarantined and the agent goes on with its next.
+A failed window is not planned again before its `retry_at`, the end of the cooldown.
 """
 
 from __future__ import annotations
@@ -17,9 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from blipflow.blip import with_identity
+from blipflow.blip import Blip, Identity, with_identity
 from blipflow.breaker import Breaker
 from blipflow.config import AgentConfig, DispatchConfig
+from blipflow.failures import Failure
 from blipflow.identity import IdentityResolver
 from blipflow.letta import AgentCallFailed, Answer, LettaGateway, StillAnswering
 from blipflow.notices import Notice, Notify, agent_resource, nobody
@@ -43,10 +52,14 @@ class Window:
     size: int
     sent_at: datetime | None = None
     settled: bool | None = None
+    retry_at: datetime | None = None  # a failed window is not sent again before then
 
     def unsettled(self) -> bool:
         """Sent, and not known to be over: Letta may still be answering it."""
         return self.sent_at is not None and (self.state == "sending" or (self.state == "failed" and not self.settled))
+
+    def due(self, now: datetime) -> bool:
+        return self.retry_at is None or self.retry_at <= now
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,13 @@ class Delivery:
     blips: int
     replies: int
     letta_ms: float
-    outcome: str  # answered | silent | recovered | in_flight (looked at again later)
+    outcome: str  # answered | silent | recovered | quarantined | in_flight (looked at again later)
+    reason: str | None = None  # why a window was quarantined
+
+
+class WindowFailed(Failure):
+    """An attempt failed for a reason of the window's own making, not the agent's: one line naming the
+    window, the error and how many attempts it has had."""
 
 
 class Dispatcher:
@@ -84,6 +103,7 @@ class Dispatcher:
         self.breakers = {
             agent.name: Breaker(agent.name, config.breaker_failures, config.breaker_cooldown) for agent in agents
         }
+        self.quarantine_after = config.quarantine_after
         self.started = False
         self.held: dict[str, str | None] = {}
         self.planned_version: tuple | None = None
@@ -118,17 +138,18 @@ class Dispatcher:
                 window = self.open_window(self.agents[name], now)
                 if window is not None:
                     planned[name] = window
-        return [window for window in planned.values() if self.rechecks.get(window.id, 0.0) <= clock]
+        return [window for window in planned.values()
+                if window.due(now) and self.rechecks.get(window.id, 0.0) <= clock]
 
     def take_up(self, clock: float, now: datetime) -> None:
         """Start where the ledger stands: a newly added agent joins the conversation (with its backlog),
         and an agent whose circuit an earlier process left open stays alone for the rest of its cooldown."""
         for agent in self.agents.values():
             self.store.join(agent.name, now - timedelta(seconds=agent.backlog_seconds))
-        for agent, (state, failures, opened_at) in self.store.circuits().items():
+        for agent, circuit in self.store.circuits().items():
             if agent in self.breakers:
-                ago = None if opened_at is None else (now - opened_at).total_seconds()
-                self.breakers[agent].restore(state, failures, ago, clock)
+                ago = None if circuit.opened_at is None else (now - circuit.opened_at).total_seconds()
+                self.breakers[agent].restore(circuit.state, circuit.failures, ago, circuit.reason, clock)
 
     def breaker_allows(self, agent: str, clock: float) -> bool:
         with self.circuit_recorded(agent):
@@ -146,10 +167,11 @@ class Dispatcher:
                 opened_at = None
                 if breaker.opened_at is not None:
                     opened_at = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - breaker.opened_at)
-                self.store.save_circuit(agent, breaker.state, breaker.failures, opened_at)
+                self.store.save_circuit(agent, breaker.state, breaker.failures, opened_at, breaker.reason)
             if breaker.state != before[0]:
                 self.notify(Notice(f"blipflow.agent.circuit.{breaker.state}", agent_resource(agent),
-                                   {"failures": breaker.failures, "cooldown_seconds": breaker.cooldown}))
+                                   {"failures": breaker.failures, "cooldown_seconds": breaker.cooldown,
+                                    "reason": breaker.reason}))
 
     def open_window(self, agent: AgentConfig, now: datetime) -> Window | None:
         while True:
@@ -172,7 +194,8 @@ class Dispatcher:
         return window.unsettled() and window.sent_at is not None and now - window.sent_at < self.in_flight_for
 
     def deliver(self, window: Window) -> Delivery:
-        """Send one window and store the answer; AgentCallFailed says whether a retry may help."""
+        """Send one window and store the answer. A failed attempt is recorded and raised as a Failure that
+        says whether trying again at once may help; the last one a window may have quarantines it."""
         agent = self.agents[window.agent]
         breaker = self.breakers[agent.name]
         try:
@@ -181,15 +204,46 @@ class Dispatcher:
             self.rechecks[window.id] = time.monotonic() + RECHECK_SECONDS
             return Delivery(window.id, agent.name, window.size, 0, 0.0, "in_flight")
         except AgentCallFailed as failure:
-            with self.circuit_recorded(agent.name):
-                breaker.failed(time.monotonic())
-            self.store.fail_window(window.id, str(failure), settled=failure.settled)
-            raise
+            if failure.transient or failure.whole_agent:
+                raise self.agent_failed(window, failure) from None
+            return self.window_failed(window, failure, settled=failure.settled)
+        except Exception as error:  # noqa: BLE001 - a bug or data the code cannot handle: the window's, not the agent's
+            # Letta may have it if the failure came after the call: it is looked up there before a resend.
+            return self.window_failed(window, error, settled=False)
         with self.circuit_recorded(agent.name):
             breaker.succeeded()
         self.store.finish_window(window.id, agent.name, answer.replies, answer.letta_ms)
         outcome = outcome or ("answered" if answer.replies else "silent")
         return Delivery(window.id, agent.name, window.size, len(answer.replies), answer.letta_ms, outcome)
+
+    def agent_failed(self, window: Window, failure: AgentCallFailed) -> AgentCallFailed:
+        """The agent's failure: counted by its breaker, and final (no retry at once) when the circuit is
+        open after it; the window waits for the cooldown either way, should Prefect's retries run out."""
+        breaker = self.breakers[window.agent]
+        with self.circuit_recorded(window.agent):
+            opened = breaker.failed(time.monotonic(), failure.reason, at_once=failure.whole_agent)
+        retry_at = datetime.now(timezone.utc) + timedelta(seconds=breaker.cooldown)
+        if opened:
+            failure = AgentCallFailed(window.agent, f"{failure.reason}; circuit open, next try in {breaker.cooldown:g} s",
+                                      transient=False, settled=failure.settled, whole_agent=failure.whole_agent)
+        self.store.fail_window(window.id, str(failure), settled=failure.settled, retry_at=retry_at)
+        return failure
+
+    def window_failed(self, window: Window, error: Exception, *, settled: bool) -> Delivery:
+        """A failure of the window's own making: tried again (by Prefect, at once) until it has had
+        `quarantine_after` of them, then quarantined, so that its agent goes on with the next window.
+        A request Letta refused is quarantined at once: sending it again cannot help."""
+        what = str(error) if isinstance(error, Failure) else f"{type(error).__name__}: {error}"
+        what = what.strip().splitlines()[0] if what.strip() else type(error).__name__
+        retry_at = datetime.now(timezone.utc) + timedelta(seconds=self.breakers[window.agent].cooldown)
+        strikes = self.store.fail_window(window.id, what, settled=settled, retry_at=retry_at, strike=True)
+        if strikes < self.quarantine_after and not isinstance(error, AgentCallFailed):
+            raise WindowFailed(f"window {window.id} of agent {window.agent}: {what} "
+                               f"(attempt {strikes} of {self.quarantine_after})", transient=True) from error
+        self.store.quarantine_window(window.id)
+        log.warning("window %s of agent %s quarantined after %d failed attempts: %s (`blipflow windows retry|drop`)",
+                    window.id, window.agent, strikes, what)
+        return Delivery(window.id, window.agent, window.size, 0, 0.0, "quarantined", reason=what)
 
     def call(self, agent: AgentConfig, window_id: str) -> tuple[Answer, str | None]:
         window, messages = self.take_off(agent, window_id)
@@ -213,8 +267,14 @@ class Dispatcher:
             blips = self.store.window_blips(window_id)
             identities, stale = self.resolver.cached([blip.did for blip in blips])
             if not stale:
-                self.store.mark_sending(window_id)
-        if stale:
-            identities.update(self.resolver.refresh(stale, identities))
-            self.store.mark_sending(window_id)
-        return window, window_messages(agent, [with_identity(blip, identities[blip.did]) for blip in blips])
+                return window, self.marked_sending(agent, window_id, blips, identities)
+        identities.update(self.resolver.refresh(stale, identities))
+        return window, self.marked_sending(agent, window_id, blips, identities)
+
+    def marked_sending(self, agent: AgentConfig, window_id: str, blips: list[Blip],
+                       identities: dict[str, Identity]) -> list[dict]:
+        """The window's messages, and the window marked `sending` once they are made: a window they
+        cannot be made of (a bug, data the code cannot handle) is not taken for sent."""
+        messages = window_messages(agent, [with_identity(blip, identities[blip.did]) for blip in blips])
+        self.store.mark_sending(window_id)
+        return messages

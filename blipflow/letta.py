@@ -23,12 +23,17 @@ RECOVERY_LOOKBACK = 100
 
 class AgentCallFailed(Failure):
     """A call to an agent failed. `transient`: trying again later may work. `settled`: Letta answered,
-    so the call is over; otherwise (a timeout, a dropped connection) Letta may still be working on it."""
+    so the call is over; otherwise (a timeout, a dropped connection) Letta may still be working on it.
+    `whole_agent`: no call to this agent can work as things are (a refused key, an unknown agent); a
+    failure that is neither transient nor whole_agent is Letta refusing this one request."""
 
-    def __init__(self, agent: str, reason: str, *, transient: bool, settled: bool = True) -> None:
+    def __init__(self, agent: str, reason: str, *, transient: bool, settled: bool = True,
+                 whole_agent: bool = False) -> None:
         super().__init__(f"agent {agent}: {reason}", transient=transient)
         self.agent = agent
+        self.reason = reason
         self.settled = settled
+        self.whole_agent = whole_agent
 
 
 class StillAnswering(Exception):
@@ -148,8 +153,13 @@ def content_text(content: Any) -> str:
     return "\n".join(part for part in parts if isinstance(part, str)).strip()
 
 
+AGENT_REFUSED = {401: "Letta refused the API key", 403: "the API key may not use this agent",
+                 404: "no such agent on the Letta server"}
+
+
 def classify(agent: str, error: letta_client.APIError) -> AgentCallFailed:
-    """Timeouts, lost connections, 429 and 5xx may pass; a bad key, an unknown agent or a refused request will not."""
+    """Timeouts, lost connections, 429 and 5xx may pass; a bad key or an unknown agent will not (for any
+    window of the agent), nor will a refused request (400, 422: for this window)."""
     if isinstance(error, letta_client.APITimeoutError):
         return AgentCallFailed(agent, "Letta did not answer in time", transient=True, settled=False)
     if isinstance(error, letta_client.APIConnectionError):
@@ -157,7 +167,7 @@ def classify(agent: str, error: letta_client.APIError) -> AgentCallFailed:
     if isinstance(error, letta_client.APIStatusError):
         status = error.status_code
         transient = status == 429 or status >= 500 or status == 409
-        meaning = {401: "Letta refused the API key", 403: "the API key may not use this agent",
-                   404: "no such agent on the Letta server", 422: "Letta rejected the request"}.get(status, "")
-        return AgentCallFailed(agent, f"{meaning or 'Letta answered'} (HTTP {status})", transient=transient)
+        meaning = {**AGENT_REFUSED, 422: "Letta rejected the request"}.get(status, "")
+        return AgentCallFailed(agent, f"{meaning or 'Letta answered'} (HTTP {status})", transient=transient,
+                               whole_agent=status in AGENT_REFUSED)
     return AgentCallFailed(agent, f"Letta error: {error}", transient=False)

@@ -55,18 +55,23 @@ def agents_status(settings: Settings, figures: dict[str, list[tuple]]) -> dict[s
     names += sorted((set(windows) | set(circuits)) - set(names))
     result = {}
     for name in names:
-        answered, silent, failed, waiting, retries, letta_p50, letta_p95, last_answer = windows.get(
-            name, (0, 0, 0, 0, 0, None, None, None))
-        state, failures, opened_at = circuits.get(name, ("closed", 0, None))
-        done = answered + silent + failed
+        (answered, silent, failed, quarantined, waiting, calls, failed_calls, retries, letta_p50, letta_p95,
+         last_answer) = windows.get(name, (0, 0, 0, 0, 0, 0, 0, 0, None, None, None))
+        state, failures, opened_at, reason = circuits.get(name, ("closed", 0, None, None))
+        done = answered + silent + failed + quarantined
         result[name] = {
             "configured": name in {agent.name for agent in settings.agents},
             "circuit": state,
             "failures_in_a_row": failures,
             "circuit_opened_at": iso(opened_at),
-            "windows": {"answered": answered, "silent": silent, "failed": failed, "waiting": waiting},
+            "circuit_reason": reason,
+            "windows": {"answered": answered, "silent": silent, "failed": failed, "quarantined": quarantined,
+                        "waiting": waiting},
             "silence_rate": round(silent / (answered + silent), 3) if answered + silent else None,
-            "error_rate": round(failed / done, 3) if done else None,
+            "error_rate": round((failed + quarantined) / done, 3) if done else None,
+            # attempts to deliver a window, as the errors report counts them: each failed one is one log line
+            "calls": int(calls or 0),
+            "failed_calls": int(failed_calls or 0),
             "retries": int(retries or 0),
             "letta_ms_p50": rounded(letta_p50),
             "letta_ms_p95": rounded(letta_p95),
@@ -92,12 +97,14 @@ def render(report: dict[str, Any]) -> str:
     for name, agent in report["agents"].items():
         windows = agent["windows"]
         circuit = agent["circuit"] if agent["circuit"] == "closed" else (
-            f"{agent['circuit'].upper()} since {agent['circuit_opened_at']} after {agent['failures_in_a_row']} failures")
+            f"{agent['circuit'].upper()} since {agent['circuit_opened_at']} after {agent['failures_in_a_row']} failures"
+            + (f" ({agent['circuit_reason']})" if agent["circuit_reason"] else ""))
         replies = ", ".join(f"{count} {state}" for state, count in agent["replies"].items()) or "none"
         lines.append(
             f"agent {name}{'' if agent['configured'] else ' (not configured)'}: circuit {circuit}; "
             f"windows {windows['answered']} answered, {windows['silent']} silent, {windows['failed']} failed, "
-            f"{windows['waiting']} waiting, {agent['retries']} retries; "
+            f"{windows['quarantined']} quarantined, {windows['waiting']} waiting; "
+            f"calls {agent['calls']}, {agent['failed_calls']} failed, {agent['retries']} retries; "
             f"Letta p50 {milliseconds(agent['letta_ms_p50'])}, p95 {milliseconds(agent['letta_ms_p95'])}; "
             f"replies {replies}"
         )

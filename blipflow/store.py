@@ -78,12 +78,12 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS windows (
     id VARCHAR PRIMARY KEY,
     agent VARCHAR NOT NULL,
-    state VARCHAR NOT NULL,           -- pending | sending | answered | silent | failed
+    state VARCHAR NOT NULL,           -- pending | sending | answered | silent | failed | quarantined | dropped
     size INTEGER NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
     sent_at TIMESTAMPTZ,
     finished_at TIMESTAMPTZ,
-    attempts INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,  -- attempts that ended (answered, silent, recovered or failed)
     error VARCHAR,
     settled BOOLEAN,                  -- for a failure: Letta answered it (false: a timeout, it may go on)
     letta_ms DOUBLE
@@ -122,6 +122,13 @@ CREATE TABLE IF NOT EXISTS replies (
 );
 -- The outbox as publish keeps it: a reply is queued, then posted (every part on the PDS) or failed.
 ALTER TABLE replies ADD COLUMN IF NOT EXISTS error VARCHAR;
+-- Each attempt's outcome, counted once: what logs, `blipflow status` and the errors report all count.
+ALTER TABLE windows ADD COLUMN IF NOT EXISTS failures INTEGER DEFAULT 0;   -- attempts that failed
+-- Failed attempts of the window's own making (a bug, data the code cannot handle, a request Letta
+-- refuses) since it was opened or retried by hand; at dispatch.quarantine_after it is quarantined.
+ALTER TABLE windows ADD COLUMN IF NOT EXISTS strikes INTEGER DEFAULT 0;
+ALTER TABLE windows ADD COLUMN IF NOT EXISTS retry_at TIMESTAMPTZ;         -- a failed window waits until then
+ALTER TABLE circuits ADD COLUMN IF NOT EXISTS reason VARCHAR;              -- the failure that opened it
 -- Each blip a reply went out as (a long reply is a series of parts), with the account that posted it.
 CREATE TABLE IF NOT EXISTS posts (
     reply_id VARCHAR NOT NULL,
@@ -163,7 +170,8 @@ CANDIDATE_BLIP = "b.collection = 'stream.thought.blip' AND NOT b.deleted AND b.c
 
 # The columns a `Blip` and a `dispatch.Window` are read from, in their field order.
 BLIP_FIELDS = "b.uri, b.did, i.handle, i.display_name, b.time_us, b.created_at, b.content, b.reply_parent_uri"
-WINDOW_FIELDS = "id, agent, state, size, sent_at, settled"
+WINDOW_FIELDS = "id, agent, state, size, sent_at, settled, retry_at"
+WINDOW_RECORD_FIELDS = "id, agent, state, size, created_at, attempts, failures, error, retry_at"
 
 LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 
@@ -174,6 +182,31 @@ class StoreError(Exception):
 
 class StoreBusy(StoreError):
     """Another process kept the store locked for longer than the lock timeout."""
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """An agent's circuit breaker as dispatch last left it."""
+
+    state: str  # closed | open | half_open
+    failures: int  # failed calls in a row
+    opened_at: datetime | None
+    reason: str | None  # the failure that opened it
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    """A window as the ledger shows it to a person (`blipflow windows`)."""
+
+    id: str
+    agent: str
+    state: str
+    size: int
+    created_at: datetime
+    attempts: int
+    failures: int
+    error: str | None
+    retry_at: datetime | None
 
 
 @dataclass
@@ -463,11 +496,11 @@ class Store:
         return [Blip(*row) for row in rows]
 
     def window(self, window_id: str) -> tuple:
-        """(id, agent, state, size, sent_at, settled) of one window, as it is now."""
+        """(id, agent, state, size, sent_at, settled, retry_at) of one window, as it is now."""
         return self.query_all(f"SELECT {WINDOW_FIELDS} FROM windows WHERE id = ?", [window_id])[0]
 
     def windows_in(self, states: list[str], agent: str | None = None) -> list[tuple]:
-        """(id, agent, state, size, sent_at, settled) of the windows in `states`, oldest first."""
+        """(id, agent, state, size, sent_at, settled, retry_at) of the windows in `states`, oldest first."""
         return self.query_all(
             f"""SELECT {WINDOW_FIELDS} FROM windows WHERE state IN (SELECT unnest($states))
                AND ($agent IS NULL OR agent = $agent) ORDER BY created_at""",
@@ -476,8 +509,7 @@ class Store:
 
     def mark_sending(self, window_id: str) -> None:
         with self.transaction() as db:
-            db.execute("""UPDATE windows SET state = 'sending', sent_at = now(), attempts = attempts + 1
-                          WHERE id = ?""", [window_id])
+            db.execute("UPDATE windows SET state = 'sending', sent_at = now() WHERE id = ?", [window_id])
 
     def finish_window(self, window_id: str, agent: str, replies: list[str], letta_ms: float) -> None:
         """The agent answered (or chose silence): its replies go to the outbox with the window's outcome."""
@@ -485,28 +517,60 @@ class Store:
             for position, content in enumerate(replies):
                 db.execute("INSERT INTO replies (id, window_id, agent, position, content) VALUES (?, ?, ?, ?, ?)",
                            [f"{window_id}:{position}", window_id, agent, position, content])
-            db.execute("""UPDATE windows SET state = ?, finished_at = now(), letta_ms = ?, error = NULL
-                          WHERE id = ?""", ["answered" if replies else "silent", letta_ms, window_id])
+            db.execute("""UPDATE windows SET state = ?, finished_at = now(), letta_ms = ?, error = NULL,
+                          attempts = attempts + 1, retry_at = NULL WHERE id = ?""",
+                       ["answered" if replies else "silent", letta_ms, window_id])
 
-    def fail_window(self, window_id: str, error: str, *, settled: bool) -> None:
-        """A window that could not be delivered; it stays in the ledger to be sent again later."""
+    def fail_window(self, window_id: str, error: str, *, settled: bool, retry_at: datetime | None = None,
+                    strike: bool = False) -> int:
+        """A failed attempt: the window stays in the ledger to be sent again, not before `retry_at`. A
+        `strike` is a failure of the window's own making; returns how many it has had."""
         with self.transaction() as db:
-            db.execute("UPDATE windows SET state = 'failed', error = ?, settled = ? WHERE id = ?",
-                       [error, settled, window_id])
+            return db.execute(
+                """UPDATE windows SET state = 'failed', error = ?, settled = ?, retry_at = ?, attempts = attempts + 1,
+                   failures = failures + 1, strikes = strikes + ? WHERE id = ? RETURNING strikes""",
+                [error, settled, retry_at, int(strike), window_id],
+            ).fetchone()[0]
 
-    def save_circuit(self, agent: str, state: str, failures: int, opened_at: datetime | None) -> None:
+    def quarantine_window(self, window_id: str) -> None:
+        """Set a failed window aside: its agent goes on with the next, and a person decides (retry or drop)."""
+        with self.transaction() as db:
+            db.execute("UPDATE windows SET state = 'quarantined', retry_at = NULL, finished_at = now() WHERE id = ?",
+                       [window_id])
+
+    def window_records(self, states: list[str]) -> list[WindowRecord]:
+        """The windows in `states`, oldest first, as a person reads them."""
+        rows = self.query_all(
+            f"""SELECT {WINDOW_RECORD_FIELDS} FROM windows WHERE state IN (SELECT unnest(?))
+                ORDER BY created_at""", [states])
+        return [WindowRecord(*row) for row in rows]
+
+    def retry_or_drop_window(self, window_id: str, state: str) -> WindowRecord | None:
+        """A failed or quarantined window put into `state` by hand: 'failed' to send it again now (with
+        dispatch.quarantine_after attempts anew), 'dropped' never to send it. Returns the window as it was
+        (one in another state is left alone), None when there is no such window."""
+        with self.transaction() as db:
+            row = db.execute(f"SELECT {WINDOW_RECORD_FIELDS} FROM windows WHERE id = ?", [window_id]).fetchone()
+            if row is None:
+                return None
+            record = WindowRecord(*row)
+            if record.state in ("failed", "quarantined"):
+                db.execute("UPDATE windows SET state = ?, retry_at = NULL, strikes = 0 WHERE id = ?", [state, window_id])
+            return record
+
+    def save_circuit(self, agent: str, state: str, failures: int, opened_at: datetime | None,
+                     reason: str | None = None) -> None:
         with self.transaction() as db:
             db.execute(
-                """INSERT INTO circuits (agent, state, failures, opened_at) VALUES (?, ?, ?, ?)
+                """INSERT INTO circuits (agent, state, failures, opened_at, reason) VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT (agent) DO UPDATE SET state = excluded.state, failures = excluded.failures,
-                   opened_at = excluded.opened_at, updated_at = now()""",
-                [agent, state, failures, opened_at],
+                   opened_at = excluded.opened_at, reason = excluded.reason, updated_at = now()""",
+                [agent, state, failures, opened_at, reason],
             )
 
-    def circuits(self) -> dict[str, tuple[str, int, datetime | None]]:
-        """agent → (state, failures in a row, opened at)."""
-        rows = self.query_all("SELECT agent, state, failures, opened_at FROM circuits")
-        return {agent: (state, failures, opened_at) for agent, state, failures, opened_at in rows}
+    def circuits(self) -> dict[str, Circuit]:
+        rows = self.query_all("SELECT agent, state, failures, opened_at, reason FROM circuits")
+        return {agent: Circuit(*fields) for agent, *fields in rows}
 
     def status_figures(self) -> dict[str, list[tuple]]:
         """The raw figures behind `blipflow status`, read in one open of the file."""
@@ -523,14 +587,16 @@ class Store:
                 "windows": self.query_all(
                     """SELECT agent,
                               count(*) FILTER (state = 'answered'), count(*) FILTER (state = 'silent'),
-                              count(*) FILTER (state = 'failed'), count(*) FILTER (state IN ('pending', 'sending')),
-                              sum(greatest(attempts - 1, 0)),
+                              count(*) FILTER (state = 'failed'), count(*) FILTER (state = 'quarantined'),
+                              count(*) FILTER (state IN ('pending', 'sending')),
+                              sum(attempts), sum(failures), sum(greatest(attempts - 1, 0)),
                               median(letta_ms) FILTER (state IN ('answered', 'silent')),
                               quantile_cont(letta_ms, 0.95) FILTER (state IN ('answered', 'silent')),
                               max(finished_at)
                        FROM windows GROUP BY agent ORDER BY agent"""),
                 "replies": self.query_all("SELECT agent, state, count(*) FROM replies GROUP BY ALL ORDER BY ALL"),
-                "circuits": self.query_all("SELECT agent, state, failures, opened_at FROM circuits ORDER BY agent"),
+                "circuits": self.query_all(
+                    "SELECT agent, state, failures, opened_at, reason FROM circuits ORDER BY agent"),
             }
 
     def replies_since(self, agent: str, since: datetime) -> int:

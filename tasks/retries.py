@@ -8,7 +8,9 @@ from blipflow.failures import Failure
 
 
 def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    """Timeouts, lost connections, 429 and 5xx are retried; refused credentials or requests are not."""
+    """Timeouts, lost connections, 429 and 5xx are retried, and so is a window that failed for a reason
+    of its own (until it is quarantined); refused credentials or requests are not, nor is a failure after
+    which the agent's circuit is open (its failure says so: not transient)."""
     try:
         state.result()
     except Failure as failure:

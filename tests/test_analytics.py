@@ -152,9 +152,10 @@ def test_silence_rate_per_agent(history: Store) -> None:
 
 def test_error_and_retry_rates_per_agent(history: Store) -> None:
     assert rows(history, "errors", columns=("agent", "windows_sent", "calls", "failed_calls", "error_rate",
-                                            "retried_windows", "retry_rate", "failing", "top_error")) == [
-        ("sage", 1, 2, 1, 0.5, 1, 1.0, 0, None),  # timed out once, answered at the second call
-        ("scout", 3, 4, 2, 0.5, 1, 0.3333, 1, "letta 500"),  # one window failed twice
+                                            "retried_windows", "retry_rate", "failing", "quarantined",
+                                            "top_error")) == [
+        ("sage", 1, 2, 1, 0.5, 1, 1.0, 0, 0, None),  # timed out once, answered at the second call
+        ("scout", 3, 4, 2, 0.5, 1, 0.3333, 1, 0, "letta 500"),  # one window failed twice
     ]
 
 

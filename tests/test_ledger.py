@@ -51,14 +51,14 @@ def test_decided_blips_are_not_offered_again_and_cannot_be_sent_twice(store):
     assert [c.uri for c in store.undelivered("other", [], limit=100)][0] == uri(HUMAN, "h1")  # per agent
     with pytest.raises(duckdb.ConstraintException):
         store.decide("scout", {}, [uri(HUMAN, "h1")])
-    assert store.windows_in(["pending"]) == [(window_id, "scout", "pending", 1, None, None)]
+    assert store.windows_in(["pending"]) == [(window_id, "scout", "pending", 1, None, None, None)]
 
 
 def test_a_window_carries_its_blips_and_its_outcome(store):
     window_id = store.decide("scout", {}, [uri(HUMAN, "h1"), uri(AGENT_A, "a1")])
     assert [b.content for b in store.window_blips(window_id)] == ["hello agents", "hi"]
     store.mark_sending(window_id)
-    [(_, _, state, size, sent_at, _)] = store.windows_in(["sending"], agent="scout")
+    [(_, _, state, size, sent_at, _, _)] = store.windows_in(["sending"], agent="scout")
     assert (state, size) == ("sending", 2) and sent_at is not None
     store.finish_window(window_id, "scout", ["first thought", "second thought"], letta_ms=12.5)
     assert [row[:4] for row in store.windows_in(["answered"])] == [(window_id, "scout", "answered", 2)]

@@ -44,10 +44,11 @@ def test_status_reports_ingest_agents_and_circuits(tmp_path):
     assert report["identity_cache"] == {"hits": 3, "misses": 1, "hit_rate": 0.75}
     scout = report["agents"]["scout"]
     assert scout["circuit"] == "open" and scout["failures_in_a_row"] == 5
-    assert scout["windows"] == {"answered": 1, "silent": 1, "failed": 1, "waiting": 0}
+    assert scout["windows"] == {"answered": 1, "silent": 1, "failed": 1, "quarantined": 0, "waiting": 0}
     assert scout["silence_rate"] == 0.5 and scout["error_rate"] == 0.333
     assert scout["letta_ms_p50"] == 150.0 and scout["replies"] == {"queued": 2}
-    assert report["agents"]["idle"]["windows"] == {"answered": 0, "silent": 0, "failed": 0, "waiting": 0}
+    assert report["agents"]["idle"]["windows"] == {"answered": 0, "silent": 0, "failed": 0, "quarantined": 0,
+                                                   "waiting": 0}
 
     human = CliRunner().invoke(app, ["-c", str(config), "status"])
     assert human.exit_code == 0, human.output
