@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from prefect import get_run_logger
 from prefect.futures import PrefectConcurrentFuture
 
 from blipflow.shutdown import stop_on_signals
@@ -29,8 +28,8 @@ def results_in_lanes(
     poll_interval: float,
     until_idle: bool = False,
 ) -> Iterator[Any]:
-    """The result of every task run that completed, as it completes; a failed one is logged (one line)."""
-    logger = get_run_logger()
+    """The result of every task run that completed, as it completes (a failed one is already in the log,
+    once: the task run's `Finished in state Failed(…)` line)."""
     stopping = threading.Event()
     running: dict[str, PrefectConcurrentFuture[Any]] = {}
 
@@ -39,8 +38,6 @@ def results_in_lanes(
             future.wait()
             if future.state.is_completed():
                 yield future.result()
-            else:
-                logger.error("%s", future.state.message)
 
     with stop_on_signals(stopping.set):
         while not stopping.is_set():

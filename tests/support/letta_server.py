@@ -427,15 +427,17 @@ class LettaServer:
             self.model.stop()
 
 
-def _get_json(url: str, timeout: float = 3.0) -> Any:
+def _get_json(url: str, timeout: float = 3.0, api_key: str | None = None) -> Any:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=timeout) as response:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
         return json.loads(response.read())
 
 
 def start_letta_server(run_dir: Path, model: ScriptedModel | None = None, timeout: float = 180.0,
-                       install: bool = True) -> LettaServer:
-    """Install if needed, then start PostgreSQL, create the schema, start Letta and wait until healthy."""
+                       install: bool = True, api_key: str | None = None) -> LettaServer:
+    """Install if needed, then start PostgreSQL, create the schema, start Letta and wait until healthy.
+    With `api_key`, Letta runs in its secure mode: a request without that key is answered 401."""
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -470,6 +472,7 @@ def start_letta_server(run_dir: Path, model: ScriptedModel | None = None, timeou
         # files, ...) goes to the scripted model's proxy trap on loopback and is refused and logged.
         "HTTP_PROXY": trap, "HTTPS_PROXY": trap, "ALL_PROXY": trap,
         "http_proxy": trap, "https_proxy": trap, "all_proxy": trap,
+        **({"LETTA_SERVER_SECURE": "true", "LETTA_SERVER_PASSWORD": api_key} if api_key else {}),
     })
     t = time.monotonic()
     with open(log_path, "wb") as log:
@@ -479,7 +482,7 @@ def start_letta_server(run_dir: Path, model: ScriptedModel | None = None, timeou
             start_new_session=True,
         )
     server = LettaServer(f"http://127.0.0.1:{port}", model, pg, process, run_dir, log_path, venv, timings,
-                         start_watchdog(process.pid), owns_model)
+                         start_watchdog(process.pid), owns_model, **({"api_key": api_key} if api_key else {}))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -488,7 +491,8 @@ def start_letta_server(run_dir: Path, model: ScriptedModel | None = None, timeou
         try:
             if _get_json(f"{server.base_url}/v1/health/").get("status") == "ok":
                 timings["letta_startup"] = time.monotonic() - t
-                handles = {m.get("handle") for m in _get_json(f"{server.base_url}/v1/models/", timeout=30)}
+                handles = {m.get("handle") for m in _get_json(f"{server.base_url}/v1/models/", timeout=30,
+                                                              api_key=api_key)}
                 if MODEL_HANDLE not in handles:
                     server.stop()
                     raise RuntimeError(f"Letta does not list {MODEL_HANDLE}; it lists {sorted(h for h in handles if h)}")
@@ -561,6 +565,17 @@ def scripted_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scripte
 @pytest.fixture(scope="session")
 def letta_server(scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LettaServer]:
     server = start_letta_server(tmp_path_factory.mktemp("letta-server"), model=scripted_model)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def keyed_letta_server(scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LettaServer]:
+    """A second real Letta server, in its secure mode: only `api_key` opens it (a wrong key gets 401)."""
+    server = start_letta_server(tmp_path_factory.mktemp("keyed-letta-server"), model=scripted_model,
+                                api_key="letta-test-key-k3y")
     try:
         yield server
     finally:
