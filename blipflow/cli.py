@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from collections.abc import Callable, Iterator
@@ -199,7 +200,7 @@ def list_windows(
     """Windows that failed (waiting to be sent again) or were quarantined, oldest first."""
     for record in existing_store(settings()).window_records(["failed", "quarantined"]):
         if output is Output.json:
-            typer.echo(json.dumps(dataclasses.asdict(record), default=str))
+            typer.echo(json.dumps(dataclasses.asdict(record), default=datetime.isoformat))
         else:
             waits = f", next try after {record.retry_at:%Y-%m-%d %H:%M:%S}" if record.state == "failed" and record.retry_at else ""
             typer.echo(f"{record.id}  {record.agent}  {record.state}  {record.size} blips, {record.attempts} attempts, "

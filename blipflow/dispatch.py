@@ -34,7 +34,7 @@ from blipflow.letta import AgentCallFailed, Answer, LettaGateway, StillAnswering
 from blipflow.notices import Notice, Notify, agent_resource, nobody
 from blipflow.policy import decide
 from blipflow.prompt import window_messages
-from blipflow.store import Store
+from blipflow.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,8 @@ class Dispatcher:
             if failure.transient or failure.whole_agent:
                 raise self.agent_failed(window, failure) from None
             return self.window_failed(window, failure, settled=failure.settled)
+        except StoreError:
+            raise  # the store is busy or broken: nothing to do with the window (the task's retry may pass)
         except Exception as error:  # noqa: BLE001 - a bug or data the code cannot handle: the window's, not the agent's
             # Letta may have it if the failure came after the call: it is looked up there before a resend.
             return self.window_failed(window, error, settled=False)

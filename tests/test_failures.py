@@ -30,7 +30,7 @@ from blipflow.config import load_settings
 from blipflow.status import status
 from blipflow.store import Store
 from tests.support.pds_proxy import PdsProxy
-from tests.test_dispatch import HUMAN, post, replies
+from tests.test_dispatch import HUMAN, deliver_all, dispatcher_for, post, replies
 
 WRONG_KEY = "not-the-letta-key"
 NO_AGENT = "agent-00000000-0000-4000-8000-000000000000"
@@ -224,3 +224,21 @@ def test_a_dropped_window_is_never_sent(tmp_path, letta_server, prefect_server, 
     again = blipflow_cli(config, "windows", "drop", poisoned)
     assert str(again.exception) == (f"window {poisoned}: it is dropped; only failed or quarantined windows can be "
                                     "retried or dropped")
+
+
+def test_a_request_letta_refuses_is_quarantined_at_once_and_the_agent_goes_on(tmp_path, letta_server, monkeypatch):
+    dispatcher = dispatcher_for(tmp_path, letta_server, {"name": "scout", "agent_id": letta_server.create_agent()})
+    make = blipflow.dispatch.window_messages
+
+    def refused_shape(agent, blips):  # a request Letta cannot take: a message of no known role
+        return [{"role": "nobody", "content": "?"}] if "refused" in blips[0].content else make(agent, blips)
+
+    monkeypatch.setattr(blipflow.dispatch, "window_messages", refused_shape)
+    post(dispatcher.store, HUMAN, "refused")
+    post(dispatcher.store, HUMAN, "fine")
+    delivered = deliver_all(dispatcher)
+    assert [(d.outcome, d.reason) for d in delivered] == [
+        ("quarantined", "agent scout: Letta rejected the request (HTTP 422)"), ("answered", None)]
+    assert dispatcher.breakers["scout"].failures == 0  # not the agent's failure
+    assert dispatcher.store.query_all("SELECT state, attempts, failures FROM windows ORDER BY created_at") == [
+        ("quarantined", 1, 1), ("answered", 1, 0)]

@@ -64,6 +64,7 @@ def status_error(status: int) -> letta_client.APIStatusError:
 def test_errors_are_sorted_by_whether_a_retry_may_help(status, transient, words):
     failure = classify("scout", status_error(status))
     assert failure.transient is transient
+    assert failure.whole_agent is (status in (401, 404))  # no call to the agent can work; 422: this request
     assert str(failure).startswith("agent scout: ") and words in str(failure)
 
 
@@ -77,10 +78,17 @@ def test_the_breaker_opens_after_k_failures_half_opens_after_the_cooldown_and_cl
     breaker = Breaker("scout", failures_to_open=3, cooldown=10)
     for now in (0, 1, 2):
         assert breaker.allows(now)
-        breaker.failed(now)
+        assert breaker.failed(now, "HTTP 503") is (now == 2)  # open after it: the caller stops calling
     assert breaker.state == "open" and not breaker.allows(5)
     assert breaker.allows(12) and breaker.state == "half_open"
-    breaker.failed(12)  # the trial failed: open again, for another cooldown
+    assert breaker.failed(12, "HTTP 503")  # the trial failed: open again, for another cooldown
     assert not breaker.allows(15) and breaker.allows(22)
     breaker.succeeded()
-    assert breaker.state == "closed" and breaker.failures == 0
+    assert breaker.state == "closed" and breaker.failures == 0 and breaker.reason is None
+
+
+def test_a_failure_that_no_call_can_escape_opens_the_breaker_at_once():
+    breaker = Breaker("scout", failures_to_open=5, cooldown=10)
+    assert breaker.failed(0, "Letta refused the API key (HTTP 401)", at_once=True)
+    assert (breaker.state, breaker.failures, breaker.reason) == ("open", 1, "Letta refused the API key (HTTP 401)")
+    assert not breaker.allows(9) and breaker.allows(10)
