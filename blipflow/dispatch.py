@@ -201,6 +201,8 @@ class Dispatcher:
         try:
             answer, outcome = self.call(agent, window.id)
         except StillAnswering:
+            # Letta has it: looked at again in a few seconds, not after the cooldown a failure set.
+            self.store.clear_retry_at(window.id)
             self.rechecks[window.id] = time.monotonic() + RECHECK_SECONDS
             return Delivery(window.id, agent.name, window.size, 0, 0.0, "in_flight")
         except AgentCallFailed as failure:

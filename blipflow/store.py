@@ -532,6 +532,10 @@ class Store:
                 [error, settled, retry_at, int(strike), window_id],
             ).fetchone()[0]
 
+    def clear_retry_at(self, window_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE windows SET retry_at = NULL WHERE id = ?", [window_id])
+
     def quarantine_window(self, window_id: str) -> None:
         """Set a failed window aside: its agent goes on with the next, and a person decides (retry or drop)."""
         with self.transaction() as db:

@@ -56,8 +56,10 @@ def test_a_timed_out_window_is_not_sent_again_while_it_may_still_be_answered(tmp
             assert failure.transient and not failure.settled
         # Prefect's retry hands over the window as it was before the first attempt
         assert dispatcher.deliver(window).outcome == "in_flight"
-        time.sleep(1.5)  # Letta (here the fake) finishes the call nobody waits for any more
-        assert dispatcher.deliver(window).outcome == "recovered"
+        time.sleep(2.0)  # Letta (here the fake) finishes the call nobody waits for any more
+        [again] = dispatcher.plan()  # looked at again within seconds, not after the failure's cooldown
+        assert again.id == window.id
+        assert dispatcher.deliver(again).outcome == "recovered"
         assert fake.calls == 1
         [(reply,)] = dispatcher.store.query_all("SELECT content FROM replies")
         assert reply.startswith("echo: ") and reply.endswith("] slow")
