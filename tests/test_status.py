@@ -29,7 +29,8 @@ def test_status_reports_ingest_agents_and_circuits(tmp_path):
     store.finish_window(quiet, "scout", [], 100.0)
     broken = store.decide("scout", {}, [uri(HUMAN, "k2")])
     store.fail_window(broken, "agent scout: no such agent on the Letta server (HTTP 404)", settled=True)
-    store.save_circuit("scout", "open", 5, datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc))
+    store.save_circuit("scout", "open", 5, datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc),
+                       "no such agent on the Letta server (HTTP 404)")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"store": {"path": str(store.path)},
                                       "agents": [{"name": "scout", "agent_id": "agent-1"},
@@ -46,13 +47,16 @@ def test_status_reports_ingest_agents_and_circuits(tmp_path):
     assert scout["circuit"] == "open" and scout["failures_in_a_row"] == 5
     assert scout["windows"] == {"answered": 1, "silent": 1, "failed": 1, "quarantined": 0, "waiting": 0}
     assert scout["silence_rate"] == 0.5 and scout["error_rate"] == 0.333
+    assert (scout["calls"], scout["failed_calls"], scout["retries"]) == (3, 1, 0)  # what the errors report counts
     assert scout["letta_ms_p50"] == 150.0 and scout["replies"] == {"queued": 2}
     assert report["agents"]["idle"]["windows"] == {"answered": 0, "silent": 0, "failed": 0, "quarantined": 0,
                                                    "waiting": 0}
 
     human = CliRunner().invoke(app, ["-c", str(config), "status"])
     assert human.exit_code == 0, human.output
-    assert "agent scout: circuit OPEN since 2026-11-22T06:00:00+00:00 after 5 failures" in human.output
+    assert ("agent scout: circuit OPEN since 2026-11-22T06:00:00+00:00 after 5 failures (no such agent on the "
+            "Letta server (HTTP 404)); windows 1 answered, 1 silent, 1 failed, 0 quarantined, 0 waiting; "
+            "calls 3, 1 failed, 0 retries;") in human.output
     assert "bad input: not_json 3" in human.output
 
 
