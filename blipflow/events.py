@@ -21,7 +21,7 @@ NSID_PATTERN = r"[a-zA-Z][a-zA-Z0-9-]{0,62}(\.[a-zA-Z0-9-]{1,63}){2,}"
 RKEY_PATTERN = r"[A-Za-z0-9._~:-]{1,512}"
 HANDLE_PATTERN = r"([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 RECORD_URI_PATTERN = rf"at://({DID_PATTERN}|{HANDLE_PATTERN})/{NSID_PATTERN}/{RKEY_PATTERN}"
-CID_PATTERN = r"[A-Za-z0-9]{1,256}"  # the string form of a CID (multibase base32 or base58)
+CID_PATTERN = r"[A-Za-z0-9_-]{1,256}"  # the string form of a CID (multibase base32, base58 or base64url)
 MAX_DID_LENGTH = 2048
 
 # The instants every reader can hold, in any time zone: Python's datetime holds years 1 to 9999 only.
