@@ -135,6 +135,7 @@ CREATE TABLE IF NOT EXISTS posts (
 );
 """
 
+
 def readable_date(moment: str) -> str:
     """SQL: the TIMESTAMPTZ `moment` when every reader can hold it (see events.py), else NULL."""
     earliest, latest = (f"TIMESTAMPTZ '{date.isoformat()}'" for date in (EARLIEST_DATE, LATEST_DATE))

@@ -221,3 +221,20 @@ def test_a_created_at_that_is_not_a_readable_date_is_no_date_and_shows_when_the_
     assert blip.created_at is None
     seen = datetime.fromtimestamp(time_us / 1e6, timezone.utc).isoformat(timespec="milliseconds")
     assert f"createdAt: {seen.replace('+00:00', 'Z')}" in format_blip(blip)
+
+
+def test_a_date_stored_before_ingest_checked_dates_reads_as_no_date(store):
+    """Stores written by earlier versions hold such dates already; `history` and dispatch read past them."""
+    did = "did:plc:olderstore0000000000000000"
+    time_us = next(clock)
+    ingestor = Ingestor(store, Frames(), IngestConfig())
+    ingestor.accept(parse_event(frame(did, "old", time_us, {"content": "from before", "createdAt": "x"}, 0, False)))
+    ingestor.flush_everything()
+    store.query_all("UPDATE blips SET created_at = '99999-01-01T00:00:00Z' WHERE did = ?", [did])
+    assert isinstance(store.query_all("SELECT created_at FROM blips WHERE did = ?", [did])[0][0], str)  # as DuckDB has it
+
+    [blip] = store.latest_blips(1, [did])
+    assert blip.created_at is None
+    window = store.window_blips(store.decide(AGENT.name, {}, [blip.uri]))
+    assert [one.created_at for one in window] == [None]
+    assert ISO_DATE.fullmatch(blip_text(AGENT, window[0]).split("createdAt: ", 1)[1].split("\n", 1)[0])
