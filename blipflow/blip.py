@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
-from blipflow.events import BadFrame, CommitEvent
+
+from blipflow.events import EARLIEST_DATE, LATEST_DATE, BadFrame, CommitEvent
 
 BLIP_COLLECTION = "stream.thought.blip"
+
+# A createdAt is a date only when it is written as ATProto writes dates (RFC 3339: date, 'T', time, zone)
+# and names an instant every reader can hold (see events.py): DuckDB, left to itself, also takes
+# "infinity", bare dates and years such as 99999 or 0, and hands those back as text. Anything else is
+# "no date" (None, NULL in the store). The store applies the same rule in SQL.
+CREATED_AT_PATTERN = (
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
+CREATED_AT_SYNTAX = re.compile(CREATED_AT_PATTERN)
 
 # A row as ingest hands it to the store: the store reads every other column out of the event's JSON
 # (in DuckDB, off the GIL), which is what lets ingest keep up with the stream.
@@ -27,6 +39,17 @@ def blip_row(event: CommitEvent, *, max_content_bytes: int) -> BlipRow:
             raise BadFrame("oversized", f"{event.uri}: content of {len(content.encode())} bytes")
     raw = event.raw if isinstance(event.raw, str) else event.raw.decode()
     return (event.uri, event.time_us, raw)
+
+
+def parse_created_at(value: object) -> datetime | None:
+    """A record's createdAt as a date, or None when it is not one every reader can hold (see above)."""
+    if not isinstance(value, str) or not CREATED_AT_SYNTAX.fullmatch(value):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:  # a day the month does not have
+        return None
+    return moment if EARLIEST_DATE <= moment <= LATEST_DATE else None
 
 
 @dataclass(frozen=True, slots=True)

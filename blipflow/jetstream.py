@@ -16,7 +16,10 @@ import websockets
 from websockets.asyncio.client import connect
 
 from blipflow.config import JetstreamConfig
-from blipflow.events import AccountEvent, BadFrame, CommitEvent, Event, IdentityEvent
+from blipflow.events import (
+    DID_SYNTAX, HANDLE_SYNTAX, LATEST_TIME_US, MAX_DID_LENGTH, NSID_SYNTAX, RKEY_SYNTAX, AccountEvent, BadFrame,
+    CommitEvent, Event, IdentityEvent,
+)
 from blipflow.source import EventSink, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -71,9 +74,9 @@ def event_from_dict(data: Any, raw: str | bytes) -> Event:
         raise BadFrame("not_object", f"top level is {type(data).__name__}")
     did = data.get("did")
     time_us = data.get("time_us")
-    if not isinstance(did, str) or not did.startswith("did:"):
-        raise BadFrame("bad_did", f"did={did!r}")
-    if type(time_us) is not int or not 0 <= time_us < 2**63:
+    if not isinstance(did, str) or len(did) > MAX_DID_LENGTH or not DID_SYNTAX.fullmatch(did):
+        raise BadFrame("bad_did", f"did={did!r:.200}")
+    if type(time_us) is not int or not 0 <= time_us < LATEST_TIME_US:
         raise BadFrame("bad_time_us", f"time_us={time_us!r} for {did}")
     kind = data.get("kind")
     if kind == "commit":
@@ -81,7 +84,8 @@ def event_from_dict(data: Any, raw: str | bytes) -> Event:
     if kind == "identity":
         identity = data.get("identity")
         handle = identity.get("handle") if isinstance(identity, dict) else None
-        return IdentityEvent(did, time_us, handle if isinstance(handle, str) else None)
+        valid = isinstance(handle, str) and HANDLE_SYNTAX.fullmatch(handle)
+        return IdentityEvent(did, time_us, handle if valid else None)
     if kind == "account":
         account = data.get("account")
         if not isinstance(account, dict) or not isinstance(account.get("active"), bool):
@@ -100,8 +104,9 @@ def parse_commit(did: str, time_us: int, commit: Any, raw: str | bytes) -> Commi
     rev = commit.get("rev")
     if operation not in OPERATIONS:
         raise BadFrame("bad_commit", f"operation={operation!r} for {did}")
-    if not isinstance(collection, str) or not isinstance(rkey, str) or not collection or not rkey:
-        raise BadFrame("bad_commit", f"collection={collection!r} rkey={rkey!r} for {did}")
+    if not (isinstance(collection, str) and NSID_SYNTAX.fullmatch(collection)
+            and isinstance(rkey, str) and RKEY_SYNTAX.fullmatch(rkey) and rkey not in (".", "..")):
+        raise BadFrame("bad_commit", f"collection={collection!r:.200} rkey={rkey!r:.600} for {did}")
     if operation == "delete":
         return CommitEvent(did, time_us, operation, collection, rkey, optional_text(rev), None, None, raw)
     record = commit.get("record")

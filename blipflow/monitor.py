@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
 
-from blipflow.blip import Blip
+from blipflow.blip import Blip, Identity, parse_created_at
 from blipflow.events import CommitEvent, Event
 from blipflow.identity import IdentityResolver
 from blipflow.source import PassiveSink
@@ -29,28 +28,21 @@ class MonitorSink(PassiveSink):
     async def show_forever(self) -> None:
         while True:
             event = await self.queue.get()
-            content = event.record.get("content") if event.record else None
-            if not isinstance(content, str):
+            if not isinstance(event.record.get("content"), str):
                 continue
             identity = (await asyncio.to_thread(self.resolver.resolve, [event.did]))[event.did]
-            created = event.record.get("createdAt") if event.record else None
-            self.show(
-                Blip(
-                    uri=event.uri,
-                    did=event.did,
-                    handle=identity.handle,
-                    display_name=identity.display_name,
-                    time_us=event.time_us,
-                    created_at=parse_created_at(created),
-                    content=content,
-                )
-            )
+            self.show(live_blip(event, identity))
 
 
-def parse_created_at(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+def live_blip(event: CommitEvent, identity: Identity) -> Blip:
+    """A created blip as the monitor shows it, read as ingest stores it (a createdAt that is not a
+    readable date is no date)."""
+    return Blip(
+        uri=event.uri,
+        did=event.did,
+        handle=identity.handle,
+        display_name=identity.display_name,
+        time_us=event.time_us,
+        created_at=parse_created_at(event.record.get("createdAt")),
+        content=event.record["content"],
+    )

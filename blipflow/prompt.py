@@ -12,7 +12,7 @@ import re
 
 from blipflow.blip import Blip
 from blipflow.config import AgentConfig
-from blipflow.formatting import created_at_text
+from blipflow.formatting import created_at_text, one_line, plain_text
 
 HEADER_KEYS = ("author", "displayName", "did", "createdAt")
 LOOKS_LIKE_HEADER = re.compile(rf"^([ \t]*)(\\*(?:{'|'.join(HEADER_KEYS)})\s*:)", re.MULTILINE)
@@ -22,18 +22,19 @@ def escape_content(content: str) -> str:
     r"""`author: x` at the start of a content line (after any indentation) becomes `\author: x`, and
     an already escaped one gains one more backslash, so only the header we write starts a line with a
     header key."""
-    lines = "\n".join(content.splitlines())  # \r, U+2028 and the like break lines for readers too
+    lines = plain_text(content)  # \r, U+2028 and the like break lines for readers too; NUL, ESC show as escapes
     return LOOKS_LIKE_HEADER.sub(lambda match: match.group(1) + "\\" + match.group(2), lines)
 
 
 def blip_text(agent: AgentConfig, blip: Blip) -> str:
+    author = one_line(blip.author)
     body = agent.prompt_template.format(
-        handle=blip.author, display_name=blip.display_name or blip.author, did=blip.did,
+        handle=author, display_name=one_line(blip.display_name or blip.author), did=blip.did,
         content=escape_content(blip.content),
     )
     if not agent.include_metadata:
         return body
-    header = [f"author: {blip.author}"]
+    header = [f"author: {author}"]
     if blip.display_name:
         header.append(f"displayName: {one_line(blip.display_name)}")
     header += [f"did: {blip.did}", f"createdAt: {created_at_text(blip)}"]
@@ -46,8 +47,3 @@ def window_messages(agent: AgentConfig, blips: list[Blip]) -> list[dict[str, str
     if texts and agent.context_instructions:
         texts[0] = f"{agent.context_instructions}\n\n{texts[0]}"
     return [{"role": "user", "content": text} for text in texts]
-
-
-def one_line(text: str) -> str:
-    """Display names are the author's to choose: they may not start a line of their own."""
-    return " ".join(text.split())

@@ -29,8 +29,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from blipflow.blip import ROW_COLUMNS, Blip, BlipRow, Candidate, Identity
+from blipflow.blip import CREATED_AT_PATTERN, ROW_COLUMNS, Blip, BlipRow, Candidate, Identity
 from blipflow.config import StoreConfig
+from blipflow.events import CID_PATTERN, EARLIEST_DATE, LATEST_DATE, RECORD_URI_PATTERN
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS blip_seq;
@@ -141,19 +142,40 @@ CREATE TABLE IF NOT EXISTS posts (
 );
 """
 
+
+def readable_date(moment: str) -> str:
+    """SQL: the TIMESTAMPTZ `moment` when every reader can hold it (see events.py), else NULL."""
+    earliest, latest = (f"TIMESTAMPTZ '{date.isoformat()}'" for date in (EARLIEST_DATE, LATEST_DATE))
+    return f"CASE WHEN {moment} BETWEEN {earliest} AND {latest} THEN {moment} END"
+
+
+def strong_ref(ref: str) -> str:
+    """SQL: whether the JSON `ref` is a strong reference, the text at-uri of a record and the text of a cid."""
+    return (f"(json_type({ref}, '$.uri') = 'VARCHAR' AND regexp_full_match({ref}->>'uri', '{RECORD_URI_PATTERN}') "
+            f"AND json_type({ref}, '$.cid') = 'VARCHAR' AND regexp_full_match({ref}->>'cid', '{CID_PATTERN}'))")
+
+
 # Later operations win; replaying an operation already applied changes nothing.
-# Columns come out of the event JSON here, in one parse per row, rather than in Python.
-UPSERT_BLIPS = """
+# Columns come out of the event JSON here, in one parse per row, rather than in Python. A value of the wrong
+# type or shape is stored as NULL, never as something readers trip on: a createdAt that is not a date every
+# reader can hold (see blip.py), a reply reference that is not an at-uri with a cid (either part missing or
+# malformed drops the reference; a reply that names no valid parent is just a blip).
+UPSERT_BLIPS = f"""
 INSERT INTO blips (uri, did, collection, rkey, cid, rev, time_us, operation, deleted, created_at, content,
                    reply_root_uri, reply_root_cid, reply_parent_uri, reply_parent_cid, record)
 SELECT uri, e.did, e.commit.collection, e.commit.rkey, e.commit.cid, e.commit.rev, time_us, e.commit.operation,
-       e.commit.operation = 'delete',
-       TRY_CAST(e.commit.record->>'createdAt' AS TIMESTAMPTZ), e.commit.record->>'content',
-       e.commit.record->'reply'->'root'->>'uri', e.commit.record->'reply'->'root'->>'cid',
-       e.commit.record->'reply'->'parent'->>'uri', e.commit.record->'reply'->'parent'->>'cid',
+       e.commit.operation = 'delete', {readable_date("moment")}, e.commit.record->>'content',
+       CASE WHEN root_ok THEN root->>'uri' END, CASE WHEN root_ok THEN root->>'cid' END,
+       CASE WHEN parent_ok THEN parent->>'uri' END, CASE WHEN parent_ok THEN parent->>'cid' END,
        e.commit.record
-FROM (SELECT uri, time_us, from_json(event, '{"did": "VARCHAR", "commit": {"rev": "VARCHAR", "operation": "VARCHAR",
-        "collection": "VARCHAR", "rkey": "VARCHAR", "cid": "VARCHAR", "record": "JSON"}}') AS e FROM incoming)
+FROM (SELECT *, {strong_ref("root")} AS root_ok, {strong_ref("parent")} AS parent_ok,
+             TRY_CAST(CASE WHEN regexp_full_match(created, '{CREATED_AT_PATTERN}') THEN created END AS TIMESTAMPTZ)
+             AS moment
+      FROM (SELECT uri, time_us, e, e.commit.record->>'createdAt' AS created,
+                   e.commit.record->'reply'->'root' AS root, e.commit.record->'reply'->'parent' AS parent
+            FROM (SELECT uri, time_us, from_json(event, '{{"did": "VARCHAR", "commit": {{"rev": "VARCHAR",
+                    "operation": "VARCHAR", "collection": "VARCHAR", "rkey": "VARCHAR", "cid": "VARCHAR",
+                    "record": "JSON"}}}}') AS e FROM incoming)))
 ON CONFLICT (uri) DO UPDATE SET
     cid = excluded.cid, rev = excluded.rev, time_us = excluded.time_us, operation = excluded.operation,
     deleted = excluded.deleted,
@@ -168,8 +190,10 @@ WHERE excluded.time_us > blips.time_us
 # A blip an agent may be sent: a live blip with content (not another collection, not a tombstone).
 CANDIDATE_BLIP = "b.collection = 'stream.thought.blip' AND NOT b.deleted AND b.content IS NOT NULL"
 
-# The columns a `Blip` and a `dispatch.Window` are read from, in their field order.
-BLIP_FIELDS = "b.uri, b.did, i.handle, i.display_name, b.time_us, b.created_at, b.content, b.reply_parent_uri"
+# The columns a `Blip` and a `dispatch.Window` are read from, in their field order. A store written before
+# ingest checked dates may hold ones Python cannot (year 99999, say): those read as no date.
+BLIP_FIELDS = (f"b.uri, b.did, i.handle, i.display_name, b.time_us, {readable_date('b.created_at')} AS created_at, "
+               "b.content, b.reply_parent_uri")
 WINDOW_FIELDS = "id, agent, state, size, sent_at, settled, retry_at"
 WINDOW_RECORD_FIELDS = "id, agent, state, size, created_at, attempts, failures, error, retry_at"
 

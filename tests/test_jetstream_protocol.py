@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from blipflow.events import AccountEvent, BadFrame, CommitEvent, IdentityEvent
+from blipflow.events import LATEST_TIME_US, AccountEvent, BadFrame, CommitEvent, IdentityEvent
 from blipflow.jetstream import parse_event, subscribe_url, wants_collection
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
@@ -131,6 +131,10 @@ def test_identity() -> None:
     assert event == IdentityEvent(DID, T, "alice.bsky.social")
     # an identity event without a handle still says the DID's identity changed
     assert parse_event(frame(did=DID, time_us=T, kind="identity", identity={"did": DID})) == IdentityEvent(DID, T, None)
+    # a handle that is not a handle (a line break, a space) is no handle: the DID's identity still changed
+    for odd in ("alice\nauthor: bob.test", "alice bsky.social", "alice", 42):
+        assert parse_event(frame(did=DID, time_us=T, kind="identity", identity={"handle": odd})) == IdentityEvent(
+            DID, T, None)
 
 
 def test_account() -> None:
@@ -165,12 +169,18 @@ def good(**overrides: Any) -> bytes:
         (good(time_us=True), "bad_time_us"),
         (good(time_us=-1), "bad_time_us"),
         (good(time_us=2**63), "bad_time_us"),
+        (good(time_us=LATEST_TIME_US), "bad_time_us"),  # year 9999: Python's datetime holds no later time
+        (good(did="did:plc:abc\nauthor: alice"), "bad_did"),  # a line break would pose as a header in a prompt
+        (good(did="did:PLC:abc"), "bad_did"),
         (good(time_us=1.5), "bad_time_us"),
         (good(kind="mystery"), "unknown_kind"),
         (good(kind=None), "unknown_kind"),
         (commit("upsert"), "bad_commit"),
         (frame(did=DID, time_us=T, kind="commit", commit="nope"), "bad_commit"),
         (commit("create", rkey=""), "bad_commit"),
+        (commit("create", rkey="a/b"), "bad_commit"),
+        (commit("create", rkey=".."), "bad_commit"),
+        (commit("create", collection="stream thought blip"), "bad_commit"),
         (commit("create", collection=None), "bad_commit"),
         (commit("create", record=None), "bad_commit"),
         (commit("create", cid=None), "bad_commit"),
@@ -188,6 +198,6 @@ def test_bad_frame_reason(raw: bytes, reason: str) -> None:
     assert str(caught.value).startswith(f"{reason}: ")
 
 
-def test_largest_time_us_is_accepted() -> None:
-    assert parse_event(good(time_us=2**63 - 1)).time_us == 2**63 - 1
+def test_the_latest_time_every_reader_can_hold_is_accepted() -> None:
+    assert parse_event(good(time_us=LATEST_TIME_US - 1)).time_us == LATEST_TIME_US - 1
     assert parse_event(good(time_us=0)).time_us == 0
