@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import importlib
 import json
-import logging
 import os
 import sys
 from datetime import datetime
@@ -25,6 +24,7 @@ from blipflow.analytics_export import export_parquet
 from blipflow.analytics_output import OutputFormat, write_rows
 from blipflow.blip import Blip, with_identity
 from blipflow.config import BlockReference, ConfigError, Settings, load_settings, read_blocks_with
+from blipflow.console_logging import show_own_messages_only
 from blipflow.failures import Failure
 from blipflow.formatting import blip_json, format_blip
 from blipflow.identity import IdentityResolver
@@ -462,8 +462,7 @@ def show(blip: Blip, output: Output) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    show_own_messages_only()
     try:
         app()  # usage errors get Typer's own message and exit code
     except (ConfigError, StoreError, SourceUnavailable, Failure, BadRequest) as error:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,9 +38,11 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_config(folder, store.path)
 
 
-def blipflow(config: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def blipflow(config: Path, *args: str, cwd: Path | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "analytics", *args],
-                          cwd=cwd or PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=cwd or PROJECT_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_csv_json_and_table_output(config: Path) -> None:
@@ -89,6 +92,29 @@ def test_charts(config: Path, tmp_path: Path, report: str, suffix: str) -> None:
             assert len(image.getcolors(1_000_000)) > 20  # drawn, not blank
     else:
         assert chart.read_text().lstrip().startswith("<?xml") and "<svg" in chart.read_text()
+
+
+def test_a_first_run_of_matplotlib_leaves_the_output_to_blipflow(config: Path, tmp_path: Path) -> None:
+    # A fresh machine: no font cache yet, so matplotlib builds one and logs that at INFO.
+    fresh = tmp_path / "matplotlib"
+    fresh.mkdir()
+    chart = tmp_path / "activity.png"
+    made = blipflow(config, "activity", "--chart", str(chart), "--output", "csv", env={"MPLCONFIGDIR": str(fresh)})
+    assert made.returncode == 0, made.stderr
+    assert list(fresh.glob("fontlist-*.json")), "matplotlib did not build its font cache here"
+    assert made.stderr.strip() == f"drew the activity chart to {chart}"
+
+
+def test_the_command_logs_its_own_news_and_only_warnings_from_libraries() -> None:
+    speak = ("import logging; from blipflow.console_logging import show_own_messages_only; show_own_messages_only()\n"
+             "for name in ('blipflow.dispatch', 'flows.serving', 'tasks.x', 'blocks.y', 'matplotlib.font_manager', 'httpx'):\n"
+             "    logging.getLogger(name).info('news from %s', name)\n"
+             "logging.getLogger('duckdb').warning('a warning from duckdb')\n")
+    said = subprocess.run([sys.executable, "-c", speak], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert said.returncode == 0, said.stderr
+    assert [line.split(" ", 2)[2] for line in said.stderr.splitlines()] == [
+        "INFO blipflow.dispatch: news from blipflow.dispatch", "INFO flows.serving: news from flows.serving",
+        "INFO tasks.x: news from tasks.x", "INFO blocks.y: news from blocks.y", "WARNING duckdb: a warning from duckdb"]
 
 
 def test_one_html_page_with_every_chart(config: Path, tmp_path: Path) -> None:

@@ -16,7 +16,12 @@ What these pin down about Letta 0.16.8 (the dispatch tests rely on it):
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import letta_client
@@ -27,7 +32,10 @@ from tests.support.letta_server import (
     EMBEDDING_HANDLE,
     MODEL_HANDLE,
     LettaServer,
+    _venv_site_packages,
+    ensure_installed,
     reply_texts,
+    start_new_cluster,
 )
 from tests.support.scripted_model import ScriptedModel
 
@@ -126,6 +134,40 @@ def test_model_is_a_proxy_trap_that_refuses_and_logs():
         assert [e["path"] for e in model.outbound()] == ["blocked.invalid:443"]
     finally:
         model.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# PostgreSQL from pgserver's wheel
+# ----------------------------------------------------------------------------------------------
+
+
+def test_postgresql_starts_from_a_checkout_other_users_cannot_enter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A clone under a `mktemp -d` folder (mode 0700): PostgreSQL's own user cannot reach the venv, so the harness
+    runs a copy of pgserver's tree, whose binaries must still find the libraries they link (libpq, ...)."""
+    if os.geteuid() != 0:
+        pytest.skip("PostgreSQL runs as ourselves when we are not root: no other user has to reach the checkout")
+    site = _venv_site_packages(ensure_installed())
+    scratch = Path(tempfile.mkdtemp(prefix="blipflow-test-pg-"))  # the harness's /tmp, for this test alone
+    scratch.chmod(0o755)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    unreachable = Path(tempfile.mkdtemp(prefix="clone-"))
+    assert unreachable.stat().st_mode & 0o777 == 0o700
+    venv = unreachable / "repo" / "tests" / "letta" / ".venv"
+    checkout_site = venv / "lib" / site.parent.name / "site-packages"
+    shutil.copytree(site / "pgserver" / "pginstall", checkout_site / "pgserver" / "pginstall", symlinks=True)
+    shutil.copytree(site / "pgserver.libs", checkout_site / "pgserver.libs", symlinks=True)
+    pg = None
+    try:
+        pg = start_new_cluster(venv, tmp_path)
+        postgres = Path(pg.process.args[0])
+        assert not postgres.is_relative_to(unreachable)
+        answer = subprocess.run([str(postgres.parent / "psql"), "-X", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "letta",
+                                 "-d", "postgres", "-tAc", "SELECT current_user"], capture_output=True, text=True, timeout=30)
+        assert answer.stdout.strip() == "letta", answer.stderr
+    finally:
+        if pg:
+            pg.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ Pytest fixtures (session scope): `scripted_model`, `letta_server`. Agents use th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -155,22 +156,43 @@ def _world_traversable(path: Path) -> bool:
     return True
 
 
+def _install_stamp(venv: Path) -> str:
+    """What install.sh installed (the lock's hash), or "" before it ran."""
+    stamp = venv / ".blipflow-installed"
+    return stamp.read_text() if stamp.exists() else ""
+
+
 def _pginstall(venv: Path, identity: tuple[int, int] | None) -> Path:
-    """pgserver's PostgreSQL tree, copied to /tmp if the unprivileged user could not reach it."""
-    pginstall = _venv_site_packages(venv) / "pgserver" / "pginstall"
+    """pgserver's PostgreSQL tree, or a copy in /tmp if the unprivileged user could not reach it.
+
+    The copy keeps the wheel's layout, site-packages/pgserver/pginstall next to site-packages/pgserver.libs:
+    the binaries find libpq and the other bundled libraries only there (RPATH `$ORIGIN/../../../pgserver.libs`
+    and its deeper twins). One copy per install: its name holds the tree's identity and the install stamp,
+    so a copy of another install, or one made in an older layout, is never picked up.
+    """
+    site = _venv_site_packages(venv)
+    pginstall = site / "pgserver" / "pginstall"
     if not (pginstall / "bin" / "postgres").is_file():
         raise RuntimeError(f"pgserver's PostgreSQL binaries are missing under {pginstall}; run bash {INSTALL_SCRIPT} --force")
     if identity is None or _world_traversable(pginstall / "bin"):
         return pginstall
-    copy = Path(tempfile.gettempdir()) / f"blipflow-pginstall-{os.stat(pginstall).st_ino}"
-    if not (copy / "bin" / "postgres").is_file():
-        staging = Path(tempfile.mkdtemp(prefix="blipflow-pginstall-"))
-        shutil.copytree(pginstall, staging / "t", symlinks=True)
-        os.chmod(staging, 0o755)
-        os.replace(staging / "t", copy) if not copy.exists() else None
-        shutil.rmtree(staging, ignore_errors=True)
-        subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=False)
-    return copy
+    tree = os.stat(pginstall)
+    key = hashlib.sha256(f"{pginstall}\0{tree.st_dev}\0{tree.st_ino}\0{_install_stamp(venv)}".encode()).hexdigest()[:16]
+    copy = Path(tempfile.gettempdir()) / f"blipflow-pgserver-{key}"
+    if not (copy / "pgserver" / "pginstall" / "bin" / "postgres").is_file():
+        staging = Path(tempfile.mkdtemp(prefix="blipflow-pgserver-staging-"))
+        try:
+            shutil.copytree(pginstall, staging / "t" / "pgserver" / "pginstall", symlinks=True)
+            shutil.copytree(site / "pgserver.libs", staging / "t" / "pgserver.libs", symlinks=True)
+            subprocess.run(["chmod", "-R", "a+rX", str(staging / "t")], check=True)
+            try:
+                os.rename(staging / "t", copy)
+            except OSError:  # another session made the same copy first
+                if not (copy / "pgserver" / "pginstall" / "bin" / "postgres").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy / "pgserver" / "pginstall"
 
 
 @dataclass
@@ -249,10 +271,27 @@ def _run_postgres(pginstall: Path, data_dir: Path, identity: tuple[int, int] | N
 
 
 def _template_key(venv: Path) -> str:
-    import hashlib
+    return hashlib.sha256(f"{_install_stamp(venv)}\0{PG_ROLE}\0{_SCHEMA_SCRIPT}".encode()).hexdigest()
 
-    stamp = (venv / ".blipflow-installed").read_text() if (venv / ".blipflow-installed").exists() else ""
-    return hashlib.sha256(f"{stamp}\0{PG_ROLE}\0{_SCHEMA_SCRIPT}".encode()).hexdigest()
+
+def start_new_cluster(venv: Path, run_dir: Path) -> Postgres:
+    """A new, empty PostgreSQL cluster (initdb) from the venv's pgserver, started as its unprivileged user.
+
+    Its data directory is removed when it stops, unless the caller sets keep_data.
+    """
+    identity = _pg_identity()
+    pginstall = _pginstall(venv, identity)
+    build = _private_dir(identity, "blipflow-letta-pg-template-")
+    init = subprocess.run(
+        [str(pginstall / "bin" / "initdb"), "-D", str(build / "data"), "-U", PG_ROLE, "--auth=trust",
+         "--encoding=UTF8", "--locale=C", "--no-sync"],
+        check=False, cwd=build, env=_pg_env(pginstall, build), capture_output=True, text=True, timeout=120,
+        **({"user": identity[0], "group": identity[1], "extra_groups": []} if identity else {}),
+    )
+    if init.returncode != 0:
+        shutil.rmtree(build, ignore_errors=True)
+        raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout[-2000:]}\n{init.stderr[-2000:]}")
+    return _run_postgres(pginstall, build, identity, run_dir / "postgres-template.log")
 
 
 def pg_template(venv: Path, run_dir: Path) -> Path:
@@ -262,8 +301,6 @@ def pg_template(venv: Path, run_dir: Path) -> Path:
     """
     import fcntl
 
-    identity = _pg_identity()
-    pginstall = _pginstall(venv, identity)
     template = venv / "pg-template"
     key = _template_key(venv)
     with open(venv / ".pg-template.lock", "w") as lock:
@@ -271,17 +308,7 @@ def pg_template(venv: Path, run_dir: Path) -> Path:
         if (template / "key").exists() and (template / "key").read_text() == key and (template / "data").is_dir():
             return template
         shutil.rmtree(template, ignore_errors=True)
-        build = _private_dir(identity, "blipflow-letta-pg-template-")
-        init = subprocess.run(
-            [str(pginstall / "bin" / "initdb"), "-D", str(build / "data"), "-U", PG_ROLE, "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "--no-sync"],
-            check=False, cwd=build, env=_pg_env(pginstall, build), capture_output=True, text=True, timeout=120,
-            **({"user": identity[0], "group": identity[1], "extra_groups": []} if identity else {}),
-        )
-        if init.returncode != 0:
-            shutil.rmtree(build, ignore_errors=True)
-            raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout[-2000:]}\n{init.stderr[-2000:]}")
-        pg = _run_postgres(pginstall, build, identity, run_dir / "postgres-template.log")
+        pg = start_new_cluster(venv, run_dir)
         pg.keep_data = True
         try:
             create_schema(venv, pg, run_dir)
@@ -290,8 +317,8 @@ def pg_template(venv: Path, run_dir: Path) -> Path:
         staging = venv / "pg-template.new"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        shutil.move(str(build / "data"), str(staging / "data"))
-        shutil.rmtree(build, ignore_errors=True)
+        shutil.move(str(pg.data_dir / "data"), str(staging / "data"))
+        shutil.rmtree(pg.data_dir, ignore_errors=True)
         (staging / "key").write_text(key)
         os.replace(staging, template)
         return template
