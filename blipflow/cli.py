@@ -74,15 +74,22 @@ def settings() -> Settings:
 @app.command()
 def run(
     source: Annotated[SourceName, typer.Option(help="where blips come from")] = SourceName.jetstream,
+    since: Annotated[Optional[str], typer.Option(
+        help="backfill from an age, a date or a cursor: 2h, 2026-12-01, 1733500000000000 (Jetstream's time_us); "
+             "without it a first run starts at the live end")] = None,
 ) -> None:
     """Run the main job: ingest every blip into the DuckDB store, until Ctrl-C."""
+    from blipflow.ingest import since_cursor
+
     loaded = settings()
+    cursor = None if since is None else str(since_cursor(since, source.value))  # a bad one is one line, now
     prefect_environment()
     from flows.ingest import ingest  # Prefect is imported only now, after its environment is set
 
     path = config_file_parameter()
     typer.echo(f"ingesting from {source.value} into {loaded.store.path} (Ctrl-C stops)", err=True)
-    final = until_interrupted(lambda: asyncio.run(ingest(source=source.value, config_file=path, return_state=True)))
+    final = until_interrupted(lambda: asyncio.run(
+        ingest(source=source.value, config_file=path, since=cursor, return_state=True)))
     if final is not None and final.is_failed():
         raise SourceUnavailable(final.message or "ingest failed")
 
