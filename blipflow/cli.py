@@ -380,8 +380,14 @@ def serve() -> None:
 
 @app.command("config")
 def show_config() -> None:
-    """Check the configuration and print it, secrets masked."""
-    typer.echo(settings().model_dump_json(indent=2))
+    """Check the configuration and print it, secrets masked; warn about agents that cannot publish or whose
+    DID cannot be known."""
+    from blipflow.accounts import account_warnings
+
+    loaded = settings()
+    typer.echo(loaded.model_dump_json(indent=2))
+    for warning in account_warnings(loaded, timeout=loaded.publish.timeout):
+        typer.echo(f"blipflow: warning: {warning}", err=True)
 
 
 def config_file_parameter() -> str | None:
