@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from blipflow.config import AgentConfig
+from blipflow.accounts import with_learned_dids
+from blipflow.config import AgentConfig, Settings
 from blipflow.store import Store
 
 QUERIES_FOLDER = Path(__file__).resolve().parent.parent / "data" / "analytics"
@@ -124,6 +125,12 @@ def day_selection(day: date) -> Selection:
     """One UTC day per hour, as the daily report covers it."""
     start = datetime.combine(day, time(), timezone.utc)
     return Selection(start, start + timedelta(days=1), bucket=Bucket.hour)
+
+
+def known_agents(settings: Settings) -> list[AgentConfig]:
+    """The configured agents, each with its DID — learned from its handle when not given, as dispatch does —
+    so that reports tell them from people; AccountFailed says, in one line, why one could not be learned."""
+    return with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
 
 
 def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig]) -> pa.Table:

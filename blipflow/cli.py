@@ -17,7 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from blipflow.analytics import (
-    BadRequest, Bucket, Query, Selection, nothing_to_report, reports, run_report, selection,
+    BadRequest, Bucket, Query, Selection, known_agents, nothing_to_report, reports, run_report, selection,
 )
 from blipflow.analytics_export import export_parquet
 from blipflow.analytics_output import OutputFormat, write_rows
@@ -283,7 +283,7 @@ def show_report(name: str, report: Query, chosen: Selection, output: OutputForma
         check_chart(name, chart)
     loaded = settings()
     store = existing_store(loaded)
-    table = run_report(store, report, chosen, loaded.agents)
+    table = run_report(store, report, chosen, known_agents(loaded))
     if table.num_rows == 0:
         typer.echo(nothing_to_report(store, name), err=True)
         return
@@ -330,7 +330,8 @@ def analytics_html(
     chosen = selection_asked(since, until, agent, bucket, top)
     loaded = settings()
     store = existing_store(loaded)
-    results = {name: (report, run_report(store, report, chosen, loaded.agents)) for name, report in reports().items()}
+    agents = known_agents(loaded)
+    results = {name: (report, run_report(store, report, chosen, agents)) for name, report in reports().items()}
     if not any(table.num_rows for _, table in results.values()):
         typer.echo(nothing_to_report(store, "every report"), err=True)
     with file_option("html PATH", path):
