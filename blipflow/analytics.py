@@ -8,7 +8,7 @@ DuckDB CLI. Each report is one short connection (see store.py on sharing the fil
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from enum import Enum
@@ -136,6 +136,14 @@ def known_agents(settings: Settings) -> list[AgentConfig]:
 def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig]) -> pa.Table:
     prelude = read_query(QUERIES_FOLDER / f"{PRELUDE}.sql")
     return store.analytics_table(report.name, prelude.sql + "\n" + report.sql, chosen.variables(agents))
+
+
+def handles_of_uris(store: Store, tables: Iterable[pa.Table]) -> dict[str, str]:
+    """The known handle of each author whose at-uris the tables hold (DID → handle), to show those uris short."""
+    dids = {value.removeprefix("at://").partition("/")[0]
+            for table in tables for column in table.columns if pa.types.is_string(column.type)
+            for value in column.to_pylist() if isinstance(value, str) and value.startswith("at://")}
+    return {did: identity.handle for did, identity in store.identities(sorted(dids)).items() if identity.handle}
 
 
 def nothing_to_report(store: Store, report: str) -> str:

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from blipflow.analytics import (
-    BadRequest, Bucket, Query, Selection, known_agents, nothing_to_report, reports, run_report, selection,
+    BadRequest, Bucket, Query, Selection, handles_of_uris, known_agents, nothing_to_report, reports, run_report,
+    selection,
 )
 from blipflow.analytics_export import export_parquet
 from blipflow.analytics_output import OutputFormat, write_rows
@@ -334,8 +335,9 @@ def analytics_html(
     results = {name: (report, run_report(store, report, chosen, agents)) for name, report in reports().items()}
     if not any(table.num_rows for _, table in results.values()):
         typer.echo(nothing_to_report(store, "every report"), err=True)
+    handles = handles_of_uris(store, [table for _, table in results.values()])
     with file_option("html PATH", path):
-        html_report(results, chosen, path)
+        html_report(results, chosen, path, handles)
     typer.echo(f"wrote {path}", err=True)
 
 
