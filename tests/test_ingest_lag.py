@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from blipflow.ingest import since_cursor
 from blipflow.store import Store
 from tests.support.frames import commit_frame, uri
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for, write_config
@@ -158,3 +159,13 @@ def test_a_firehose_since_is_a_seq(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "blipflow: bad --since: '2h': the firehose source starts from a cursor (its seq), not a date or an age"]
+
+
+def test_since_is_an_age_a_date_a_time_or_a_cursor():
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
+    micros = lambda moment: int(moment.timestamp() * 1_000_000)  # noqa: E731
+    assert since_cursor("2h", "jetstream", now) == micros(now - timedelta(hours=2))
+    assert since_cursor("2026-12-01", "jetstream", now) == micros(datetime(2026, 12, 1, tzinfo=timezone.utc))
+    assert since_cursor("2026-12-01T08:00+01:00", "jetstream", now) == micros(datetime(2026, 12, 1, 7, tzinfo=timezone.utc))
+    assert since_cursor("1733500000000000", "jetstream", now) == 1733500000000000
+    assert since_cursor(" 42 ", "firehose", now) == 42
