@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import yaml
 
@@ -75,6 +74,6 @@ def test_a_publish_run_says_once_that_an_agent_has_no_app_password(tmp_path, atp
         process.stop()
     said = [line for line in process.log().splitlines() if scout.handle in line]
     assert len(said) == 1, "\n".join(said)
-    assert "agent nopass: " + f"{scout.handle} has no app password (set its app_password): its replies wait in the outbox" \
-        in said[0]
+    assert (f"agent nopass: {scout.handle} has no app password (set its app_password): its replies wait in the outbox"
+            in said[0])
     assert store.query_all("SELECT state FROM replies WHERE id = ?", [waiting]) == [("queued",)]

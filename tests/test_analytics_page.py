@@ -8,7 +8,6 @@ import random
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
