@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 BAD_FRAME_LOG_INTERVAL = 10.0  # seconds between log lines for one kind of bad frame
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per event received: not frozen, which would double its cost (~0.2 µs)
 class Arrival:
     """An event's own time (the source clock, wall-clock microseconds) and when it reached us (epoch seconds).
 

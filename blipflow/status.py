@@ -116,7 +116,7 @@ def render(report: dict[str, Any]) -> str:
 
 def stream_position(ingest: dict[str, Any]) -> str:
     if ingest["last_event_seconds_ago"] is None:
-        return "no event received yet"
+        return "no event recorded yet"
     return (f"last event {seconds(ingest['last_event_seconds_ago'])} ago, "
             f"{seconds(ingest['lag_seconds'])} behind the stream when it arrived")
 
