@@ -25,7 +25,7 @@ from atproto_client.models.utils import get_model_as_dict
 from atproto_client.request import Request
 from pydantic import SecretStr
 
-from blipflow.config import AgentConfig, BlueskyConfig
+from blipflow.config import AgentConfig, BlueskyConfig, Settings
 from blipflow.failures import Failure
 from blipflow.publish_records import Ref
 
@@ -77,6 +77,41 @@ def agent_account(agent: AgentConfig, bluesky: BlueskyConfig) -> Account | None:
         shared = default_account(bluesky)
         return None if shared is None else Account(agent.name, shared.handle, shared.password, shared.pds_uri, agent.did)
     return Account(agent.name, agent.handle, agent.app_password, agent.pds_uri or bluesky.pds_uri, agent.did)
+
+
+def missing_credentials(agent: AgentConfig, bluesky: BlueskyConfig) -> str | None:
+    """Why the agent has no account it could log in with, for a line naming the agent; None when it has one."""
+    account = agent_account(agent, bluesky)
+    if account is None:
+        return "no account to publish as (set its handle and app_password, or bluesky.username and bluesky.password)"
+    if account.password is None:
+        return f"{account.handle} has no app password (set {'its app_password' if agent.handle else 'bluesky.password'})"
+    return None
+
+
+def account_warnings(settings: Settings, *, timeout: float) -> list[str]:
+    """What keeps each agent from publishing, or from being told apart from people (its DID), one line each
+    naming the agent; never a secret. Resolves the handles of agents configured without a did, as dispatch will."""
+    warnings = []
+    for index, agent in enumerate(settings.agents):
+        where = f"agents.{index} ({agent.name})"
+        if agent.app_password is not None and agent.handle is None:
+            warnings.append(f"{where}: app_password without a handle is not used (set its handle too, or remove it)")
+        missing = missing_credentials(agent, settings.bluesky)
+        if missing is not None:
+            warnings.append(f"{where}: {missing}: its replies will wait in the outbox")
+        if agent.did is not None:
+            continue
+        account = agent_account(agent, settings.bluesky)
+        if account is None:
+            warnings.append(f"{where}: no did, and no handle to learn it from: dispatch cannot keep its own blips "
+                            "from it and analytics counts it as a person")
+            continue
+        try:
+            learn_did(account, timeout=timeout)
+        except AccountFailed as failure:
+            warnings.append(f"{where}: no did, and it cannot be learned: {failure}")
+    return warnings
 
 
 def with_learned_dids(agents: list[AgentConfig], bluesky: BlueskyConfig, *, timeout: float) -> list[AgentConfig]:

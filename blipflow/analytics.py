@@ -8,7 +8,7 @@ DuckDB CLI. Each report is one short connection (see store.py on sharing the fil
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from enum import Enum
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from blipflow.config import AgentConfig
+from blipflow.accounts import with_learned_dids
+from blipflow.config import AgentConfig, Settings
 from blipflow.store import Store
 
 QUERIES_FOLDER = Path(__file__).resolve().parent.parent / "data" / "analytics"
@@ -126,9 +127,23 @@ def day_selection(day: date) -> Selection:
     return Selection(start, start + timedelta(days=1), bucket=Bucket.hour)
 
 
+def known_agents(settings: Settings) -> list[AgentConfig]:
+    """The configured agents, each with its DID — learned from its handle when not given, as dispatch does —
+    so that reports tell them from people; AccountFailed says, in one line, why one could not be learned."""
+    return with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
+
+
 def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig]) -> pa.Table:
     prelude = read_query(QUERIES_FOLDER / f"{PRELUDE}.sql")
     return store.analytics_table(report.name, prelude.sql + "\n" + report.sql, chosen.variables(agents))
+
+
+def handles_of_uris(store: Store, tables: Iterable[pa.Table]) -> dict[str, str]:
+    """The known handle of each author whose at-uris the tables hold (DID → handle), to show those uris short."""
+    dids = {value.removeprefix("at://").partition("/")[0]
+            for table in tables for column in table.columns if pa.types.is_string(column.type)
+            for value in column.to_pylist() if isinstance(value, str) and value.startswith("at://")}
+    return {did: identity.handle for did, identity in store.identities(sorted(dids)).items() if identity.handle}
 
 
 def nothing_to_report(store: Store, report: str) -> str:

@@ -11,10 +11,10 @@ import base64
 import html
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 from matplotlib import colormaps
@@ -193,32 +193,71 @@ def chart_png(report: str, table: pa.Table, chosen: Selection) -> bytes:
     return buffer.getvalue()
 
 
-def html_report(results: dict[str, tuple[Query, pa.Table]], chosen: Selection, path: Path) -> None:
-    """One self-contained page: every report's chart (if it has one) and its first rows."""
+def html_report(results: dict[str, tuple[Query, pa.Table]], chosen: Selection, path: Path,
+                handles: Mapping[str, str]) -> None:
+    """One self-contained page: every report's chart (if it has one) and its first rows. At-uris show as
+    handle/rkey (`handles`: DID → handle) linking to the whole uri; times in milliseconds in human units."""
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>blipflow analytics</title>"
              f"<style>{PAGE_STYLE}</style></head><body>",
              f"<h1>blipflow analytics</h1><p class='note'>{html.escape(chosen.describe())}; made {made}</p>"]
     for name, (report, table) in results.items():
-        parts.append(f"<section><h2>{html.escape(name)}</h2><p class='note'>{html.escape(report.summary)}</p>")
+        parts.append(f"<section id='{html.escape(name)}'><h2>{html.escape(name)}</h2>"
+                     f"<p class='note'>{html.escape(report.summary)}</p>")
         if table.num_rows == 0:
             parts.append("<p>Nothing to report for this selection.</p></section>")
             continue
         if name in CHARTS:
             image = base64.b64encode(chart_png(name, table, chosen)).decode()
             parts.append(f"<img alt='{html.escape(name)} chart' src='data:image/png;base64,{image}'>")
-        parts.append(html_table(table))
+        parts.append(html_table(table, handles))
         parts.append("</section>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
-def html_table(table: pa.Table) -> str:
+def html_table(table: pa.Table, handles: Mapping[str, str]) -> str:
     head = "".join(f"<th>{html.escape(name)}</th>" for name in table.column_names)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell_text(value))}</td>" for value in row.values()) + "</tr>"
-                   for row in table.slice(0, HTML_ROWS).to_pylist())
+    body = "".join("<tr>" + "".join(f"<td>{html_cell(column, value, handles)}</td>" for column, value in row.items())
+                   + "</tr>" for row in table.slice(0, HTML_ROWS).to_pylist())
     more = f"<p class='note'>first {HTML_ROWS} of {table.num_rows} rows</p>" if table.num_rows > HTML_ROWS else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+
+
+def html_cell(column: str, value: Any, handles: Mapping[str, str]) -> str:
+    if isinstance(value, str) and value.startswith("at://"):
+        return (f"<a class='whole' href='{html.escape(value)}' title='{html.escape(value)}'>"
+                f"{html.escape(short_uri(value, handles))}</a>")
+    if column.endswith("_ms") and isinstance(value, (int, float)):
+        return f"<span class='whole'>{html.escape(human_duration(value))}</span>"
+    if isinstance(value, str) and value.startswith("did:"):  # kept whole for copying, broken where it must
+        return f"<span class='id'>{html.escape(value)}</span>"
+    if isinstance(value, datetime):  # the date over the time where the column is narrow
+        return " ".join(f"<span class='whole'>{html.escape(part)}</span>" for part in cell_text(value).split(" "))
+    return html.escape(cell_text(value))
+
+
+def short_uri(uri: str, handles: Mapping[str, str]) -> str:
+    """`at://did/collection/rkey` as `handle/rkey` (a DID with no known handle: cut short)."""
+    did, _, rest = uri.removeprefix("at://").partition("/")
+    rkey = rest.rpartition("/")[2] or rest
+    author = handles.get(did) or (did if len(did) <= 20 else did[:16] + "…")
+    return f"{author}/{rkey}"
+
+
+def human_duration(milliseconds: float) -> str:
+    """`204 ms`, `12.5 s`, `3 min 16 s`, `2 h 5 min`, `3 d 4 h`: two units at most, as a person says it."""
+    if milliseconds < 999.5:
+        return f"{milliseconds:.3g} ms"
+    if milliseconds < 59_950:
+        return f"{milliseconds / 1000:.3g} s"
+    seconds = round(milliseconds / 1000)
+    for unit, size, smaller, smaller_size in (("d", 86_400, "h", 3600), ("h", 3600, "min", 60), ("min", 60, "s", 1)):
+        if seconds >= size:
+            whole, rest = divmod(seconds, size)
+            part = rest // smaller_size
+            return f"{whole} {unit}" + (f" {part} {smaller}" if part else "")
+    return f"{seconds} s"
 
 
 PAGE_STYLE = """
@@ -227,6 +266,10 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
 .note { color: #666; }
 img { max-width: 100%; }
 table { border-collapse: collapse; font-size: .85em; margin-top: 1em; }
-th, td { border: 1px solid #ddd; padding: .25em .5em; text-align: left; }
+th, td { border: 1px solid #ddd; padding: .25em .5em; text-align: left; vertical-align: top; }
+td { max-width: 32em; overflow-wrap: break-word; }
+.whole { white-space: nowrap; }  /* a short uri, a time or a duration reads on one line */
+.id { overflow-wrap: anywhere; }
+a { color: inherit; }
 th { background: #f4f4f4; }
 """

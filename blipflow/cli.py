@@ -18,7 +18,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from blipflow.analytics import (
-    BadRequest, Bucket, Query, Selection, nothing_to_report, reports, run_report, selection,
+    BadRequest, Bucket, Query, Selection, handles_of_uris, known_agents, nothing_to_report, reports, run_report,
+    selection,
 )
 from blipflow.analytics_export import export_parquet
 from blipflow.analytics_output import OutputFormat, write_rows
@@ -76,15 +77,22 @@ def settings() -> Settings:
 @app.command()
 def run(
     source: Annotated[SourceName, typer.Option(help="where blips come from")] = SourceName.jetstream,
+    since: Annotated[Optional[str], typer.Option(
+        help="backfill from an age, a date or a cursor: 2h, 2026-12-01, 1733500000000000 (Jetstream's time_us); "
+             "without it a first run starts at the live end")] = None,
 ) -> None:
     """Run the main job: ingest every blip into the DuckDB store, until Ctrl-C."""
+    from blipflow.ingest import since_cursor
+
     loaded = settings()
+    cursor = None if since is None else str(since_cursor(since, source.value))  # a bad one is one line, now
     prefect_environment()
     from flows.ingest import ingest  # Prefect is imported only now, after its environment is set
 
     path = config_file_parameter()
     typer.echo(f"ingesting from {source.value} into {loaded.store.path} (Ctrl-C stops)", err=True)
-    final = until_interrupted(lambda: asyncio.run(ingest(source=source.value, config_file=path, return_state=True)))
+    final = until_interrupted(lambda: asyncio.run(
+        ingest(source=source.value, config_file=path, since=cursor, return_state=True)))
     if final is not None and final.is_failed():
         raise SourceUnavailable(final.message or "ingest failed")
 
@@ -330,7 +338,7 @@ def show_report(name: str, report: Query, chosen: Selection, output: OutputForma
         check_chart(name, chart)
     loaded = settings()
     store = existing_store(loaded)
-    table = run_report(store, report, chosen, loaded.agents)
+    table = run_report(store, report, chosen, known_agents(loaded))
     if table.num_rows == 0:
         typer.echo(nothing_to_report(store, name), err=True)
         return
@@ -377,11 +385,13 @@ def analytics_html(
     chosen = selection_asked(since, until, agent, bucket, top)
     loaded = settings()
     store = existing_store(loaded)
-    results = {name: (report, run_report(store, report, chosen, loaded.agents)) for name, report in reports().items()}
+    agents = known_agents(loaded)
+    results = {name: (report, run_report(store, report, chosen, agents)) for name, report in reports().items()}
     if not any(table.num_rows for _, table in results.values()):
         typer.echo(nothing_to_report(store, "every report"), err=True)
+    handles = handles_of_uris(store, [table for _, table in results.values()])
     with file_option("html PATH", path):
-        html_report(results, chosen, path)
+        html_report(results, chosen, path, handles)
     typer.echo(f"wrote {path}", err=True)
 
 
@@ -427,8 +437,14 @@ def serve() -> None:
 
 @app.command("config")
 def show_config() -> None:
-    """Check the configuration and print it, secrets masked."""
-    typer.echo(settings().model_dump_json(indent=2))
+    """Check the configuration and print it, secrets masked; warn about agents that cannot publish or whose
+    DID cannot be known."""
+    from blipflow.accounts import account_warnings
+
+    loaded = settings()
+    typer.echo(loaded.model_dump_json(indent=2))
+    for warning in account_warnings(loaded, timeout=loaded.publish.timeout):
+        typer.echo(f"blipflow: warning: {warning}", err=True)
 
 
 def config_file_parameter() -> str | None:

@@ -14,7 +14,9 @@ import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
+from blipflow.analytics import BadRequest, parse_moment
 from blipflow.blip import BlipRow, blip_row
 from blipflow.config import IngestConfig, Settings
 from blipflow.events import AccountEvent, BadFrame, CommitEvent, Event
@@ -30,6 +32,20 @@ log = logging.getLogger(__name__)
 BAD_FRAME_LOG_INTERVAL = 10.0  # seconds between log lines for one kind of bad frame
 
 
+@dataclass(slots=True)  # one per event received: not frozen, which would double its cost (~0.2 µs)
+class Arrival:
+    """An event's own time (the source clock, wall-clock microseconds) and when it reached us (epoch seconds).
+
+    The difference is how far behind the stream ingest was at that moment; on a quiet stream it stays what
+    it was, while the time since the arrival grows."""
+
+    time_us: int
+    received_at: float
+
+    def lag_seconds(self) -> float:
+        return max(0.0, self.received_at - self.time_us / 1e6)
+
+
 @dataclass
 class Pending:
     """What has been received and not yet handed to the store."""
@@ -41,6 +57,7 @@ class Pending:
     position: int | None = None
     events: int = 0
     since: float = 0.0  # monotonic time of the first event held
+    newest: Arrival | None = None  # the last event held, for the lag the store keeps
 
     def take_back(self, older: Pending) -> None:
         """Put an unwritten batch back in front of what arrived after it (later operations still win)."""
@@ -51,6 +68,7 @@ class Pending:
         self.position = self.position if self.position is not None else older.position
         self.events += older.events
         self.since = older.since or self.since
+        self.newest = self.newest or older.newest
 
     def batch(self, cursor_key: str) -> IngestBatch:
         return IngestBatch(
@@ -60,6 +78,8 @@ class Pending:
             counters=self.counters,
             cursor_key=cursor_key,
             cursor=self.position,
+            newest_time_us=None if self.newest is None else self.newest.time_us,
+            newest_received_at=None if self.newest is None else self.newest.received_at,
         )
 
 
@@ -72,19 +92,24 @@ class IngestStats:
     store_retries: int = 0
     connects: int = 0
     disconnects: int = 0
-    last_time_us: int | None = None
+    newest: Arrival | None = None
     last_flush_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
     def progress_since(self, earlier: IngestStats, seconds: float) -> dict[str, float | int | None]:
-        """The figures of a progress report: totals, and what changed since `earlier` over `seconds`."""
-        lag = self.lag_seconds()
+        """The figures of a progress report: totals, and what changed since `earlier` over `seconds`.
+
+        The lag is the last event's, measured when it arrived, and only when events arrived since `earlier`:
+        a quiet stream is not a stream ingest is behind."""
+        events = self.received - earlier.received
+        arrived = self.newest if events else None
         return {
-            "events": self.received - earlier.received,
+            "events": events,
             "stored": self.stored - earlier.stored,
             "bad": self.bad - earlier.bad,
-            "events_per_second": round((self.received - earlier.received) / seconds, 2) if seconds > 0 else None,
-            "lag_seconds": None if lag is None else round(lag, 1),
+            "events_per_second": round(events / seconds, 2) if seconds > 0 else None,
+            "lag_seconds": None if arrived is None else round(arrived.lag_seconds(), 1),
+            "last_event_seconds_ago": None if self.newest is None else round(time.time() - self.newest.received_at, 1),
             "connects": self.connects,
             "disconnects": self.disconnects,
             "store_retries": self.store_retries,
@@ -93,21 +118,17 @@ class IngestStats:
             "bad_total": self.bad,
         }
 
-    def lag_seconds(self) -> float | None:
-        """How far the newest event received trails the wall clock (source clocks are wall clocks)."""
-        if self.last_time_us is None:
-            return None
-        return max(0.0, time.time() - self.last_time_us / 1e6)
-
 
 class Ingestor:
     """Consumes a source (as its EventSink) and writes to the store."""
 
-    def __init__(self, store: Store, source: Source, config: IngestConfig, notify: Notify = nobody) -> None:
+    def __init__(self, store: Store, source: Source, config: IngestConfig, notify: Notify = nobody,
+                 start_at: int | None = None) -> None:
         self.store = store
         self.source = source
         self.config = config
         self.notify = notify
+        self.start_at = start_at  # a cursor to start from instead of the stored one (a backfill)
         self.stats = IngestStats()
         self.reported = (IngestStats(), time.monotonic())  # the stats at the last progress report, and when
         self.pending = Pending()
@@ -127,7 +148,7 @@ class Ingestor:
             pending.since = time.monotonic()
         pending.events += 1
         self.stats.received += 1
-        self.stats.last_time_us = event.time_us
+        self.stats.newest = pending.newest = Arrival(event.time_us, time.time())
         if isinstance(event, CommitEvent):
             try:
                 row = blip_row(event, max_content_bytes=self.config.max_content_bytes)
@@ -168,13 +189,14 @@ class Ingestor:
         self.stats.connects += 1
         self.pending.counters["ingest.connects"] += 1
         log.info("ingest connected to %s", endpoint)
-        self.notify(Notice("blipflow.ingest.connected", source_resource(endpoint), {"source": self.source.cursor_key}))
+        self.notify(Notice("blipflow.ingest.connected", source_resource(self.source.cursor_key), {"endpoint": endpoint}))
 
     def disconnected(self, endpoint: str) -> None:
         self.stats.disconnects += 1
         self.pending.counters["ingest.disconnects"] += 1
         log.info("ingest disconnected from %s", endpoint)
-        self.notify(Notice("blipflow.ingest.disconnected", source_resource(endpoint), {"source": self.source.cursor_key}))
+        self.notify(Notice("blipflow.ingest.disconnected", source_resource(self.source.cursor_key),
+                           {"endpoint": endpoint}))
 
     def report_progress(self) -> None:
         """One notice with what was ingested since the last one (never one per blip)."""
@@ -244,8 +266,12 @@ class Ingestor:
         """Ingest until `stop()` (or the source gives up); flushes everything received before returning."""
         self._loop = asyncio.get_running_loop()
         stored = await asyncio.to_thread(self.store.cursor, self.source.cursor_key)
-        cursor = stored if stored is not None else self.source.first_cursor
-        log.info("ingest starting from %s cursor %s", self.source.cursor_key, cursor)
+        cursor = self.start_at if self.start_at is not None else stored if stored is not None else self.source.first_cursor
+        if cursor is None:
+            log.info("ingest starting at the live end of %s (nothing stored yet; --since asks for history)",
+                     self.source.cursor_key)
+        else:
+            log.info("ingest starting from %s cursor %s", self.source.cursor_key, cursor)
         reading = asyncio.create_task(self.source.run(self, cursor), name="ingest-read")
         ticking = asyncio.create_task(self._tick(), name="ingest-tick")
         stopping = asyncio.create_task(self._stop.wait(), name="ingest-stop")
@@ -311,10 +337,30 @@ def make_source(settings: Settings, name: str) -> Source:
     raise ValueError(f"unknown source {name!r}: expected one of {', '.join(SOURCE_NAMES)}")
 
 
-async def run_ingest(settings: Settings, source_name: str = "jetstream", notify: Notify = nobody) -> IngestStats:
-    """Ingest from the named source until SIGTERM/SIGINT or cancellation; everything received is stored."""
+def since_cursor(since: str, source_name: str, now: datetime | None = None) -> int:
+    """The cursor `--since` asks ingest to start from: a cursor as given (Jetstream's is `time_us`, wall-clock
+    microseconds; a firehose's its `seq`), or for Jetstream a date, a time or an age; BadRequest names it."""
+    text = since.strip()
+    now = now or datetime.now(timezone.utc)
+    if text.isdigit():
+        cursor = int(text)
+    elif source_name != "jetstream":
+        raise BadRequest(f"bad --since: {since!r}: the {source_name} source starts from a cursor (its seq), "
+                         "not a date or an age")
+    else:
+        cursor = int(parse_moment(text, "--since", now).timestamp() * 1_000_000)
+    if source_name == "jetstream" and cursor > now.timestamp() * 1_000_000:
+        raise BadRequest(f"bad --since: {since!r} is later than now (a Jetstream cursor is time_us, in microseconds)")
+    return cursor
+
+
+async def run_ingest(settings: Settings, source_name: str = "jetstream", notify: Notify = nobody,
+                     since: str | None = None) -> IngestStats:
+    """Ingest from the named source until SIGTERM/SIGINT or cancellation; everything received is stored.
+    With `since` (see `since_cursor`), from there rather than from the stored cursor or the live end."""
     store = Store.from_config(settings.store)
-    ingestor = Ingestor(store, make_source(settings, source_name), settings.ingest, notify)
+    start_at = None if since is None else since_cursor(since, source_name)
+    ingestor = Ingestor(store, make_source(settings, source_name), settings.ingest, notify, start_at)
     with stop_on_signals(ingestor.stop):
         try:
             await ingestor.run()

@@ -16,7 +16,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Notice:
     event: str  # e.g. "blipflow.agent.circuit.opened"
-    resource: str  # e.g. "blipflow.agent.scout", "blipflow.source.ws://127.0.0.1:6008"
+    resource: str  # e.g. "blipflow.agent.scout", "blipflow.source.jetstream"
     payload: dict[str, Any] = field(default_factory=dict)
 
 
@@ -31,5 +31,7 @@ def agent_resource(name: str) -> str:
     return f"blipflow.agent.{name}"
 
 
-def source_resource(endpoint: str) -> str:
-    return f"blipflow.source.{endpoint}"
+def source_resource(cursor_key: str) -> str:
+    """A source's one resource id in every notice, whichever of its endpoints it is connected to: named by
+    what its position is stored under (`jetstream`, `firehose:wss://…`)."""
+    return f"blipflow.source.{cursor_key}"

@@ -18,7 +18,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from blipflow.accounts import Account, AccountFailed, LoginFailed, Session, Sessions, agent_account
+from blipflow.accounts import (
+    Account, AccountFailed, LoginFailed, Session, Sessions, agent_account, missing_credentials,
+)
 from blipflow.blip import BLIP_COLLECTION
 from blipflow.config import Settings
 from blipflow.failures import Failure
@@ -85,12 +87,11 @@ class Publisher:
     def from_settings(cls, store: Store, settings: Settings, notify: Notify = nobody) -> Publisher:
         accounts = {}
         for agent in settings.agents:
-            account = agent_account(agent, settings.bluesky)
-            if account is None:
-                log.warning("agent %s has no account to publish as (set its handle and app_password, or "
-                            "bluesky.username and bluesky.password): its replies wait in the outbox", agent.name)
-            else:
-                accounts[agent.name] = account
+            missing = missing_credentials(agent, settings.bluesky)
+            if missing is None:
+                accounts[agent.name] = agent_account(agent, settings.bluesky)
+            else:  # said once here; its replies are never tried, so nothing else says it again
+                log.warning("agent %s: %s: its replies wait in the outbox", agent.name, missing)
         return cls(store, Sessions(timeout=settings.publish.timeout), accounts,
                    max_blip_length=settings.publish.max_blip_length,
                    posts_per_minute=settings.publish.posts_per_minute, notify=notify)

@@ -16,7 +16,7 @@ from blipflow.store import Store
 
 def status(store: Store, settings: Settings) -> dict[str, Any]:
     figures = store.status_figures()
-    [(blips, last_5_min, last_hour, last_stored_at, lag_us)] = figures["blips"]
+    [(blips, last_5_min, last_hour, last_stored_at)] = figures["blips"]
     counters = dict(figures["counters"])
     hits, misses = counters.get("identity.cache_hits", 0), counters.get("identity.cache_misses", 0)
     return {
@@ -26,14 +26,14 @@ def status(store: Store, settings: Settings) -> dict[str, Any]:
             "blips_per_minute_last_5_min": round(last_5_min / 5, 1),
             "blips_per_minute_last_hour": round(last_hour / 60, 1),
             "last_stored_at": iso(last_stored_at),
-            "lag_seconds": None if lag_us is None else round(lag_us / 1e6, 1),
+            **newest_event(figures["cursors"]),
             "events": counters.get("ingest.events", 0),
             "connects": counters.get("ingest.connects", 0),
             "disconnects": counters.get("ingest.disconnects", 0),
             "bad_input": {name.removeprefix("ingest.bad."): value
                           for name, value in counters.items() if name.startswith("ingest.bad.")},
             "cursors": {source: {"cursor": cursor, "updated_at": iso(updated)}
-                        for source, cursor, updated in figures["cursors"]},
+                        for source, cursor, updated, *_ in figures["cursors"]},
         },
         "identity_cache": {
             "hits": hits,
@@ -42,6 +42,16 @@ def status(store: Store, settings: Settings) -> dict[str, Any]:
         },
         "agents": agents_status(settings, figures),
     }
+
+
+def newest_event(cursors: list[tuple]) -> dict[str, float | None]:
+    """How far behind the stream the newest event stored was when it arrived, and how long ago that was.
+
+    Measured from the event's own time when it arrived, not from now: on a quiet stream the lag stays
+    what it was and only the time since the last event grows."""
+    arrived = [(lag, ago) for _, _, _, received, lag, ago in cursors if received is not None]
+    lag, ago = arrived[0] if arrived else (None, None)  # the cursors come newest arrival first
+    return {"lag_seconds": rounded(lag), "last_event_seconds_ago": rounded(ago)}
 
 
 def agents_status(settings: Settings, figures: dict[str, list[tuple]]) -> dict[str, dict[str, Any]]:
@@ -89,7 +99,7 @@ def render(report: dict[str, Any]) -> str:
         f"store       {report['store']}",
         f"blips       {ingest['blips']} stored; {ingest['blips_per_minute_last_5_min']}/min (5 min), "
         f"{ingest['blips_per_minute_last_hour']}/min (hour); last at {ingest['last_stored_at'] or '-'}",
-        f"stream      {seconds(ingest['lag_seconds'])} behind; {ingest['connects']} connects, "
+        f"stream      {stream_position(ingest)}; {ingest['connects']} connects, "
         f"{ingest['disconnects']} disconnects; bad input: {bad}",
         f"identities  {cache['hits']} cache hits, {cache['misses']} misses"
         + (f" ({cache['hit_rate']:.0%} hits)" if cache["hit_rate"] is not None else ""),
@@ -109,6 +119,13 @@ def render(report: dict[str, Any]) -> str:
             f"replies {replies}"
         )
     return "\n".join(lines)
+
+
+def stream_position(ingest: dict[str, Any]) -> str:
+    if ingest["last_event_seconds_ago"] is None:
+        return "no event recorded yet"
+    return (f"last event {seconds(ingest['last_event_seconds_ago'])} ago, "
+            f"{seconds(ingest['lag_seconds'])} behind the stream when it arrived")
 
 
 def iso(moment: datetime | None) -> str | None:

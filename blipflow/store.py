@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS cursors (
     cursor BIGINT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
 );
+-- The newest event a source handed over: its own time and when it arrived (their difference is the lag).
+ALTER TABLE cursors ADD COLUMN IF NOT EXISTS newest_time_us BIGINT;
+ALTER TABLE cursors ADD COLUMN IF NOT EXISTS newest_received_at TIMESTAMPTZ;
 CREATE TABLE IF NOT EXISTS counters (
     name VARCHAR PRIMARY KEY,
     value BIGINT NOT NULL
@@ -243,6 +246,8 @@ class IngestBatch:
     counters: Mapping[str, int] = field(default_factory=dict)
     cursor_key: str | None = None
     cursor: int | None = None
+    newest_time_us: int | None = None  # the newest event's source time, and when it arrived (epoch seconds)
+    newest_received_at: float | None = None
 
 
 class Store:
@@ -397,11 +402,15 @@ class Store:
             if batch.counters:
                 add_counters(db, batch.counters)
             if batch.cursor_key is not None and batch.cursor is not None:
+                received = None if batch.newest_received_at is None else datetime.fromtimestamp(
+                    batch.newest_received_at, timezone.utc)
                 db.execute(
-                    """INSERT INTO cursors (source, cursor) VALUES (?, ?)
+                    """INSERT INTO cursors (source, cursor, newest_time_us, newest_received_at) VALUES (?, ?, ?, ?)
                        ON CONFLICT (source) DO UPDATE SET cursor = greatest(cursors.cursor, excluded.cursor),
+                       newest_time_us = coalesce(excluded.newest_time_us, cursors.newest_time_us),
+                       newest_received_at = coalesce(excluded.newest_received_at, cursors.newest_received_at),
                        updated_at = now()""",
-                    [batch.cursor_key, batch.cursor],
+                    [batch.cursor_key, batch.cursor, batch.newest_time_us, received],
                 )
 
     def cursor(self, source: str) -> int | None:
@@ -608,9 +617,13 @@ class Store:
                     """SELECT count(*) FILTER (NOT deleted),
                               count(*) FILTER (ingested_at >= now() - INTERVAL 5 MINUTE),
                               count(*) FILTER (ingested_at >= now() - INTERVAL 1 HOUR),
-                              max(ingested_at), epoch_us(now()) - max(time_us)
+                              max(ingested_at)
                        FROM blips"""),
-                "cursors": self.query_all("SELECT source, cursor, updated_at FROM cursors ORDER BY source"),
+                "cursors": self.query_all(
+                    """SELECT source, cursor, updated_at, newest_received_at,
+                              greatest(0, epoch_us(newest_received_at) - newest_time_us) / 1e6,
+                              greatest(0, epoch_us(now()) - epoch_us(newest_received_at)) / 1e6
+                       FROM cursors ORDER BY newest_received_at DESC NULLS LAST, source"""),
                 "counters": self.query_all("SELECT name, value FROM counters ORDER BY name"),
                 "windows": self.query_all(
                     """SELECT agent,

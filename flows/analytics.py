@@ -13,7 +13,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
-from blipflow.analytics import BadRequest, day_selection, reports
+from blipflow.accounts import AccountFailed
+from blipflow.analytics import BadRequest, day_selection, handles_of_uris, known_agents, reports
 from blipflow.config import ConfigError, load_settings
 from blipflow.store import Store, StoreError
 from tasks.analytics import publish_artifacts, refresh_export, report_rows, write_html
@@ -29,14 +30,16 @@ def analytics(config_file: str | None = None, day: str | None = None, export_dir
         covered = report_day(day)
         settings = load_settings(config_file)
         store = Store.existing(settings.store)
-    except (BadRequest, ConfigError, StoreError) as error:
+        agents = known_agents(settings)
+    except (BadRequest, ConfigError, StoreError, AccountFailed) as error:
         logger.error("%s", error)
         return Failed(message=str(error))
     chosen = day_selection(covered)
-    results = {name: (report, report_rows(store, report, chosen, settings.agents)) for name, report in reports().items()}
+    results = {name: (report, report_rows(store, report, chosen, agents)) for name, report in reports().items()}
     publish_artifacts(results, covered)
     if html_dir:
-        page = write_html(results, chosen, Path(html_dir) / f"analytics-{covered.isoformat()}.html")
+        handles = handles_of_uris(store, [table for _, table in results.values()])
+        page = write_html(results, chosen, Path(html_dir) / f"analytics-{covered.isoformat()}.html", handles)
         logger.info("wrote %s", page)
     exported = refresh_export(store, Path(export_dir))
     return Completed(message=f"{covered.isoformat()}: {len(results)} reports; "

@@ -11,6 +11,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
+from blipflow.analytics import BadRequest
 from blipflow.config import load_settings
 from blipflow.ingest import run_ingest
 from blipflow.source import SourceUnavailable
@@ -18,13 +19,16 @@ from flows.observe import IngestObserver
 
 
 @flow(name="ingest")
-async def ingest(source: Literal["jetstream", "firehose"] = "jetstream", config_file: str | None = None) -> State:
+async def ingest(source: Literal["jetstream", "firehose"] = "jetstream", config_file: str | None = None,
+                 since: str | None = None) -> State:
     """Runs until cancelled. A source that stays unreachable (only when `max_reconnect_attempts` is set)
-    fails the run with one line naming the endpoints, not a traceback."""
+    fails the run with one line naming the endpoints, not a traceback. `since` backfills: a cursor
+    (Jetstream's time_us, a firehose's seq), or for Jetstream a date, a time or an age (`2h`); without it a
+    first run starts at the live end and a later one where the last stopped."""
     settings = load_settings(config_file)
     try:
-        stats = await run_ingest(settings, source, notify=IngestObserver())
-    except SourceUnavailable as error:
+        stats = await run_ingest(settings, source, notify=IngestObserver(), since=since)
+    except (SourceUnavailable, BadRequest) as error:
         get_run_logger().error("%s", error)
         return Failed(message=str(error))
     return Completed(message=f"{stats.received} events received, {stats.stored} stored, {stats.bad} bad")

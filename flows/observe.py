@@ -49,7 +49,8 @@ def shown_if_prefect_fails(what: str) -> Iterator[None]:
 class IngestObserver:
     """Ingest's notices as events; its progress reports also refresh the run's progress artifact, and while
     it replays a backlog — a backfill from an old cursor, or a restart far behind the stream — a progress
-    bar of how far it has caught up."""
+    bar of how far it has caught up. The lag is that of the events that arrived since the last report (none
+    on a quiet stream), so a quiet stream never looks like a backlog."""
 
     def __init__(self) -> None:
         self.catching_up: tuple[UUID, float] | None = None  # the bar's artifact, and the lag it started from
@@ -66,7 +67,9 @@ class IngestObserver:
             description="Ingest progress: events per second, lag behind the stream, reconnects", _sync=True,
         )
         lag = progress["lag_seconds"]
-        if lag is None:
+        if lag is None:  # nothing arrived since the last report
+            if self.catching_up is not None and progress["connects"] > progress["disconnects"]:
+                self.show_caught_up(1.0)  # connected, and the source has nothing more: the replay is done
             return
         if self.catching_up is None:
             if lag >= BACKLOG_LAG:
@@ -74,15 +77,21 @@ class IngestObserver:
                                                description=f"Replaying the stream from {lag:.0f} s behind it")
                 self.catching_up = (bar, lag)
             return
-        bar, started_at = self.catching_up
-        caught_up = 1.0 if lag <= LIVE_LAG else min(1.0, max(0.0, 1 - lag / started_at))
-        update_progress_artifact(bar, progress=round(100 * caught_up, 1), _sync=True)
+        started_at = self.catching_up[1]
+        self.show_caught_up(1.0 if lag <= LIVE_LAG else min(1.0, max(0.0, 1 - lag / started_at)))
+
+    def show_caught_up(self, part: float) -> None:
+        assert self.catching_up is not None
+        update_progress_artifact(self.catching_up[0], progress=round(100 * part, 1), _sync=True)
+        if part == 1.0:
+            self.catching_up = None  # live again: a later backlog gets a bar of its own
 
 
 def progress_markdown(progress: dict[str, Any]) -> str:
     rows = [
         ("events per second (since the last report)", progress["events_per_second"]),
-        ("lag behind the stream, seconds", progress["lag_seconds"]),
+        ("behind the stream when the last event arrived, seconds", progress["lag_seconds"]),
+        ("last event, seconds ago", progress["last_event_seconds_ago"]),
         ("events received (total)", progress["received_total"]),
         ("events stored (total)", progress["stored_total"]),
         ("bad input skipped (total)", progress["bad_total"]),

@@ -52,11 +52,12 @@ def publish_artifacts(results: dict[str, tuple[Query, pa.Table]], day: date) -> 
 
 
 @task(name="analytics-html", cache_policy=NO_CACHE)
-def write_html(results: dict[str, tuple[Query, pa.Table]], chosen: Selection, path: Path) -> Path:
+def write_html(results: dict[str, tuple[Query, pa.Table]], chosen: Selection, path: Path,
+               handles: dict[str, str]) -> Path:
     from blipflow.charts import html_report  # matplotlib only in the task that draws
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    html_report(results, chosen, path)
+    html_report(results, chosen, path, handles)
     return path
 
 

@@ -122,8 +122,9 @@ def test_one_html_page_with_every_chart(config: Path, tmp_path: Path) -> None:
     made = blipflow(config, "html", str(page), "--bucket", "hour")
     assert made.returncode == 0, made.stderr
     text = page.read_text()
-    assert text.count("<img alt=") == 4 and text.count("<section>") == 7
-    assert "<td>did:plc:scout0000000000000000000</td><td>2</td><td>1500</td>" in text
+    assert text.count("<img alt=") == 4 and text.count("<section id=") == 7
+    assert ("<td><span class='id'>did:plc:scout0000000000000000000</span></td><td>2</td>"
+            "<td><span class='whole'>1.5 s</span></td>") in text
 
 
 def test_export_twice(config: Path, tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_ingest_replaying_a_backlog_shows_how_far_it_has_caught_up(prefect_harne
 
     def progress(lag: float) -> Notice:
         return Notice("blipflow.ingest.progress", "blipflow.source.test", {
-            "events": 10, "stored": 10, "bad": 0, "events_per_second": 2.0, "lag_seconds": lag, "connects": 1,
+            "events": 10, "stored": 10, "bad": 0, "events_per_second": 2.0, "lag_seconds": lag, "last_event_seconds_ago": 0.1, "connects": 1,
             "disconnects": 0, "store_retries": 0, "received_total": 10, "stored_total": 10, "bad_total": 0})
 
     @flow

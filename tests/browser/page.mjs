@@ -1,11 +1,12 @@
 // Looks at one page in a running Chromium the way a person would, for tests/support/browser.py.
 //
 //   node page.mjs '{"cdp": "http://127.0.0.1:PORT", "url": "...", "expect": ["..."],
-//                   "screenshot": "/path.png", "timeoutMs": 30000}'
+//                   "screenshot": "/path.png", "timeoutMs": 30000, "measure": ["css selector"]}'
 //
 // Opens the URL in a fresh browser context, waits until every expected text is in the page's
 // visible text (or the timeout passes), saves a full-page screenshot either way, and prints one JSON
-// line: {status, title, text, missing, blocked}. Requests to any host but 127.0.0.1 are aborted and
+// line: {status, title, text, missing, blocked, sizes} — `sizes` the rendered width and height in CSS
+// pixels of the first element each `measure` selector finds (null: none found). Requests to any host but 127.0.0.1 are aborted and
 // listed in `blocked`. The browser itself belongs to the caller, which starts and stops it.
 import { chromium } from "playwright-core";
 
@@ -34,7 +35,13 @@ try {
   await page.screenshot({ path: request.screenshot, fullPage: true });
   const said = text.replace(/\s+/g, " ");
   const missing = request.expect.filter((expected) => !said.includes(expected.replace(/\s+/g, " ")));
-  console.log(JSON.stringify({ status: response?.status() ?? null, title: await page.title(), text, missing, blocked }));
+  const sizes = {};
+  for (const selector of request.measure ?? []) {
+    const box = await page.locator(selector).first().boundingBox({ timeout: 1000 }).catch(() => null);
+    sizes[selector] = box && { width: box.width, height: box.height };
+  }
+  console.log(JSON.stringify({ status: response?.status() ?? null, title: await page.title(), text, missing, blocked,
+                               sizes }));
 } finally {
   await context.close();
   // for a browser reached over CDP, close() only disconnects; the caller stops Chromium by its PID

@@ -3,6 +3,7 @@
     view = browser.open(url, expect=["ingest", "dispatch"], screenshot="prefect-deployments")
     view.text         # the page's visible text, once every expected text is on it
     view.screenshot   # tests/output/prefect-deployments.png, kept whether the test passes or not
+    browser.open(url, expect=[...], screenshot="...", measure=["#threads table"]).sizes  # {selector: {width, height}}
 
 The session fixture `browser` starts one Chromium (fresh profile in a temporary directory, DevTools on
 a free loopback port) and stops it by its PID at the end, with a watchdog that kills it if the test
@@ -52,6 +53,7 @@ class PageView:
     text: str
     screenshot: Path
     blocked: list[str]
+    sizes: dict[str, dict[str, float] | None]  # rendered size of what `measure` named, in CSS pixels
 
 
 @dataclass
@@ -61,12 +63,14 @@ class Browser:
     log_path: Path
     watchdog: subprocess.Popen
 
-    def open(self, url: str, expect: Sequence[str], screenshot: str, timeout: float = 30.0) -> PageView:
-        """Open `url`, wait until every text in `expect` is visible, keep a screenshot named `screenshot`."""
+    def open(self, url: str, expect: Sequence[str], screenshot: str, timeout: float = 30.0,
+             measure: Sequence[str] = ()) -> PageView:
+        """Open `url`, wait until every text in `expect` is visible, keep a screenshot named `screenshot`, and
+        measure the first element each CSS selector in `measure` finds."""
         OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
         screenshot_path = OUTPUT_DIR / f"{screenshot}.png"
         request = {"cdp": self.cdp_url, "url": url, "expect": list(expect),
-                   "screenshot": str(screenshot_path), "timeoutMs": int(timeout * 1000)}
+                   "screenshot": str(screenshot_path), "timeoutMs": int(timeout * 1000), "measure": list(measure)}
         page = subprocess.Popen(
             [str(NODE_BIN), str(PAGE_SCRIPT), json.dumps(request)], cwd=BROWSER_DIR,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -86,7 +90,7 @@ class Browser:
                 f"{result['missing']} within {timeout:.0f} s; screenshot {screenshot_path}; "
                 f"requests blocked: {result['blocked'] or 'none'}; the page showed:\n{result['text'][:3000]}"
             )
-        return PageView(url, result["text"], screenshot_path, result["blocked"])
+        return PageView(url, result["text"], screenshot_path, result["blocked"], result["sizes"])
 
     def stop(self) -> None:
         stop_group(self.process, grace=10)
