@@ -69,9 +69,7 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
 
 def blocked_agents(dispatcher: Dispatcher) -> dict[str, str]:
     """Agents whose circuit keeps calls from them: open, or half-open while its one trial call is made."""
-    return {name: f"circuit open: its Letta calls keep failing; one trial call every {breaker.cooldown:g} s "
-                  "until one is answered"
-            for name, breaker in dispatcher.breakers.items() if breaker.state != "closed"}
+    return {name: f"circuit open after failed calls; retried every {breaker.cooldown:g} s" for name, breaker in dispatcher.breakers.items() if breaker.state != "closed"}
 
 
 def delivery_row(delivery: Delivery) -> dict[str, object] | None:

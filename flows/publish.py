@@ -56,7 +56,7 @@ def blocked_agents(publisher: Publisher, agents: list[AgentConfig]) -> dict[str,
     for agent in agents:
         account = publisher.accounts.get(agent.name)
         if account is None:
-            blocked[agent.name] = "no account to publish as: set its handle and app_password"
+            blocked[agent.name] = "no account: set its handle and app_password"
         elif account.name in publisher.stopped:
             blocked[agent.name] = f"{publisher.stopped[account.name]}; its replies wait for working credentials"
     return blocked

@@ -15,9 +15,9 @@ from tasks.words import counted
 
 
 def window_run_name(parameters: dict[str, Any]) -> str:
-    """`scout: 2 blips · 3f9c1a2e` — the agent, the window's size and the start of its id."""
+    """`scout: 2 blips (3f9c1a2e)` — the agent, the window's size and the start of its id."""
     window: Window = parameters["window"]
-    return f"{window.agent}: {counted(window.size, 'blip')} · {window.id[:8]}"
+    return f"{window.agent}: {counted(window.size, 'blip')} ({window.id[:8]})"
 
 
 @task(

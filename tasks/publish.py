@@ -15,9 +15,9 @@ from tasks.words import counted
 
 
 def reply_run_name(parameters: dict[str, Any]) -> str:
-    """`scout: reply 1 · 3f9c1a2e` — the agent, which of its window's replies, and the start of the window's id."""
+    """`scout: reply 1 (3f9c1a2e)` — the agent, which of its window's replies, and the start of the window's id."""
     reply: OutgoingReply = parameters["reply"]
-    return f"{reply.agent}: reply {reply.position + 1} · {reply.id[:8]}"
+    return f"{reply.agent}: reply {reply.position + 1} ({reply.id[:8]})"
 
 
 @task(

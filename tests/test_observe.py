@@ -34,14 +34,19 @@ RUN_DISPATCH_UNTIL_IDLE = ("import sys; from flows.dispatch import dispatch; "
                            "print(state.state_details.flow_run_id, state.result())")
 RUN_DISPATCH = "import sys; from flows.dispatch import dispatch; dispatch(config_file=sys.argv[1])"
 FOLLOWS = 10.0  # seconds within which the table artifact shows a window delivered (it used to be 60)
-WINDOW_NAME = re.compile(r"^scout: 1 blip · [0-9a-f]{8}$")
+WINDOW_NAME = re.compile(r"^scout: 1 blip \([0-9a-f]{8}\)$")
+
+
+def run_env(server: PrefectServer) -> dict[str, str]:
+    """As a deployment's run has it (prefect.yaml): blipflow's own log lines reach the run's log."""
+    return {**server.env(), "PREFECT_LOGGING_EXTRA_LOGGERS": "blipflow"}
 
 
 def dispatched_until_idle(server: PrefectServer, config: Path) -> tuple[str, int]:
     """Run dispatch until idle in a process of its own, as a deployment's run is (its events leave with it):
     its flow run's id and how many windows it delivered."""
     run = subprocess.run([sys.executable, "-c", RUN_DISPATCH_UNTIL_IDLE, str(config)], cwd=PROJECT_ROOT,
-                         env=server.env(), capture_output=True, text=True, timeout=300)
+                         env=run_env(server), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     flow_run_id, delivered = run.stdout.split()
     return flow_run_id, int(delivered)
@@ -52,7 +57,7 @@ def long_running_dispatch(server: PrefectServer, config: Path, log_path: Path) -
     """Dispatch running until stopped, in a process of its own; its flow run as the server has it."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-c", RUN_DISPATCH, str(config)], cwd=PROJECT_ROOT,
-                                   env=server.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=run_env(server), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
     try:
         def started() -> dict | None:
@@ -102,12 +107,12 @@ def test_each_window_is_a_task_run_named_for_it_that_says_what_came_of_it(tmp_pa
 
     windows = store.query_all("SELECT id, state FROM windows ORDER BY created_at")
     task_runs = task_runs_of(prefect_server, flow_run_id)
-    assert sorted(run["name"] for run in task_runs) == sorted(f"scout: 1 blip · {window[:8]}" for window, _ in windows)
+    assert sorted(run["name"] for run in task_runs) == sorted(f"scout: 1 blip ({window[:8]})" for window, _ in windows)
     assert all(WINDOW_NAME.match(run["name"]) for run in task_runs)
     told = {run["name"]: run["state"]["message"] for run in task_runs}
     for window, state in windows:
         expected = r"1 blip → silent, \d+ ms" if state == "silent" else r"1 blip → 1 reply, \d+ ms"
-        assert re.fullmatch(expected, told[f"scout: 1 blip · {window[:8]}"])
+        assert re.fullmatch(expected, told[f"scout: 1 blip ({window[:8]})"])
     assert sum(state == "silent" for _, state in windows) == 1
     for run in task_runs:
         assert run["state"]["type"] == "COMPLETED"
@@ -147,17 +152,16 @@ def test_the_dispatch_table_follows_within_seconds(tmp_path, prefect_server):
 def test_a_long_running_dispatch_says_while_an_agents_circuit_is_open(tmp_path, prefect_server):
     fake = FakeLetta().start()
     try:
-        config = fake.config(tmp_path, [{"name": "ghost", "agent_id": fake.create_agent()}],
+        config = fake.config(tmp_path, [{"name": "sleeper", "agent_id": fake.create_agent()}],
                              dispatch={"breaker_cooldown": 3})
         store = Store(tmp_path / "s.duckdb")
-        store.save_circuit("ghost", "open", 5, datetime.now(timezone.utc))  # as an earlier process left it
+        store.save_circuit("sleeper", "open", 5, datetime.now(timezone.utc))  # as an earlier process left it
         post(store, HUMAN, "anyone there?")
         with long_running_dispatch(prefect_server, config, tmp_path / "dispatch.log") as run:
-            blocked = ("RUNNING", "blocked: ghost (circuit open: its Letta calls keep failing; one trial call every "
-                                  "3 s until one is answered)")
+            blocked = ("RUNNING", "blocked: sleeper (circuit open after failed calls; retried every 3 s)")
             # the circuit lets one call through after 3 s; it is answered and the circuit closes
             wait_for(lambda: states_of(prefect_server, run["id"])[-2:] == [blocked, ("RUNNING", None)], 60,
-                     "the run's state message to say ghost is blocked, then nothing")
+                     "the run's state message to say sleeper is blocked, then nothing")
     finally:
         fake.stop()
     assert store.query_all("SELECT state FROM windows") == [("answered",)]
@@ -172,7 +176,7 @@ def test_a_publish_run_says_which_agents_have_no_account_to_post_as(tmp_path, pr
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         state = publish(config_file=str(config), until_idle=True, return_state=True)
     assert states_of(prefect_server, str(state.state_details.flow_run_id))[-2:] == [
-        ("RUNNING", "blocked: mute (no account to publish as: set its handle and app_password)"),
+        ("RUNNING", "blocked: mute (no account: set its handle and app_password)"),
         ("COMPLETED", "posted 0 replies")]
 
 
@@ -196,8 +200,8 @@ def test_each_reply_is_a_task_run_named_for_it_that_says_where_it_went(tmp_path,
     uris = dict(store.query_all("SELECT reply_id, uri FROM posts WHERE part = 0"))
     task_runs = task_runs_of(prefect_server, str(state.state_details.flow_run_id))
     assert {run["name"]: run["state"]["message"] for run in task_runs} == {
-        f"herald: reply 1 · {short[:8]}": f"posted as {uris[short]}",
-        f"herald: reply 2 · {long[:8]}": f"2 blips posted, the first {uris[long]}",
+        f"herald: reply 1 ({short[:8]})": f"posted as {uris[short]}",
+        f"herald: reply 2 ({long[:8]})": f"2 blips posted, the first {uris[long]}",
     }
     for run in task_runs:
         assert run["task_inputs"] == {"publisher": [], "reply": []}
