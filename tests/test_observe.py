@@ -75,8 +75,12 @@ def task_runs_of(server: PrefectServer, flow_run_id: str) -> list[dict]:
     return server.found("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}, "sort": "EXPECTED_START_TIME_ASC"})
 
 
-def log_lines_of(server: PrefectServer, task_run_id: str) -> list[str]:
-    return [log["message"] for log in server.found("/logs/filter", {"logs": {"task_run_id": {"any_": [task_run_id]}}})]
+def says_in_its_log(server: PrefectServer, task_run: dict) -> None:
+    """The task run's log has a line saying what its state message says (logs reach the API in batches)."""
+    def logged() -> bool:
+        lines = server.found("/logs/filter", {"logs": {"task_run_id": {"any_": [task_run["id"]]}}})
+        return task_run["state"]["message"] in [line["message"] for line in lines]
+    wait_for(logged, 30, f"{task_run['state']['message']!r} in the log of {task_run['name']}")
 
 
 def states_of(server: PrefectServer, flow_run_id: str) -> list[tuple[str, str | None]]:
@@ -117,7 +121,7 @@ def test_each_window_is_a_task_run_named_for_it_that_says_what_came_of_it(tmp_pa
     for run in task_runs:
         assert run["state"]["type"] == "COMPLETED"
         assert run["task_inputs"] == {"dispatcher": [], "window": []}, f"{run['name']} has made-up upstream runs"
-        assert run["state"]["message"] in log_lines_of(prefect_server, run["id"])
+        says_in_its_log(prefect_server, run)
     assert states_of(prefect_server, flow_run_id)[-1] == ("COMPLETED", "delivered 10 windows")
 
 
@@ -188,24 +192,34 @@ def test_each_reply_is_a_task_run_named_for_it_that_says_where_it_went(tmp_path,
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "store": {"path": str(tmp_path / "s.duckdb")}, "bluesky": {"pds_uri": atproto_network.pds_url},
-        "publish": {"max_blip_length": 40}, "agents": [herald.config("herald", "agent-1")]}))
+        "publish": {"max_blip_length": 40},
+        "agents": [herald.config("herald", "agent-1"),
+                   {**herald.config("refused", "agent-2"), "app_password": "nope-nope-nope"}]}))
     store = Store(tmp_path / "s.duckdb")
     question = ingested(store, atproto_network, human_account, "two answers, please")
     short, long = queue(store, "herald", [question[0]], "a short one",
                         "a long one that goes out as two blips of at most forty characters")
+    [never] = queue(store, "refused", [question[0]], "never posted")
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         state = publish(config_file=str(config), until_idle=True, return_state=True)
     assert state.message == "posted 2 replies"
 
     uris = dict(store.query_all("SELECT reply_id, uri FROM posts WHERE part = 0"))
-    task_runs = task_runs_of(prefect_server, str(state.state_details.flow_run_id))
-    assert {run["name"]: run["state"]["message"] for run in task_runs} == {
+    flow_run_id = str(state.state_details.flow_run_id)
+    task_runs = task_runs_of(prefect_server, flow_run_id)
+    told = {run["name"]: run["state"]["message"] for run in task_runs}
+    assert told.pop(f"refused: reply 1 ({never[:8]})").endswith(
+        "the PDS refused the handle or app password (HTTP 401 AuthenticationRequired)")
+    assert told == {
         f"herald: reply 1 ({short[:8]})": f"posted as {uris[short]}",
         f"herald: reply 2 ({long[:8]})": f"2 blips posted, the first {uris[long]}",
     }
     for run in task_runs:
         assert run["task_inputs"] == {"publisher": [], "reply": []}
-        assert run["state"]["message"] in log_lines_of(prefect_server, run["id"])
+        if run["state_type"] == "COMPLETED":
+            says_in_its_log(prefect_server, run)
+    assert ("RUNNING", "blocked: refused (the PDS refused the handle or app password (HTTP 401 AuthenticationRequired); "
+                       "its replies wait for working credentials)") in states_of(prefect_server, flow_run_id)
 
 
 def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_server):
