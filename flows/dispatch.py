@@ -54,9 +54,9 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
         return Failed(message=str(failure))
     delivered = counted_and_reported(
         results_in_lanes(
-            # quoted: a window is no task run's result, though Prefect would link it to one by the id()
-            # of its agent's name, which the previous window's Delivery holds too
             BlockedAgents(lambda: blocked_agents(dispatcher)).after(dispatcher.plan), lambda window: window.agent,
+            # quoted: a window is no task run's result, though Prefect would link it to one by the id() of
+            # its agent's name (a str, tracked by id alone), which the previous window's Delivery holds too
             lambda window: deliver_window.submit(quote(dispatcher), quote(window)),
             poll_interval=settings.dispatch.poll_interval, until_idle=until_idle,
         ),
@@ -69,7 +69,8 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
 
 def blocked_agents(dispatcher: Dispatcher) -> dict[str, str]:
     """Agents whose circuit keeps calls from them: open, or half-open while its one trial call is made."""
-    return {name: f"circuit open after failed calls; retried every {breaker.cooldown:g} s" for name, breaker in dispatcher.breakers.items() if breaker.state != "closed"}
+    return {name: f"circuit open after failed calls; retried every {breaker.cooldown:g} s"
+            for name, breaker in dispatcher.breakers.items() if breaker.state != "closed"}
 
 
 def delivery_row(delivery: Delivery) -> dict[str, object] | None:

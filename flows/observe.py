@@ -207,7 +207,7 @@ class BlockedAgents:
 
 
 def blocked_message(blocked: dict[str, str]) -> str | None:
-    """`blocked: ghost (circuit open: …); scout (no account to publish as …)`; none when nothing is."""
+    """`blocked: ghost (circuit open …); scout (no account …)`; none when nothing is."""
     if not blocked:
         return None
     return "blocked: " + "; ".join(f"{agent} ({why})" for agent, why in sorted(blocked.items()))

@@ -36,9 +36,9 @@ def publish(config_file: str | None = None, until_idle: bool = False) -> State[i
     try:
         posted = counted_and_reported(
             results_in_lanes(
-                # quoted: a reply is no task run's result (see flows.dispatch)
                 BlockedAgents(lambda: blocked_agents(publisher, settings.agents)).after(publisher.due),
-                lambda reply: reply.agent, lambda reply: publish_reply.submit(quote(publisher), quote(reply)),
+                lambda reply: reply.agent,
+                lambda reply: publish_reply.submit(quote(publisher), quote(reply)),  # quoted: see flows.dispatch
                 poll_interval=settings.publish.poll_interval, until_idle=until_idle,
             ),
             TableReport("publish-replies", "Replies this run posted: agent, reply, blips, at-uri of the first"),

@@ -93,7 +93,8 @@ def test_a_dispatch_run_page_says_what_each_window_came_to_and_which_agent_is_bl
             windows = wait_for(scouts_windows, 60, "scout's two windows to be delivered")
             told = {window["name"]: window["state"]["message"] for window in windows}
             assert [name.split(" (")[0] for name in told] == ["scout: 1 blip"] * 2
-            assert sorted(message.split(",")[0] for message in told.values()) == ["1 blip → 1 reply", "1 blip → silent"]
+            assert sorted(message.split(",")[0] for message in told.values()) == [
+                "1 blip → 1 reply", "1 blip → silent"]
 
             page = ui_url(prefect_server, f"/runs/flow-run/{run['id']}")
             blocked = "blocked: ghost (circuit open after failed calls; retried every 600 s)"
