@@ -7,7 +7,8 @@ reaches its agents well under a second after it is stored, instead of waiting fo
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
+from prefect.utilities.annotations import quote
 
 from blipflow.accounts import with_learned_dids
 from blipflow.config import Settings, load_settings
@@ -18,8 +19,9 @@ from blipflow.letta import LettaGateway
 from blipflow.notices import Notify, nobody
 from blipflow.store import Store
 from flows.lanes import results_in_lanes
-from flows.observe import TableReport, counted_and_reported, emit
+from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.dispatch import deliver_window
+from tasks.words import counted
 
 
 def build_dispatcher(settings: Settings, notify: Notify = nobody) -> Dispatcher:
@@ -33,17 +35,18 @@ def build_dispatcher(settings: Settings, notify: Notify = nobody) -> Dispatcher:
 
 
 @flow(name="dispatch")
-def dispatch(config_file: str | None = None, until_idle: bool = False) -> int | State:
+def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[int]:
     """Deliver windows until cancelled (or, with `until_idle`, until nothing is left to send); returns
     how many windows were delivered.
 
     Agents are served side by side, each its windows one at a time and in order; an agent whose call
-    waits to be retried holds up no other."""
+    waits to be retried holds up no other. While an agent's circuit is open, the run's state message
+    says so."""
     settings = load_settings(config_file)
     logger = get_run_logger()
     if not settings.agents:
         logger.warning("no agents configured: nothing to dispatch")
-        return 0
+        return Completed(message="no agents configured: nothing to dispatch", data=0)
     try:
         dispatcher = build_dispatcher(settings, notify=emit)
     except Failure as failure:  # an agent's DID could not be learned from its account: one line, no traceback
@@ -51,14 +54,24 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> int | 
         return Failed(message=str(failure))
     delivered = counted_and_reported(
         results_in_lanes(
-            dispatcher.plan, lambda window: window.agent, lambda window: deliver_window.submit(dispatcher, window),
+            BlockedAgents(lambda: blocked_agents(dispatcher)).after(dispatcher.plan), lambda window: window.agent,
+            # quoted: a window is no task run's result, though Prefect would link it to one by the id() of
+            # its agent's name (a str, tracked by id alone), which the previous window's Delivery holds too
+            lambda window: deliver_window.submit(quote(dispatcher), quote(window)),
             poll_interval=settings.dispatch.poll_interval, until_idle=until_idle,
         ),
         TableReport("dispatch-windows", "Windows this run delivered: agent, blips, replies, Letta time, outcome"),
         delivery_row,
     )
     logger.info("dispatch stopped after delivering %d windows", delivered)
-    return delivered
+    return Completed(message=f"delivered {counted(delivered, 'window')}", data=delivered)
+
+
+def blocked_agents(dispatcher: Dispatcher) -> dict[str, str]:
+    """Agents whose circuit keeps calls from them: open, or half-open while its one trial call is made."""
+    return {name: (f"circuit open: {breaker.reason}" if breaker.reason else "circuit open after failed calls")
+            + f"; retried every {breaker.cooldown:g} s"
+            for name, breaker in dispatcher.breakers.items() if breaker.state != "closed"}
 
 
 def delivery_row(delivery: Delivery) -> dict[str, object] | None:
@@ -66,4 +79,5 @@ def delivery_row(delivery: Delivery) -> dict[str, object] | None:
     if delivery.outcome == "in_flight":
         return None
     return {"agent": delivery.agent, "window": delivery.window, "blips": delivery.blips, "replies": delivery.replies,
-            "letta_ms": round(delivery.letta_ms, 1), "outcome": delivery.outcome}
+            "letta_ms": round(delivery.letta_ms, 1),
+            "outcome": f"quarantined: {delivery.reason}" if delivery.reason else delivery.outcome}

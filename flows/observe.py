@@ -2,23 +2,29 @@
 
 Events carry the agent, DID or source as their resource (Prefect relates them to the flow run), so
 users can build automations on them: "an agent's circuit opened", "ingest disconnected", "no progress
-for ten minutes". Long-running runs refresh their artifacts now and then, as new versions under one
-key, so the UI shows the latest.
+for ten minutes". Long-running runs keep their table artifact current within seconds, and say in their
+state message which agents they cannot serve now, and why.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect.artifacts import (
-    create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact,
+    TableArtifact, create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact,
 )
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactUpdate
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
+from prefect.states import Running
 
 from blipflow.notices import Notice
 
@@ -26,8 +32,9 @@ log = logging.getLogger("blipflow.observe")  # the blipflow logger reaches the r
 
 BACKLOG_LAG = 60.0  # seconds behind the stream at which ingest is replaying a backlog
 LIVE_LAG = 5.0  # and at which it has caught up
+Item = TypeVar("Item")
 R = TypeVar("R")
-REFRESH_EVERY = 60.0  # seconds between versions of a long-running run's table artifact
+REFRESH_AFTER = 2.0  # seconds: a row is in its table artifact this soon, which is written at most this often
 TABLE_ROWS = 500  # the newest rows a table artifact keeps
 
 
@@ -104,26 +111,52 @@ def progress_markdown(progress: dict[str, Any]) -> str:
 
 
 class TableReport:
-    """The table artifact of a long-running run: one row per thing done, refreshed at most every
-    REFRESH_EVERY seconds while rows come in, and once more at the end."""
+    """The table artifact of a long-running run: one row per thing done, there within REFRESH_AFTER
+    seconds of being done.
+
+    The first write creates the run's artifact; later ones update that same artifact (a new version
+    per refresh would pile up in the server's database), at most once every REFRESH_AFTER seconds
+    however fast rows come in — a timer writes what came in since — and once more at the end."""
 
     def __init__(self, key: str, description: str) -> None:
         self.key = key
         self.description = description
         self.rows: list[dict[str, Any]] = []
+        self.artifact: UUID | None = None
         self.changed = False
-        self.shown_at = time.monotonic()
+        self.shown_at = float("-inf")
+        self.timer: threading.Timer | None = None
+        self.lock = threading.Lock()  # the timer writes from its own thread
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows = [*self.rows[-(TABLE_ROWS - 1):], row]
-        self.changed = True
-        if time.monotonic() - self.shown_at >= REFRESH_EVERY:
-            self.show()
+        with self.lock:
+            self.rows = [*self.rows[-(TABLE_ROWS - 1):], row]
+            self.changed = True
+            wait = self.shown_at + REFRESH_AFTER - time.monotonic()
+            if wait > 0:
+                if self.timer is None:
+                    # in the run's context, so that an artifact created from the timer's thread is the run's
+                    self.timer = threading.Timer(wait, contextvars.copy_context().run, [self.show])
+                    self.timer.daemon = True
+                    self.timer.start()
+                return
+        self.show()
 
     def show(self) -> None:
-        if self.changed:
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if not self.changed:
+                return
             with shown_if_prefect_fails(f"the {self.key} artifact"):
-                create_table_artifact(key=self.key, table=self.rows, description=self.description, _sync=True)
+                if self.artifact is None:
+                    self.artifact = create_table_artifact(key=self.key, table=self.rows, description=self.description,
+                                                          _sync=True)
+                else:
+                    with get_client(sync_client=True) as client:
+                        table = TableArtifact(table=self.rows).format(_sync=True)
+                        client.update_artifact(self.artifact, ArtifactUpdate(data=table))
             self.changed, self.shown_at = False, time.monotonic()
 
 
@@ -140,3 +173,50 @@ def counted_and_reported(results: Iterable[R], report: TableReport, row: Callabl
     finally:
         report.show()
     return counted
+
+
+class BlockedAgents:
+    """Which agents a long-running run cannot serve now, and why, from `blocked` (agent → why): said in
+    the run's state message (the UI's State Message) and its log when it changes, cleared when it is over.
+
+    Looked at after each round of planning; Prefect hears of it only when it changes."""
+
+    def __init__(self, blocked: Callable[[], dict[str, str]]) -> None:
+        self.blocked = blocked
+        self.said: dict[str, str] = {}
+
+    def after(self, plan: Callable[[], Sequence[Item]]) -> Callable[[], Sequence[Item]]:
+        """`plan`, looking at the blocked agents after each call."""
+        def planned() -> Sequence[Item]:
+            items = plan()
+            self.look()
+            return items
+        return planned
+
+    def look(self) -> None:
+        blocked = self.blocked()
+        if blocked == self.said:
+            return
+        for agent, why in blocked.items():
+            if self.said.get(agent) != why:
+                log.warning("agent %s is blocked: %s", agent, why)
+        for agent in self.said.keys() - blocked.keys():
+            log.info("agent %s is no longer blocked", agent)
+        self.said = blocked
+        self.tell_prefect(blocked_message(blocked))
+
+    @staticmethod
+    def tell_prefect(message: str | None) -> None:
+        """The run stays Running, with the message (a run being cancelled refuses it, and stays Cancelling)."""
+        context = FlowRunContext.get()
+        if context is None or context.flow_run is None:
+            return
+        with shown_if_prefect_fails("the run's state message"), get_client(sync_client=True) as client:
+            client.set_flow_run_state(context.flow_run.id, Running(message=message))
+
+
+def blocked_message(blocked: dict[str, str]) -> str | None:
+    """`blocked: ghost (circuit open …); scout (no account …)`; none when nothing is."""
+    if not blocked:
+        return None
+    return "blocked: " + "; ".join(f"{agent} ({why})" for agent, why in sorted(blocked.items()))

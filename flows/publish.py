@@ -7,28 +7,38 @@ is on the network well under a second after its agent gave it, instead of waitin
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed, State
+from prefect.utilities.annotations import quote
 
-from blipflow.config import load_settings
+from blipflow.config import AgentConfig, load_settings
 from blipflow.publish import Publication, Publisher
 from blipflow.store import Store
 from flows.lanes import results_in_lanes
-from flows.observe import TableReport, counted_and_reported, emit
+from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.publish import publish_reply
+from tasks.words import counted
 
 
 @flow(name="publish")
-def publish(config_file: str | None = None, until_idle: bool = False) -> int:
+def publish(config_file: str | None = None, until_idle: bool = False) -> State[int]:
     """Post replies until cancelled (or, with `until_idle`, until nothing is left to post); returns how
     many replies were posted.
 
     Agents post side by side, each its replies one at a time and in order, so a conversation reads on
-    the network in the order its agent answered; an agent whose PDS is away holds up no other."""
+    the network in the order its agent answered; an agent whose PDS is away holds up no other. While an
+    agent has no account that can post, the run's state message says so."""
     settings = load_settings(config_file)
+    logger = get_run_logger()
+    if not settings.agents:
+        logger.warning("no agents configured: nothing to publish")
+        return Completed(message="no agents configured: nothing to publish", data=0)
     publisher = Publisher.from_settings(Store.from_config(settings.store), settings, notify=emit)
     try:
         posted = counted_and_reported(
             results_in_lanes(
-                publisher.due, lambda reply: reply.agent, lambda reply: publish_reply.submit(publisher, reply),
+                BlockedAgents(lambda: blocked_agents(publisher, settings.agents)).after(publisher.due),
+                lambda reply: reply.agent,
+                lambda reply: publish_reply.submit(quote(publisher), quote(reply)),  # quoted: see flows.dispatch
                 poll_interval=settings.publish.poll_interval, until_idle=until_idle,
             ),
             TableReport("publish-replies", "Replies this run posted: agent, reply, blips, at-uri of the first"),
@@ -36,8 +46,20 @@ def publish(config_file: str | None = None, until_idle: bool = False) -> int:
         )
     finally:
         publisher.close()
-    get_run_logger().info("publish stopped after posting %d replies", posted)
-    return posted
+    logger.info("publish stopped after posting %d replies", posted)
+    return Completed(message=f"posted {counted(posted, 'reply')}", data=posted)
+
+
+def blocked_agents(publisher: Publisher, agents: list[AgentConfig]) -> dict[str, str]:
+    """Agents whose replies wait in the outbox for want of an account: none configured, or one the PDS refused."""
+    blocked = {}
+    for agent in agents:
+        account = publisher.accounts.get(agent.name)
+        if account is None:
+            blocked[agent.name] = "no account: set its handle and app_password"
+        elif account.name in publisher.stopped:
+            blocked[agent.name] = f"{publisher.stopped[account.name]}; its replies wait for working credentials"
+    return blocked
 
 
 def publication_row(publication: Publication) -> dict[str, object] | None:

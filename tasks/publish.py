@@ -1,17 +1,28 @@
-"""Publish tasks: one task run per reply (all of its parts), never one per blip."""
+"""Publish tasks: one task run per reply (all of its parts), never one per blip, named for its agent and
+reply and ending with where it was posted."""
 
 from __future__ import annotations
 
-from prefect import task
+from typing import Any
+
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 
 from blipflow.publish import OutgoingReply, Publication, Publisher
 from tasks.retries import worth_retrying
+from tasks.words import counted
+
+
+def reply_run_name(parameters: dict[str, Any]) -> str:
+    """`scout: reply 1 (3f9c1a2e)` — the agent, which of its window's replies, and the start of the window's id."""
+    reply: OutgoingReply = parameters["reply"]
+    return f"{reply.agent}: reply {reply.position + 1} ({reply.id[:8]})"
 
 
 @task(
     name="publish-reply",
-    task_run_name="publish {reply.agent} {reply.id}",
+    task_run_name=reply_run_name,
     # A PDS that is away for a while (a restart, an outage) is waited for here, in the reply's own lane.
     retries=6,
     retry_delay_seconds=[1, 2, 5, 10, 20, 30],
@@ -19,5 +30,16 @@ from tasks.retries import worth_retrying
     retry_condition_fn=worth_retrying,
     cache_policy=NO_CACHE,  # the publisher holds logged-in sessions: never hash or persist it
 )
-def publish_reply(publisher: Publisher, reply: OutgoingReply) -> Publication:
-    return publisher.publish(reply)
+def publish_reply(publisher: Publisher, reply: OutgoingReply) -> State[Publication]:
+    publication = publisher.publish(reply)
+    told = publication_told(publication)
+    get_run_logger().info("%s", told)
+    return Completed(message=told, data=publication)
+
+
+def publication_told(publication: Publication) -> str:
+    """Where a reply went: `posted as at://…`, or `2 blips posted, the first at://…`."""
+    done = "posted" if publication.outcome == "posted" else "already posted"
+    if publication.parts == 1:
+        return f"{done} as {publication.uris[0]}"
+    return f"{counted(publication.parts, 'blip')} {done}, the first {publication.uris[0]}"

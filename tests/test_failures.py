@@ -178,8 +178,10 @@ def test_a_window_that_cannot_be_formatted_is_quarantined_and_the_next_blip_answ
     post(store, HUMAN, "poison one")
     post(store, HUMAN, "a normal blip")
     seq = letta_server.model.last_seq()
-    run_dispatch(config, prefect_server)
+    logs = run_dispatch(config, prefect_server)
     assert [reply.rsplit("] ", 1)[-1] for reply in replies(store)] == ["a normal blip"]
+    # the quarantined window's task run ends saying so, and why
+    assert "1 blip → quarantined: ValueError: cannot format this blip" in [log["message"] for log in logs]
     assert all("poison one" not in " ".join(asked["user_texts"])
                for asked in letta_server.model.chat_requests(since=seq))  # it never reached the agent
     [(poisoned, attempts, error)] = store.query_all(

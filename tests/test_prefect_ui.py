@@ -1,9 +1,11 @@
 """What someone who deploys blipflow sees: `prefect deploy --all` from the repository root against a real
-Prefect server, then that server's own UI in Chromium lists every deployment prefect.yaml declares."""
+Prefect server, then that server's own UI in Chromium lists every deployment prefect.yaml declares; and
+the page of a real dispatch run says what each window came to and which agent is blocked, and why."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
@@ -11,8 +13,13 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.states import Cancelled
 
+from blipflow.store import Store
 from tests.support.browser import Browser
+from tests.support.fake_letta import FakeLetta
+from tests.support.ingest_process import wait_for
 from tests.support.prefect_server import PrefectServer, api_client, deploy_all
+from tests.test_dispatch import HUMAN, post
+from tests.test_observe import long_running_dispatch, task_runs_of
 
 
 def deployments_named(client: SyncPrefectClient, names: list[str]) -> list[DeploymentResponse]:
@@ -65,3 +72,37 @@ def test_the_flow_runs_page_names_the_deployment_of_every_run(browser: Browser, 
     # The first UI's runs list names each run's deployment; the V2 UI's (Prefect 3.8.8) shows only the flow.
     browser.open(ui_url(prefect_server, "/runs"), expect=[f"Deployment {name}" for name in deployment_names],
                  screenshot="prefect-ui-runs")
+
+
+def test_a_dispatch_run_page_says_what_each_window_came_to_and_which_agent_is_blocked(
+        tmp_path, browser: Browser, prefect_server: PrefectServer) -> None:
+    fake = FakeLetta().start()
+    try:
+        config = fake.config(tmp_path, [{"name": "scout", "agent_id": fake.create_agent()},
+                                        {"name": "ghost", "agent_id": fake.create_agent()}],
+                             dispatch={"breaker_cooldown": 600})
+        store = Store(tmp_path / "s.duckdb")
+        store.save_circuit("ghost", "open", 5, datetime.now(timezone.utc))  # as an earlier process left it
+        post(store, HUMAN, "hello there")
+        post(store, HUMAN, "nothing to say to this [[silent]]")
+        with long_running_dispatch(prefect_server, config, tmp_path / "dispatch.log") as run:
+            def scouts_windows() -> list[dict]:
+                done = [task_run for task_run in task_runs_of(prefect_server, run["id"])
+                        if task_run["state_type"] == "COMPLETED"]
+                return done if len(done) == 2 else []
+            windows = wait_for(scouts_windows, 60, "scout's two windows to be delivered")
+            told = {window["name"]: window["state"]["message"] for window in windows}
+            assert [name.split(" (")[0] for name in told] == ["scout: 1 blip"] * 2
+            assert sorted(message.split(",")[0] for message in told.values()) == [
+                "1 blip → 1 reply", "1 blip → silent"]
+
+            page = ui_url(prefect_server, f"/runs/flow-run/{run['id']}")
+            blocked = "blocked: ghost (circuit open after failed calls; retried every 600 s)"
+            # the run's log: each window's line and final state, with the name of its task run; ghost blocked
+            browser.open(page, expect=[*told, *told.values(), f"Completed('{told[next(iter(told))]}')",
+                                       "agent ghost is blocked: circuit open after failed calls; retried every 600 s"],
+                         screenshot="prefect-ui-dispatch-run")
+            browser.open(page + "?tab=Details", screenshot="prefect-ui-dispatch-run-details",
+                         expect=[f"State Message {blocked}"])
+    finally:
+        fake.stop()
