@@ -120,7 +120,7 @@ class IdentityResolver:
 
     def did_document(self, did: str) -> dict:
         if not is_did(did):
-            raise BadReply(f"{did!r:.100} is not a DID")
+            raise BadReply(f"{shown(did)} is not a DID")
         if did.startswith("did:plc:"):
             url = f"{self.plc_url}/{quote(did)}"
         elif did.startswith("did:web:"):
@@ -133,7 +133,7 @@ class IdentityResolver:
         if not isinstance(document, dict):
             raise BadReply(f"its DID document is {type(document).__name__}, not an object")
         if document.get("id") != did:
-            raise BadReply(f"its DID document is that of {document.get('id')!r:.100}")
+            raise BadReply(f"its DID document is that of {shown(document.get('id'))}")
         return document
 
     def display_name(self, did: str, pds: str) -> str | None:
@@ -167,7 +167,8 @@ class IdentityResolver:
         except httpx.InvalidURL as error:
             raise BadReply(f"{what}: {error}") from None
         try:
-            # The standard parser, not orjson: a lone surrogate in a display name costs that character, not the reply.
+            # The standard parser, not orjson: a lone surrogate in a display name costs that character,
+            # not the whole answer.
             return 200, json.loads(body)
         except (ValueError, RecursionError):
             raise BadReply(f"{what} at {url} is not JSON") from None
@@ -186,7 +187,7 @@ def claimed_handle(document: dict) -> str | None:
     if alias is None:
         return None
     if not is_handle(handle := alias.removeprefix("at://")):
-        raise BadReply(f"its DID document claims {alias!r:.100}, which is not a handle")
+        raise BadReply(f"its DID document claims {shown(alias)}, which is not a handle")
     return handle
 
 
@@ -196,11 +197,12 @@ def pds_endpoint(document: dict) -> str | None:
     if not isinstance(services, list):
         raise BadReply(f"service in its DID document is {type(services).__name__}, not a list")
     endpoint = next((service.get("serviceEndpoint") for service in services
-                     if isinstance(service, dict) and str(service.get("id", "")).endswith("#atproto_pds")), None)
+                     if isinstance(service, dict) and isinstance(service.get("id"), str)
+                     and service["id"].endswith("#atproto_pds")), None)
     if endpoint is None:
         return None
     if not is_web_url(endpoint):
-        raise BadReply(f"its PDS {endpoint!r:.100} is not an http(s) URL")
+        raise BadReply(f"its PDS {shown(endpoint)} is not an http(s) URL")
     return endpoint
 
 
@@ -226,3 +228,8 @@ def usable_display_name(value: object) -> str | None:
     if len(text) > MAX_DISPLAY_NAME:
         text = text[:MAX_DISPLAY_NAME - 1].rstrip() + "…"
     return text or None
+
+
+def shown(value: object) -> str:
+    """A value from an answer, for a log line: text quoted and cut short, anything else by its type."""
+    return f"{value[:100]!r}" if isinstance(value, str) else type(value).__name__

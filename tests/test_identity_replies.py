@@ -32,6 +32,7 @@ odd_values = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70), st.floats(allow_nan=False),
     st.text(max_size=12), st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+    st.just(json.loads("[" * 900 + "]" * 900)),  # as deep as a JSON parser takes
 )
 # Any code point, lone surrogates included (hypothesis leaves those out unless asked).
 any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=80)
