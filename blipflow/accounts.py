@@ -13,6 +13,7 @@ no longer accepts logs in again once. No password or token ever goes into a mess
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pydantic import SecretStr
 
 from blipflow.config import AgentConfig, BlueskyConfig, Settings
 from blipflow.failures import Failure
+from blipflow.identifiers import is_did
 from blipflow.publish_records import Ref
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ACCOUNT = "default"
 # What a PDS says when a session's tokens are no longer good; a fresh login fixes it.
 STALE_SESSION_ERRORS = {"ExpiredToken", "InvalidToken"}
+XRPC_ERROR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,99}")  # InvalidRequest, RecordNotFound, ...
 
 T = TypeVar("T")
 
@@ -129,11 +132,15 @@ def learn_did(account: Account, *, timeout: float) -> str:
     """The DID behind an account's handle, as its own PDS resolves it (no DNS, no login)."""
     client = new_client(account.pds_uri, timeout)
     try:
-        return client.com.atproto.identity.resolve_handle({"handle": account.handle}).did
+        did = client.com.atproto.identity.resolve_handle({"handle": account.handle}).did
     except Exception as error:  # noqa: BLE001 - sorted into transient and not, with one line
         raise describe(account, error, "resolve its handle") from None
     finally:
         client.request.close()
+    if not is_did(did):  # the SDK checks only that it is text
+        raise AccountFailed(account, f"its PDS resolved the handle to {did!r:.100}, which is not a DID",
+                            transient=False)
+    return did
 
 
 class Session:
@@ -236,11 +243,13 @@ def plain(value: Any) -> dict[str, Any]:
 
 
 def xrpc_error(error: Exception) -> tuple[int | None, str | None]:
+    """The HTTP status of a failed XRPC call and the error name its PDS gave, if it gave one that is a name
+    (a PDS may answer anything: a list, a line break, a megabyte)."""
     response = getattr(error, "response", None)
     if response is None:
         return None, None
-    content = response.content
-    return response.status_code, getattr(content, "error", None)
+    name = getattr(response.content, "error", None)
+    return response.status_code, name if isinstance(name, str) and XRPC_ERROR_NAME.fullmatch(name) else None
 
 
 def stale_session(error: Exception) -> bool:

@@ -11,27 +11,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from blipflow.identifiers import DID_PATTERN, HANDLE_PATTERN
+
 Operation = Literal["create", "update", "delete"]
 
 # ATProto's syntax for the names an event carries (https://atproto.com/specs): whatever does not match is
 # not an event, so no DID, collection or record key with a line break or a slash in it reaches a prompt,
 # a record or an at-uri. The patterns are RE2- and Python-compatible (the store matches them in SQL too).
-DID_PATTERN = r"did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]"
+# DIDs and handles name accounts, which identity resolution checks too: they live in identifiers.py.
 NSID_PATTERN = r"[a-zA-Z][a-zA-Z0-9-]{0,62}(\.[a-zA-Z0-9-]{1,63}){2,}"
 RKEY_PATTERN = r"[A-Za-z0-9._~:-]{1,512}"
-HANDLE_PATTERN = r"([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 RECORD_URI_PATTERN = rf"at://({DID_PATTERN}|{HANDLE_PATTERN})/{NSID_PATTERN}/{RKEY_PATTERN}"
 CID_PATTERN = r"[A-Za-z0-9_-]{1,256}"  # the string form of a CID (multibase base32, base58 or base64url)
-MAX_DID_LENGTH = 2048
 
 # The instants every reader can hold, in any time zone: Python's datetime holds years 1 to 9999 only.
 EARLIEST_DATE = datetime(1, 1, 2, tzinfo=timezone.utc)
 LATEST_DATE = datetime(9999, 12, 30, tzinfo=timezone.utc)
 LATEST_TIME_US = (LATEST_DATE - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
 
-DID_SYNTAX, NSID_SYNTAX, RKEY_SYNTAX, HANDLE_SYNTAX = (
-    re.compile(pattern) for pattern in (DID_PATTERN, NSID_PATTERN, RKEY_PATTERN, HANDLE_PATTERN)
-)
+NSID_SYNTAX, RKEY_SYNTAX = re.compile(NSID_PATTERN), re.compile(RKEY_PATTERN)
 
 
 @dataclass(slots=True, frozen=True)

@@ -6,15 +6,18 @@ not verified by DNS here: that needs the open internet, which offline and test n
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from blipflow.blip import Identity
 from blipflow.config import Settings
+from blipflow.identifiers import is_did, is_handle
 from blipflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,13 @@ log = logging.getLogger(__name__)
 PROFILE_COLLECTION = "app.bsky.actor.profile"
 # A DID that could not be resolved is not tried again for this long (dispatch must not wait on it).
 RETRY_FAILED_AFTER = timedelta(minutes=5)
+MAX_REPLY_BYTES = 256 * 1024
+MAX_URL_LENGTH = 2048
+URL_TEXT = re.compile(r"[!-~]+")  # printable ASCII, no spaces
+# Bluesky's own limit is 64 graphemes; more would only crowd the header line of every blip.
+MAX_DISPLAY_NAME = 64
+# C0 and C1 controls, lone surrogates, and the bidi embeddings, overrides and isolates.
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -90,9 +100,12 @@ class IdentityResolver:
         return resolved
 
     def fetch(self, did: str, known: Identity | None) -> Identity:
-        """Resolve one DID now. On failure keep what was known (a handle from an identity event, say)."""
+        """Resolve one DID now. On failure, or an answer that is not what was asked for, keep what was known
+        (a handle from an identity event, say)."""
         try:
             document = self.did_document(did)
+            handle, pds = claimed_handle(document), pds_endpoint(document)
+            display_name = self.display_name(did, pds) if pds else None
         except (httpx.HTTPError, ValueError) as error:
             now = datetime.now(timezone.utc)
             self.failed_until[did] = now + RETRY_FAILED_AFTER
@@ -103,41 +116,120 @@ class IdentityResolver:
                 log.warning("cannot reach the PLC directory %s: %s; authors stay unresolved for now, "
                             "each tried again in %s", self.plc_url, error, RETRY_FAILED_AFTER)
             return known or Identity(did, None, None, None, None)
-        handle = next(
-            (aka.removeprefix("at://") for aka in document.get("alsoKnownAs", []) if aka.startswith("at://")),
-            None,
-        )
-        pds = next(
-            (s.get("serviceEndpoint") for s in document.get("service", []) if str(s.get("id", "")).endswith("#atproto_pds")),
-            None,
-        )
-        display_name = self.display_name(did, pds) if pds else None
         return Identity(did, handle, display_name, pds, datetime.now(timezone.utc))
 
     def did_document(self, did: str) -> dict:
+        if not is_did(did):
+            raise BadReply(f"{shown(did)} is not a DID")
         if did.startswith("did:plc:"):
             url = f"{self.plc_url}/{quote(did)}"
         elif did.startswith("did:web:"):
             url = f"https://{did.removeprefix('did:web:').replace(':', '/')}/.well-known/did.json"
         else:
             raise ValueError(f"unsupported DID method in {did}")
-        response = self.http.get(url)
-        response.raise_for_status()
-        document = response.json()
+        status, document = self.json_reply("its DID document", url)
+        if status != 200:
+            raise BadReply(f"its DID document: {url} answered HTTP {status}")
         if not isinstance(document, dict):
-            raise ValueError(f"DID document of {did} is not an object")
+            raise BadReply(f"its DID document is {type(document).__name__}, not an object")
+        if document.get("id") != did:
+            raise BadReply(f"its DID document is that of {shown(document.get('id'))}")
         return document
 
     def display_name(self, did: str, pds: str) -> str | None:
         try:
-            response = self.http.get(
-                f"{pds.rstrip('/')}/xrpc/com.atproto.repo.getRecord",
-                params={"repo": did, "collection": PROFILE_COLLECTION, "rkey": "self"},
+            status, reply = self.json_reply(
+                "its profile", f"{pds.rstrip('/')}/xrpc/com.atproto.repo.getRecord",
+                {"repo": did, "collection": PROFILE_COLLECTION, "rkey": "self"},
             )
         except httpx.HTTPError as error:
             log.warning("cannot read the profile of %s: %s", did, error)
             return None
-        if response.status_code != 200:
+        if status != 200:
             return None  # no profile record: many agents never set one
-        name = response.json().get("value", {}).get("displayName")
-        return name if isinstance(name, str) and name else None
+        profile = reply.get("value") if isinstance(reply, dict) else None
+        if not isinstance(profile, dict):
+            raise BadReply(f"its profile at {pds} is not a record")
+        return usable_display_name(profile.get("displayName"))
+
+    def json_reply(self, what: str, url: str, params: dict[str, str] | None = None) -> tuple[int, object]:
+        """The status of a GET and, for a 200, its body as JSON; BadReply for a body too big or not JSON.
+        The body is read only up to MAX_REPLY_BYTES: a DID document or a profile is a few hundred bytes."""
+        try:
+            with self.http.stream("GET", url, params=params) as response:
+                if response.status_code != 200:
+                    return response.status_code, None
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_REPLY_BYTES:
+                        raise BadReply(f"{what} at {url} is over {MAX_REPLY_BYTES} bytes")
+        except httpx.InvalidURL as error:
+            raise BadReply(f"{what}: {error}") from None
+        try:
+            # The standard parser, not orjson: a lone surrogate in a display name costs that character,
+            # not the whole answer.
+            return 200, json.loads(body)
+        except (ValueError, RecursionError):
+            raise BadReply(f"{what} at {url} is not JSON") from None
+
+
+class BadReply(ValueError):
+    """A PLC directory or PDS answered, but not with what was asked for."""
+
+
+def claimed_handle(document: dict) -> str | None:
+    """The handle a DID document claims: its first at:// alias, as ATProto reads it; None if it has none."""
+    aliases = document.get("alsoKnownAs", [])
+    if not isinstance(aliases, list):
+        raise BadReply(f"alsoKnownAs in its DID document is {type(aliases).__name__}, not a list")
+    alias = next((aka for aka in aliases if isinstance(aka, str) and aka.startswith("at://")), None)
+    if alias is None:
+        return None
+    if not is_handle(handle := alias.removeprefix("at://")):
+        raise BadReply(f"its DID document claims {shown(alias)}, which is not a handle")
+    return handle
+
+
+def pds_endpoint(document: dict) -> str | None:
+    """The URL of the account's PDS in a DID document; None if it names none."""
+    services = document.get("service", [])
+    if not isinstance(services, list):
+        raise BadReply(f"service in its DID document is {type(services).__name__}, not a list")
+    endpoint = next((service.get("serviceEndpoint") for service in services
+                     if isinstance(service, dict) and isinstance(service.get("id"), str)
+                     and service["id"].endswith("#atproto_pds")), None)
+    if endpoint is None:
+        return None
+    if not is_web_url(endpoint):
+        raise BadReply(f"its PDS {shown(endpoint)} is not an http(s) URL")
+    return endpoint
+
+
+def is_web_url(value: object) -> bool:
+    if not isinstance(value, str) or len(value) > MAX_URL_LENGTH or not URL_TEXT.fullmatch(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for a port that is not one
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+
+
+def usable_display_name(value: object) -> str | None:
+    """A display name as a header line can show it: one line of printable text, at most
+    MAX_DISPLAY_NAME characters. A PDS hands back whatever its owner wrote (a self-hosted one need not
+    check the lexicon's limits): line breaks become spaces; control characters, lone surrogates (which
+    no database stores) and bidi overrides (which reorder what follows) go."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join(UNPRINTABLE.sub("", " ".join(value.split())).split())
+    if len(text) > MAX_DISPLAY_NAME:
+        text = text[:MAX_DISPLAY_NAME - 1].rstrip() + "…"
+    return text or None
+
+
+def shown(value: object) -> str:
+    """A value from an answer, for a log line: text quoted and cut short, anything else by its type."""
+    return f"{value[:100]!r}" if isinstance(value, str) else type(value).__name__

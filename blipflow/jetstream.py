@@ -17,9 +17,9 @@ from websockets.asyncio.client import connect
 
 from blipflow.config import JetstreamConfig
 from blipflow.events import (
-    DID_SYNTAX, HANDLE_SYNTAX, LATEST_TIME_US, MAX_DID_LENGTH, NSID_SYNTAX, RKEY_SYNTAX, AccountEvent, BadFrame,
-    CommitEvent, Event, IdentityEvent,
+    LATEST_TIME_US, NSID_SYNTAX, RKEY_SYNTAX, AccountEvent, BadFrame, CommitEvent, Event, IdentityEvent,
 )
+from blipflow.identifiers import is_did, is_handle
 from blipflow.source import EventSink, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def event_from_dict(data: Any, raw: str | bytes) -> Event:
         raise BadFrame("not_object", f"top level is {type(data).__name__}")
     did = data.get("did")
     time_us = data.get("time_us")
-    if not isinstance(did, str) or len(did) > MAX_DID_LENGTH or not DID_SYNTAX.fullmatch(did):
+    if not is_did(did):
         raise BadFrame("bad_did", f"did={did!r:.200}")
     if type(time_us) is not int or not 0 <= time_us < LATEST_TIME_US:
         raise BadFrame("bad_time_us", f"time_us={time_us!r} for {did}")
@@ -84,8 +84,7 @@ def event_from_dict(data: Any, raw: str | bytes) -> Event:
     if kind == "identity":
         identity = data.get("identity")
         handle = identity.get("handle") if isinstance(identity, dict) else None
-        valid = isinstance(handle, str) and HANDLE_SYNTAX.fullmatch(handle)
-        return IdentityEvent(did, time_us, handle if valid else None)
+        return IdentityEvent(did, time_us, handle if is_handle(handle) else None)
     if kind == "account":
         account = data.get("account")
         if not isinstance(account, dict) or not isinstance(account.get("active"), bool):
