@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -26,6 +27,7 @@ from blipflow.config import BlockReference, ConfigError, Settings, load_settings
 from blipflow.failures import Failure
 from blipflow.formatting import blip_json, format_blip
 from blipflow.identity import IdentityResolver
+from blipflow.shutdown import as_a_command
 from blipflow.source import SourceUnavailable
 from blipflow.store import Store, StoreError
 
@@ -82,7 +84,7 @@ def run(
 
     path = config_file_parameter()
     typer.echo(f"ingesting from {source.value} into {loaded.store.path} (Ctrl-C stops)", err=True)
-    final = until_interrupted(lambda: asyncio.run(ingest(source=source.value, config_file=path, return_state=True)))
+    final = flow_in_foreground(lambda: asyncio.run(ingest(source=source.value, config_file=path, return_state=True)))
     if final is not None and final.is_failed():
         raise SourceUnavailable(final.message or "ingest failed")
 
@@ -104,7 +106,7 @@ def run_agents_flow(name: str, doing: str) -> None:
 
     path = config_file_parameter()
     typer.echo(f"{doing} {', '.join(agent.name for agent in loaded.agents)} (Ctrl-C stops)", err=True)
-    final = until_interrupted(lambda: agents_flow(config_file=path, return_state=True))
+    final = flow_in_foreground(lambda: agents_flow(config_file=path, return_state=True))
     if final is not None and final.is_failed():
         raise Failure(final.message or f"{name} failed", transient=False)
 
@@ -387,10 +389,28 @@ def prefect_environment() -> None:
         os.environ.setdefault(name, value)
 
 
+def flow_in_foreground(run_flow: Callable[[], Any]) -> Any:
+    """Run a long-running flow until Ctrl-C or SIGTERM and return its final state; what it logged and
+    emitted reaches the Prefect API before the command ends (flows.prefect_api)."""
+    from flows.prefect_api import prefect_api
+
+    def reporting() -> Any:
+        with prefect_api():
+            return run_flow()
+
+    final = until_interrupted(reporting)
+    # What is left is the interpreter's exit, whose last garbage collection would go over every object
+    # Prefect's modules made (seconds on a busy machine, after the stop): they are left to the OS instead.
+    gc.freeze()
+    return final
+
+
 def until_interrupted(work: Callable[[], Any]) -> Any:
-    """Run `work` and return its result; Ctrl-C (after the work's own graceful stop) ends it quietly."""
+    """Run `work` and return its result; Ctrl-C or SIGTERM (after the work's own graceful stop) ends it
+    quietly."""
     try:
-        return work()
+        with as_a_command():
+            return work()
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
         return None
