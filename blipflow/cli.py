@@ -84,7 +84,7 @@ def run(
 
     path = config_file_parameter()
     typer.echo(f"ingesting from {source.value} into {loaded.store.path} (Ctrl-C stops)", err=True)
-    final = flow_in_foreground(lambda: asyncio.run(ingest(source=source.value, config_file=path, return_state=True)))
+    final = flow_in_foreground(lambda: ingest(source=source.value, config_file=path, return_state=True))
     if final is not None and final.is_failed():
         raise SourceUnavailable(final.message or "ingest failed")
 
