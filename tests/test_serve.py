@@ -119,6 +119,8 @@ def test_ctrl_c_cancels_the_runs_in_flight_and_stops_cleanly(prefect_server: Pre
     assert "ingest stopped: " in serving.log()  # its graceful stop: everything received is stored
     assert not [pid for pid in running if Path(f"/proc/{pid}").exists()]
     assert_stopped_serving(serving.log())
+    for noise in ("Traceback", "unhandled exception"):  # the cancelled run's output streams here too
+        assert noise not in serving.log()
 
 
 def test_serve_takes_deployments_over_from_prefect_deploy_and_gives_them_back(
