@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import json
 import logging
@@ -398,11 +397,7 @@ def flow_in_foreground(run_flow: Callable[[], Any]) -> Any:
         with prefect_api():
             return run_flow()
 
-    final = until_interrupted(reporting)
-    # What is left is the interpreter's exit, whose last garbage collection would go over every object
-    # Prefect's modules made (seconds on a busy machine, after the stop): they are left to the OS instead.
-    gc.freeze()
-    return final
+    return until_interrupted(reporting)
 
 
 def until_interrupted(work: Callable[[], Any]) -> Any:
