@@ -56,6 +56,9 @@ def main() -> None:
         finally:
             if peer is not None:
                 peer.stop()
+            from flows.prefect_api import send_logs_and_events
+
+            send_logs_and_events()  # the in-process runs' last logs and events, while the server is there to take them
             prefect.stop()
 
 

@@ -29,6 +29,7 @@ from blipflow.console_logging import show_own_messages_only
 from blipflow.failures import Failure
 from blipflow.formatting import blip_json, format_blip
 from blipflow.identity import IdentityResolver
+from blipflow.shutdown import as_a_command
 from blipflow.source import SourceUnavailable
 from blipflow.store import Store, StoreError
 
@@ -91,8 +92,8 @@ def run(
 
     path = config_file_parameter()
     typer.echo(f"ingesting from {source.value} into {loaded.store.path} (Ctrl-C stops)", err=True)
-    final = until_interrupted(lambda: asyncio.run(
-        ingest(source=source.value, config_file=path, since=cursor, return_state=True)))
+    final = flow_in_foreground(lambda: ingest(source=source.value, config_file=path, since=cursor,
+                                              return_state=True))
     if final is not None and final.is_failed():
         raise SourceUnavailable(final.message or "ingest failed")
 
@@ -114,7 +115,7 @@ def run_agents_flow(name: str, doing: str) -> None:
 
     path = config_file_parameter()
     typer.echo(f"{doing} {', '.join(agent.name for agent in loaded.agents)} (Ctrl-C stops)", err=True)
-    final = until_interrupted(lambda: agents_flow(config_file=path, return_state=True))
+    final = flow_in_foreground(lambda: agents_flow(config_file=path, return_state=True))
     if final is not None and final.is_failed():
         raise Failure(final.message or f"{name} failed", transient=False)
 
@@ -457,10 +458,24 @@ def prefect_environment() -> None:
         os.environ.setdefault(name, value)
 
 
+def flow_in_foreground(run_flow: Callable[[], Any]) -> Any:
+    """Run a long-running flow until Ctrl-C or SIGTERM and return its final state; what it logged and
+    emitted reaches the Prefect API before the command ends (flows.prefect_api)."""
+    from flows.prefect_api import prefect_api
+
+    def reporting() -> Any:
+        with prefect_api():
+            return run_flow()
+
+    return until_interrupted(reporting)
+
+
 def until_interrupted(work: Callable[[], Any]) -> Any:
-    """Run `work` and return its result; Ctrl-C (after the work's own graceful stop) ends it quietly."""
+    """Run `work` and return its result; Ctrl-C or SIGTERM (after the work's own graceful stop) ends it
+    quietly."""
     try:
-        return work()
+        with as_a_command():
+            return work()
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
         return None

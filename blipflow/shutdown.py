@@ -1,11 +1,13 @@
 """Stopping long-running loops gracefully on SIGTERM/SIGINT.
 
 Ctrl-C (SIGINT) is a person asking a foreground run to finish: we stop reading, flush, and the run
-simply ends, as a completed one. SIGTERM is ours only where nobody else handles it. Inside a Prefect
-flow run, Prefect's own handler turns SIGTERM into an exception (TerminationSignal) after a worker has
-told the run it is being cancelled — and tells the worker so only while its handler is in place — so
-there we leave SIGTERM to Prefect: the exception unwinds the loops, whose `finally` blocks store what
-was received, and Prefect records the run as Cancelled.
+simply ends, as a completed one. So is SIGTERM to a command run in the foreground (`blipflow run`,
+`dispatch`, ...: what systemd, Docker or `kill` send): `as_a_command()` makes it so. Elsewhere SIGTERM is
+ours only where nobody else handles it. Inside a flow run started by a worker or `blipflow serve`,
+Prefect's own handler turns SIGTERM into an exception (TerminationSignal) after the runner has told the
+run it is being cancelled — and tells the runner so only while its handler is in place — so there we
+leave SIGTERM to Prefect: the exception unwinds the loops, whose `finally` blocks store what was
+received, and Prefect records the run as Cancelled.
 """
 
 from __future__ import annotations
@@ -21,10 +23,33 @@ from typing import Any
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class Foreground:
+    """Whether a command run in the foreground holds SIGTERM (see `as_a_command`)."""
+
+    command = False
+
+
+@contextmanager
+def as_a_command() -> Iterator[None]:
+    """Within this block SIGTERM means what Ctrl-C does: stop gracefully. A loop under `stop_on_signals`
+    takes both from whoever handles them (Prefect's flow engine too: no worker will cancel this run);
+    anywhere else either raises KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    Foreground.command = True
+    try:
+        yield
+    finally:
+        Foreground.command = False
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """Within this block SIGINT (and SIGTERM, if nobody else handles it) calls `stop()`; on leaving, a
-    caught SIGTERM is raised again, for the default action.
+    """Within this block SIGINT (and SIGTERM, in a command or if nobody else handles it) calls `stop()`;
+    on leaving, a SIGTERM caught outside a command is raised again, for the default action.
 
     Works for asyncio loops too: asyncio wakes its loop for any signal, and the handler runs on the
     loop's (the main) thread."""
@@ -32,7 +57,8 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
         # Signals reach only the main thread; elsewhere cancellation arrives as CancelledError instead.
         yield
         return
-    signals = [sig for sig in SIGNALS if sig == signal.SIGINT or signal.getsignal(sig) in (signal.SIG_DFL, None)]
+    signals = [sig for sig in SIGNALS
+               if sig == signal.SIGINT or Foreground.command or signal.getsignal(sig) in (signal.SIG_DFL, None)]
     previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in signals}
     caught: list[int] = []
 
@@ -57,7 +83,7 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
         restore()
         if watching is not None:
             watching()
-        if caught == [signal.SIGTERM]:
+        if caught == [signal.SIGTERM] and not Foreground.command:
             signal.raise_signal(signal.SIGTERM)
 
 

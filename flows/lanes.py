@@ -40,6 +40,7 @@ def results_in_lanes(
                 yield future.result()
 
     with stop_on_signals(stopping.set):
+        logger.info("looking for work every %s s until stopped", poll_interval)
         while not stopping.is_set():
             for item in plan():
                 if lane(item) not in running:  # items come oldest first: the lane's next one

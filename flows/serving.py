@@ -10,6 +10,12 @@ SIGTERM and Ctrl-C stop serving gracefully: the runs in flight are cancelled (th
 store what they hold and end Cancelled) and the deployments' schedules paused. `prefect.serve` itself
 would leave SIGTERM to Prefect 3.8.8's runner, whose handler never awaits its own stop and exits from
 inside the event loop, and Ctrl-C to a KeyboardInterrupt that leaves the runs in flight Running.
+
+Serving and `prefect deploy --all` share the deployments' names (`prefect deployment run ingest/ingest`
+starts either). A deployment `prefect deploy` put on a work pool is taken over while serving — kept as it
+was, then deleted, so that the runner creates it afresh: re-registered in place, it would keep the work
+pool and lose the path its runs load their code from — and handed back on stopping, recreated as it was
+(work pool, pull steps, parameters, schedules), so a worker runs it again.
 """
 
 from __future__ import annotations
@@ -22,9 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentTriggerTypes
+from prefect.exceptions import ObjectNotFound
 from prefect.flows import load_flow_from_entrypoint
 from prefect.runner import Runner
 from prefect.schedules import Schedule
@@ -72,16 +82,71 @@ def serve_project(project_file: Path, *, config_file: Path | None = None) -> Non
     read it (as their `config_file` parameter, unless prefect.yaml sets one)."""
     runner = ServingRunner(pause_on_shutdown=True)
     deployments = project_deployments(project_file, config_file=config_file)
-    for deployment in deployments:
-        runner.add_deployment(deployment)
-    log.info("serving %s; start one with `prefect deployment run <flow>/<deployment>` (Ctrl-C stops)",
-             ", ".join(f"{deployment.flow_name}/{deployment.name}" for deployment in deployments))
-    signal.signal(signal.SIGINT, runner.handle_sigterm)  # the runner itself takes SIGTERM when it starts
-    try:
-        asyncio.run(runner.start())
-    except KeyboardInterrupt:
-        pass
+    with get_client(sync_client=True) as client:
+        taken = take_over(client, deployments)
+        try:
+            for deployment in deployments:
+                runner.add_deployment(deployment)  # registers it with the API
+            log.info("serving %s; start one with `prefect deployment run <flow>/<deployment>` (Ctrl-C stops)",
+                     ", ".join(full_name(deployment.flow_name, deployment.name) for deployment in deployments))
+            signal.signal(signal.SIGINT, runner.handle_sigterm)  # the runner itself takes SIGTERM when it starts
+            asyncio.run(runner.start())
+        except KeyboardInterrupt:
+            pass
+        finally:
+            hand_back(client, taken)
     log.info("stopped serving")
+
+
+def full_name(flow_name: str, name: str) -> str:
+    return f"{flow_name}/{name}"
+
+
+def take_over(client: SyncPrefectClient, deployments: list[RunnerDeployment]) -> list[DeploymentResponse]:
+    """The deployments of the same names that `prefect deploy` put on a work pool, as they were; deleted,
+    for the runner to create them afresh."""
+    on_work_pools = [found for deployment in deployments
+                     if (found := existing(client, full_name(deployment.flow_name, deployment.name))) is not None
+                     and found.work_pool_name]
+    for deployment in on_work_pools:
+        client.delete_deployment(deployment.id)
+    if on_work_pools:
+        log.info("taking over %s from work pool %s while serving; stopping gives them back (were serve killed, "
+                 "`prefect deploy --all` puts them back)", ", ".join(deployment.name for deployment in on_work_pools),
+                 ", ".join(sorted({deployment.work_pool_name or "" for deployment in on_work_pools})))
+    return on_work_pools
+
+
+def existing(client: SyncPrefectClient, name: str) -> DeploymentResponse | None:
+    try:
+        return client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        return None
+
+
+def hand_back(client: SyncPrefectClient, taken: list[DeploymentResponse]) -> None:
+    """Recreate the deployments taken over as `prefect deploy` left them, in place of the served ones."""
+    for deployment in taken:
+        served = existing(client, full_name(client.read_flow(deployment.flow_id).name, deployment.name))
+        if served is not None:
+            client.delete_deployment(served.id)
+        client.create_deployment(
+            flow_id=deployment.flow_id, name=deployment.name, version=deployment.version,
+            description=deployment.description, tags=deployment.tags, parameters=deployment.parameters,
+            parameter_openapi_schema=deployment.parameter_openapi_schema,
+            enforce_parameter_schema=deployment.enforce_parameter_schema, paused=deployment.paused,
+            schedules=[DeploymentScheduleCreate(schedule=schedule.schedule, active=schedule.active,
+                                                parameters=schedule.parameters, slug=schedule.slug)
+                       for schedule in deployment.schedules],
+            concurrency_limit=deployment.global_concurrency_limit.limit if deployment.global_concurrency_limit else None,
+            concurrency_options=deployment.concurrency_options,
+            work_pool_name=deployment.work_pool_name, work_queue_name=deployment.work_queue_name,
+            job_variables=deployment.job_variables, pull_steps=deployment.pull_steps, path=deployment.path,
+            entrypoint=deployment.entrypoint, storage_document_id=deployment.storage_document_id,
+        )
+    if taken:
+        log.info("handed %s back to work pool %s", ", ".join(deployment.name for deployment in taken),
+                 ", ".join(sorted({deployment.work_pool_name or "" for deployment in taken})))
 
 
 def project_deployments(project_file: Path, *, config_file: Path | None = None) -> list[RunnerDeployment]:

@@ -21,7 +21,8 @@ from blipflow.config import ConfigError
 from blipflow.store import Store
 from flows.serving import project_deployments
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
-from tests.support.prefect_server import PrefectServer, api_client, declared_deployments, free_port
+from tests.support.prefect_server import PrefectServer, api_client, declared_deployments, deploy_all, free_port
+from tests.test_deployments import state_of, worker  # noqa: F401 - a fixture
 
 PROJECT_FILE = PROJECT_ROOT / "prefect.yaml"
 FLOWS = PROJECT_ROOT / "flows"
@@ -118,6 +119,46 @@ def test_ctrl_c_cancels_the_runs_in_flight_and_stops_cleanly(prefect_server: Pre
     assert "ingest stopped: " in serving.log()  # its graceful stop: everything received is stored
     assert not [pid for pid in running if Path(f"/proc/{pid}").exists()]
     assert_stopped_serving(serving.log())
+    for noise in ("Traceback", "unhandled exception"):  # the cancelled run's output streams here too
+        assert noise not in serving.log()
+
+
+def test_serve_takes_deployments_over_from_prefect_deploy_and_gives_them_back(
+        tmp_path: Path, prefect_server: PrefectServer, config: Path, worker) -> None:  # noqa: F811 - the fixture
+    names = deploy_all(prefect_server)  # on the work pool, as the README says
+    process = BlipflowProcess(config, ["serve"], {**prefect_server.env(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+                              tmp_path / "serve.log")
+    try:
+        process.wait_for_log("flows.serving: serving ", 180)  # the deployments prefect deploy made are taken over
+        deployments = all_served(prefect_server, process)
+        assert all(deployment.work_pool_name is None for deployment in deployments.values())
+        with api_client(prefect_server) as client:
+            state = finished(client, client.create_flow_run_from_deployment(deployments["maintenance"].id).id)
+            assert state.is_completed(), f"{state.message}\n{process.log()[-3000:]}"  # not "storage at None"
+
+            process.signal(signal.SIGTERM)
+            assert process.wait(60) == 0
+            handed_back = served(client)
+            assert sorted(handed_back) == sorted(names)
+            for deployment in handed_back.values():
+                assert deployment.work_pool_name == "blipflow"
+                assert deployment.pull_steps  # where its runs find the code, as prefect deploy left it
+                assert "config_file" not in deployment.parameters  # serve's -c went with serve
+
+            # the worker path works: a process worker runs a deployment prefect deploy made
+            run = client.create_flow_run_from_deployment(handed_back["maintenance"].id,
+                                                         parameters={"config_file": str(config)})
+            assert state_of(client, run, "Completed", timeout=180) == "Completed"
+    finally:
+        process.stop()
+        with api_client(prefect_server) as client:
+            for deployment in served(client).values():
+                client.delete_deployment(deployment.id)
+    log = process.log()
+    assert "taking over ingest, dispatch, publish, analytics, maintenance from work pool blipflow" in log
+    assert "handed ingest, dispatch, publish, analytics, maintenance back to work pool blipflow" in log
+    assert_stopped_serving(log)
+    assert "Traceback" not in log
 
 
 def assert_stopped_serving(log: str) -> None:
