@@ -7,7 +7,6 @@ DuckDB CLI. Each report is one short connection (see store.py on sharing the fil
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -18,18 +17,12 @@ import pyarrow as pa
 
 from blipflow.accounts import with_learned_dids
 from blipflow.config import AgentConfig, Settings
+from blipflow.failures import BadRequest
+from blipflow.moments import moment_text, parse_moment
 from blipflow.store import Store
 
 QUERIES_FOLDER = Path(__file__).resolve().parent.parent / "data" / "analytics"
 PRELUDE = "_prelude"
-
-AGE = re.compile(r"(\d+)\s*([mhdw])")
-AGE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-class BadRequest(ValueError):
-    """A report asked for in a way that cannot work; the message is one line naming the option."""
-
 
 class Bucket(str, Enum):
     hour = "hour"
@@ -100,25 +93,6 @@ def selection(
     if agent is not None and agent not in names:
         raise BadRequest(f"bad --agent: no agent named {agent!r} in the config (agents: {', '.join(names) or 'none'})")
     return Selection(start, end, agent, bucket, top)
-
-
-def parse_moment(text: str, option: str, now: datetime) -> datetime:
-    """A date, a time (UTC unless it says otherwise) or an age such as `36h` or `7d` (that long before now)."""
-    value = text.strip()
-    age = AGE.fullmatch(value)
-    if age:
-        return now - timedelta(**{AGE_UNITS[age.group(2)]: int(age.group(1))})
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(
-            f"bad {option}: {text!r} is not a date, a time or an age (e.g. 2025-10-09, 2025-10-09T08:00Z, 36h, 7d)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def moment_text(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def day_selection(day: date) -> Selection:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from blipflow.analytics import (
-    BadRequest, Bucket, Query, Selection, handles_of_uris, known_agents, nothing_to_report, reports, run_report,
+    Bucket, Query, Selection, handles_of_uris, known_agents, nothing_to_report, reports, run_report,
     selection,
 )
 from blipflow.analytics_export import export_parquet
@@ -26,7 +26,7 @@ from blipflow.analytics_output import OutputFormat, write_rows
 from blipflow.blip import Blip, with_identity
 from blipflow.config import BlockReference, ConfigError, Settings, load_settings, read_blocks_with
 from blipflow.console_logging import show_own_messages_only
-from blipflow.failures import Failure
+from blipflow.failures import BadRequest, Failure
 from blipflow.formatting import blip_json, format_blip
 from blipflow.identity import IdentityResolver
 from blipflow.shutdown import as_a_command

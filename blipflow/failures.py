@@ -2,7 +2,8 @@
 
 Dispatch (a Letta call) and publish (a PDS request) fail the same two ways — the peer is away or busy
 (timeouts, lost connections, 429, 5xx), or it refused for good (bad credentials, an unknown agent, a
-rejected record) — so one retry condition (`tasks.retries`) serves both.
+rejected record) — so one retry condition (`tasks.retries`) serves both. A request that cannot work at
+all (a bad option) is a BadRequest: nothing to retry, one line to the person who made it.
 """
 
 from __future__ import annotations
@@ -14,3 +15,8 @@ class Failure(Exception):
     def __init__(self, message: str, *, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class BadRequest(ValueError):
+    """Something asked for (a command-line option, a flow parameter) in a way that cannot work; the message is
+    one line naming the option."""

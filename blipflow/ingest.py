@@ -16,10 +16,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from blipflow.analytics import BadRequest, parse_moment
 from blipflow.blip import BlipRow, blip_row
 from blipflow.config import IngestConfig, Settings
 from blipflow.events import AccountEvent, BadFrame, CommitEvent, Event
+from blipflow.failures import BadRequest
+from blipflow.moments import parse_moment
 from blipflow.notices import Notice, Notify, nobody, source_resource
 from blipflow.shutdown import stop_on_signals
 from blipflow.firehose import FirehoseSource

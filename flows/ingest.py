@@ -20,7 +20,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
-from blipflow.analytics import BadRequest
+from blipflow.failures import BadRequest
 from blipflow.config import load_settings
 from blipflow.ingest import run_ingest
 from blipflow.source import SourceUnavailable

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from prefect import get_run_logger
 from prefect.futures import PrefectConcurrentFuture
 
 from blipflow.shutdown import stop_on_signals
@@ -40,7 +41,7 @@ def results_in_lanes(
                 yield future.result()
 
     with stop_on_signals(stopping.set):
-        logger.info("looking for work every %s s until stopped", poll_interval)
+        get_run_logger().info("looking for work every %s s until stopped", poll_interval)
         while not stopping.is_set():
             for item in plan():
                 if lane(item) not in running:  # items come oldest first: the lane's next one

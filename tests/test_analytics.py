@@ -12,10 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from blipflow.analytics import (
-    QUERIES_FOLDER, BadRequest, Bucket, Selection, day_selection, nothing_to_report, parse_moment, reports, run_report,
+    QUERIES_FOLDER, Bucket, Selection, day_selection, nothing_to_report, reports, run_report,
     selection,
 )
 from blipflow.analytics_export import MARKER, export_parquet
+from blipflow.failures import BadRequest
+from blipflow.moments import parse_moment
 from blipflow.store import Store, StoreError
 from tests.support.analytics_history import (
     AGENTS, ALICE, BOB, BLIPS, SAGE, SCOUT, at, blip_uri, build_history,
