@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed, State
+from prefect.states import State
 
 from blipflow.dispatch import Delivery, Dispatcher, Window
 from tasks.retries import worth_retrying
-from tasks.words import counted
+from tasks.words import completed_saying, counted
 
 
 def window_run_name(parameters: dict[str, Any]) -> str:
@@ -32,9 +32,7 @@ def window_run_name(parameters: dict[str, Any]) -> str:
 )
 def deliver_window(dispatcher: Dispatcher, window: Window) -> State[Delivery]:
     delivery = dispatcher.deliver(window)
-    told = delivery_told(delivery)
-    get_run_logger().info("%s", told)
-    return Completed(message=told, data=delivery)
+    return completed_saying(delivery_told(delivery), delivery)
 
 
 def delivery_told(delivery: Delivery) -> str:

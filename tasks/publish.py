@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed, State
+from prefect.states import State
 
 from blipflow.publish import OutgoingReply, Publication, Publisher
 from tasks.retries import worth_retrying
-from tasks.words import counted
+from tasks.words import completed_saying, counted
 
 
 def reply_run_name(parameters: dict[str, Any]) -> str:
@@ -32,9 +32,7 @@ def reply_run_name(parameters: dict[str, Any]) -> str:
 )
 def publish_reply(publisher: Publisher, reply: OutgoingReply) -> State[Publication]:
     publication = publisher.publish(reply)
-    told = publication_told(publication)
-    get_run_logger().info("%s", told)
-    return Completed(message=told, data=publication)
+    return completed_saying(publication_told(publication), publication)
 
 
 def publication_told(publication: Publication) -> str:
