@@ -25,6 +25,8 @@ import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.prefect_api import send_logs_and_events
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
@@ -99,6 +101,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     try:
         yield server
     finally:
+        # what flows run in this process logged is sent while the server is there to take it, or Prefect's
+        # log worker ends the session retrying it ("Error logging to API")
+        send_logs_and_events()
         server.stop()
 
 
