@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
 DEFAULT_PATH = Path("data/control.sqlite")
@@ -108,6 +109,11 @@ class ControlPlane:
         with self.connected(), Session(bind, expire_on_commit=False) as session, session.begin():
             yield session
 
+    def upsert(self, table: Any) -> Any:
+        """INSERT for this database, with its ON CONFLICT clauses (SQLite's and PostgreSQL's read alike)."""
+        dialect = sqlite if self.backend == "sqlite" else postgresql
+        return dialect.insert(table)
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision, once per process (a no-op when it is there)."""
         if self._migrated:
@@ -134,6 +140,13 @@ class ControlPlane:
     def dispose(self) -> None:
         """Close the pooled connections (a forked child must not share its parent's)."""
         self.engine.dispose()
+
+
+def duplicate_key(error: IntegrityError) -> bool:
+    """Whether a write was refused because its key is taken (not for a missing reference, say)."""
+    if getattr(error.orig, "sqlstate", None) == "23505":  # PostgreSQL's unique_violation
+        return True
+    return str(error.orig).startswith("UNIQUE constraint failed")  # SQLite's
 
 
 def _unreachable(error: DBAPIError) -> bool:
