@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, select, text
+from sqlalchemy import String, bindparam, case, select, text
 
 from blipflow.blip import Blip, Candidate
 from blipflow.control import tables
@@ -43,7 +43,7 @@ SELECT fresh.uri, fresh.did, fresh.stored_at, coalesce(max(chain.depth), 0) AS c
 FROM fresh LEFT JOIN chain ON chain.uri = fresh.uri
 GROUP BY fresh.uri, fresh.did, fresh.stored_at, fresh.time_us
 ORDER BY fresh.time_us
-""").bindparams(bindparam("agents", expanding=True)).columns(stored_at=UtcDateTime())
+""").bindparams(bindparam("agents", expanding=True, type_=String())).columns(stored_at=UtcDateTime())
 
 
 class Blips:
