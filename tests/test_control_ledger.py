@@ -133,12 +133,11 @@ def test_each_agent_and_blip_is_decided_once_when_processes_race(control: Contro
     blips = Blips(control)
     blips.add([blip(n) for n in range(1, 401)])
     spawn = multiprocessing.get_context("spawn")
-    start, results = spawn.Event(), spawn.Queue()
+    start, results = spawn.Barrier(4), spawn.Queue()  # all go at once, when all are ready
     workers = [spawn.Process(target=decide_everything, args=(control_url, "scout", 3, start, results))
                for _ in range(4)]
     for worker in workers:
         worker.start()
-    start.set()
     reports = [results.get(timeout=240) for _ in workers]
     for worker in workers:
         worker.join(30)

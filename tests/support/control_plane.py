@@ -78,7 +78,7 @@ def decide_everything(url: str, agent: str, batch: int, start: Any, results: Any
 
 
 def take_lease(url: str, name: str, holder: str, ttl_seconds: float, start: Any, results: Any) -> None:
-    """Try once to take the lease, at the same moment as the other workers; report whether it was won."""
+    """Try once to take the lease, when every worker is ready (`start` is their barrier); report whether it was won."""
     plane = ControlPlane(url)
     leases = Leases(plane)
     plane.migrate()  # not part of the race
@@ -88,7 +88,7 @@ def take_lease(url: str, name: str, holder: str, ttl_seconds: float, start: Any,
 
 
 def note_post(url: str, reply_id: str, uri: str, start: Any, results: Any) -> None:
-    """Note the reply's only part as posted, at the same moment as the other workers."""
+    """Note the reply's only part as posted, when every worker is ready (`start` is their barrier)."""
     plane = ControlPlane(url)
     outbox = Outbox(plane)
     plane.migrate()
