@@ -21,6 +21,7 @@ from blipflow.control.engine import ControlPlane
 from blipflow.control.leases import Leases
 from blipflow.control.ledger import Ledger
 from blipflow.control.outbox import Outbox
+from blipflow.control.schema import current
 from tests.support.letta_server import ensure_installed
 from tests.support.postgres import Postgres, start_new_cluster
 
@@ -75,6 +76,15 @@ def decide_everything(url: str, agent: str, batch: int, start: Any, results: Any
             opened.append(window_id)
     plane.dispose()
     results.put({"opened": opened, "lost": lost})
+
+
+def start_plane(url: str, start: Any, results: Any) -> None:
+    """Use a new control plane (which migrates it) when every worker is ready; report the revision found."""
+    plane = ControlPlane(url)
+    start.wait()
+    with plane.reading() as session:
+        results.put({"revision": current(session.connection())})
+    plane.dispose()
 
 
 def take_lease(url: str, name: str, holder: str, ttl_seconds: float, start: Any, results: Any) -> None:
