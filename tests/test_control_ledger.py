@@ -154,8 +154,8 @@ def test_each_agent_and_blip_is_decided_once_when_processes_race(control: Contro
     assert sizes == windows  # each window holds exactly the blips it was opened with
     assert tuple(decided) == (400, 400)
     assert progress(control, "scout") == 400
-    # They did race: each process opened windows, and some of their decisions were refused.
-    assert all(report["opened"] for report in reports) and sum(report["lost"] for report in reports) > 0, reports
+    # They did race: several processes opened windows, and some decisions were refused.
+    assert sum(bool(report["opened"]) for report in reports) >= 2 and sum(report["lost"] for report in reports), reports
 
 
 def progress(control: ControlPlane, agent: str) -> int:

@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlmodel import Session
 
 DEFAULT_PATH = Path("data/control.sqlite")
@@ -78,8 +78,8 @@ class ControlPlane:
         def configure(connection: Any, _record: Any) -> None:
             connection.isolation_level = None  # transactions begin where `begin` below says, not in the driver
             cursor = connection.cursor()
-            for pragma in ("journal_mode = WAL", f"busy_timeout = {int(busy_timeout * 1000)}",
-                           "foreign_keys = ON", "synchronous = NORMAL"):
+            # synchronous stays FULL (the default): a commit the ledger reported survives a power cut too.
+            for pragma in ("journal_mode = WAL", f"busy_timeout = {int(busy_timeout * 1000)}", "foreign_keys = ON"):
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
 
@@ -105,9 +105,21 @@ class ControlPlane:
     @contextmanager
     def _session(self, *, writing: bool) -> Iterator[Session]:
         self.migrate()
-        bind = self.engine.execution_options(writing=writing)
-        with self.connected(), Session(bind, expire_on_commit=False) as session, session.begin():
+        with self.connection(writing=writing) as connection, \
+                Session(connection, expire_on_commit=False) as session, session.begin():
             yield session
+
+    @contextmanager
+    def connection(self, *, writing: bool) -> Iterator[Connection]:
+        """A connection of the pool; failing to get one is one line naming the database (never a
+        driver's traceback, never the password)."""
+        try:
+            connection = self.engine.connect()
+        except DBAPIError as error:
+            reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
+            raise ControlPlaneError(f"control plane {self.name}: cannot connect: {reason}") from None
+        with connection:
+            yield connection.execution_options(writing=writing)
 
     def upsert(self, table: Any) -> Any:
         """INSERT for this database, with its ON CONFLICT clauses (SQLite's and PostgreSQL's read alike)."""
@@ -122,20 +134,9 @@ class ControlPlane:
 
         with self._migrating:
             if not self._migrated:
-                with self.connected(), self.engine.execution_options(writing=True).begin() as connection:
+                with self.connection(writing=True) as connection, connection.begin():
                     upgrade_to_head(connection)
                 self._migrated = True
-
-    @contextmanager
-    def connected(self) -> Iterator[None]:
-        """Turns a failure to reach the database into one line naming it (not a driver's traceback)."""
-        try:
-            yield
-        except DBAPIError as error:
-            if not error.connection_invalidated and not _unreachable(error):
-                raise
-            reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
-            raise ControlPlaneError(f"control plane {self.name}: cannot connect: {reason}") from None
 
     def dispose(self) -> None:
         """Close the pooled connections (a forked child must not share its parent's)."""
@@ -148,11 +149,3 @@ def duplicate_key(error: IntegrityError) -> bool:
         return True
     return str(error.orig).startswith("UNIQUE constraint failed")  # SQLite's
 
-
-def _unreachable(error: DBAPIError) -> bool:
-    """Whether the database could not be reached at all (as opposed to a statement failing)."""
-    if not isinstance(error, OperationalError):
-        return False
-    message = str(error.orig).lower()
-    return any(sign in message for sign in ("connect", "unable to open database", "authentication",
-                                            "does not exist", "password"))

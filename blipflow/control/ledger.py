@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane, duplicate_key
@@ -107,7 +108,7 @@ class Ledger:
             return None
         return window_id
 
-    def _advance(self, session, agent: str) -> None:
+    def _advance(self, session: Session, agent: str) -> None:
         """Move the agent's progress up to just below its oldest undecided blip (or the newest blip)."""
         blip, delivery, progress = tables.Blip, tables.Delivery, tables.AgentProgress
         through = (select(progress.decided_through).where(progress.agent == agent)).scalar_subquery()

@@ -17,7 +17,6 @@ from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
 from blipflow.publish_records import AnsweredBlip, Ref
 
-
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

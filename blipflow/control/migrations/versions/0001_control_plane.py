@@ -7,8 +7,8 @@ Create Date: 2026-12-06
 Times are plain timestamps with zone here; `tables.UtcDateTime` stores UTC in them on both backends.
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0001'
 down_revision = None
