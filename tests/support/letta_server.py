@@ -3,9 +3,8 @@
 Pieces, each a process group started here and stopped by PID (and killed by a watchdog if the test
 process dies first):
   1. the scripted model (tests/support/scripted_model.py): LLM + embeddings + a proxy trap;
-  2. PostgreSQL 16 + pgvector from the `pgserver` wheel in tests/letta/.venv, run as an unprivileged
-     user (default `blipflow-pg`; PostgreSQL refuses root) on 127.0.0.1 only (no Unix socket), data in
-     a fresh temporary directory;
+  2. PostgreSQL 16 + pgvector from the `pgserver` wheel in tests/letta/.venv (tests/support/postgres.py),
+     run as an unprivileged user on 127.0.0.1 only, data in a fresh copy of a template cluster;
   3. the schema, created from Letta's ORM (the wheel ships no migrations);
   4. the Letta server (`letta server`'s start_server, without OpenAPI file generation) from
      tests/letta/.venv on 127.0.0.1, HOME and cwd in a temporary directory,
