@@ -7,7 +7,7 @@ from __future__ import annotations
 import multiprocessing
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from blipflow.control import tables
 from blipflow.control.blips import Blips
@@ -80,6 +80,16 @@ def test_later_operations_win_and_a_deleted_blip_is_no_candidate(control: Contro
     stored = blips.facts(uri(1))
     assert (stored.deleted, stored.content, stored.created_at) == (True, None, created)
     assert blips.undelivered("scout", [], 10) == []
+
+
+def test_arrival_numbers_are_never_handed_out_again(control: ControlPlane) -> None:
+    """An agent's progress is a number below which all is decided: a blip numbered below it would be lost."""
+    blips = Blips(control)
+    blips.add([blip(1), blip(2)])
+    with control.writing() as session:
+        session.execute(delete(tables.Blip).where(tables.Blip.uri == uri(2)))  # pruned, say
+    blips.add([blip(3)])
+    assert blips.facts(uri(3)).seq == 3
 
 
 def test_a_window_through_sending_failures_quarantine_retry_and_answer(control: ControlPlane) -> None:

@@ -68,7 +68,9 @@ class Blip(SQLModel, table=True):
     """What dispatch and publish need of a blip, as ingest stored it (the full record stays in DuckDB)."""
 
     __tablename__ = "blips"
-    __table_args__ = (UniqueConstraint("uri", name="uq_blips_uri"), Index("ix_blips_time_us", "time_us"))
+    # AUTOINCREMENT: SQLite never hands out a seq again, even the highest one after its row is gone.
+    __table_args__ = (UniqueConstraint("uri", name="uq_blips_uri"), Index("ix_blips_time_us", "time_us"),
+                      {"sqlite_autoincrement": True})
 
     seq: int | None = Field(default=None, sa_column=Column(SEQUENCE, primary_key=True, autoincrement=True))
     uri: str

@@ -41,7 +41,8 @@ def upgrade() -> None:
     sa.Column('stored_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('seq'),
-    sa.UniqueConstraint('uri', name='uq_blips_uri')
+    sa.UniqueConstraint('uri', name='uq_blips_uri'),
+    sqlite_autoincrement=True,
     )
     op.create_index('ix_blips_time_us', 'blips', ['time_us'], unique=False)
     op.create_table('circuits',
