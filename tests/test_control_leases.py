@@ -4,12 +4,14 @@ once expired or released, and exactly one winner when processes race for one."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import time
 from datetime import datetime, timedelta, timezone
 
 from blipflow.control.engine import ControlPlane
 from blipflow.control.leases import Leases
-from tests.support.control_plane import take_lease
+from tests.support.control_plane import hold_lease, take_lease
 
 TTL = timedelta(seconds=1)
 
@@ -60,3 +62,28 @@ def test_processes_racing_for_a_lease_get_one_winner(control: ControlPlane, cont
             worker.join(30)
             assert worker.exitcode == 0
         time.sleep(max(0.0, (held.expires_at - datetime.now(timezone.utc)).total_seconds()) + 0.2)
+
+
+def test_a_killed_holders_lease_is_taken_over_once_it_expires(control: ControlPlane, control_url: str) -> None:
+    """A holder that renews keeps its lease past many TTLs; killed (SIGKILL: no release), its lease goes to
+    the next taker once it expires — not before."""
+    spawn = multiprocessing.get_context("spawn")
+    held = spawn.Event()
+    holder = spawn.Process(target=hold_lease, args=(control_url, "agent:scout", "dispatch-1", 1.0, held))
+    holder.start()
+    try:
+        assert held.wait(120)
+        leases = Leases(control)
+        deadline = time.monotonic() + 3.0  # three TTLs: only renewing keeps it
+        while time.monotonic() < deadline:
+            assert not leases.acquire("agent:scout", "dispatch-2", TTL)
+            time.sleep(0.1)
+        expires_at = leases.held()["agent:scout"].expires_at
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+    while not leases.acquire("agent:scout", "dispatch-2", TTL):
+        assert datetime.now(timezone.utc) < expires_at + timedelta(seconds=2), "not taken over after expiry"
+        time.sleep(0.05)
+    assert datetime.now(timezone.utc) >= expires_at - timedelta(milliseconds=50)  # not before it expired
+    assert leases.held()["agent:scout"].holder == "dispatch-2"

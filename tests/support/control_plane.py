@@ -9,6 +9,7 @@ own connections) live here too: a test module's functions cannot be imported by 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -95,6 +96,19 @@ def take_lease(url: str, name: str, holder: str, ttl_seconds: float, start: Any,
     start.wait()
     results.put({"holder": holder, "won": leases.acquire(name, holder, timedelta(seconds=ttl_seconds))})
     plane.dispose()
+
+
+def hold_lease(url: str, name: str, holder: str, ttl_seconds: float, held: Any) -> None:
+    """Take the lease and renew it three times a lease until killed; `held` is set once it is taken."""
+    plane = ControlPlane(url)
+    leases = Leases(plane)
+    ttl = timedelta(seconds=ttl_seconds)
+    while not leases.acquire(name, holder, ttl):
+        time.sleep(ttl_seconds / 3)
+    held.set()
+    while leases.renew(name, holder, ttl):
+        time.sleep(ttl_seconds / 3)
+    raise SystemExit(f"{holder} lost lease {name} while renewing it")
 
 
 def note_post(url: str, reply_id: str, uri: str, start: Any, results: Any) -> None:
