@@ -32,11 +32,10 @@ from tests.support.letta_server import (
     EMBEDDING_HANDLE,
     MODEL_HANDLE,
     LettaServer,
-    _venv_site_packages,
     ensure_installed,
     reply_texts,
-    start_new_cluster,
 )
+from tests.support.postgres import _venv_site_packages, start_new_cluster
 from tests.support.scripted_model import ScriptedModel
 
 SEND_MESSAGE_TOOL = {"type": "function", "function": {"name": "send_message", "parameters": {

@@ -1,0 +1,151 @@
+"""The one owner of the control plane's connections: a URL picks the database, as Prefect's does.
+
+SQLite (the default, a file under `data/`) is shared by the processes of one machine: WAL lets readers
+go on while one writes, `busy_timeout` makes a writer wait its turn instead of failing, and a write
+transaction takes the write lock when it begins (BEGIN IMMEDIATE). Without that, two transactions that
+read then write would each hold a read lock and wait for the other: SQLite breaks such a deadlock by
+failing one at once, whatever the timeout. PostgreSQL (`postgresql+psycopg://…`) serves several machines.
+
+The schema is migrated to the newest revision the first time the plane is used (see `schema`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+from sqlmodel import Session
+
+DEFAULT_PATH = Path("data/control.sqlite")
+DEFAULT_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another's transaction to end
+
+
+def default_url(path: Path = DEFAULT_PATH) -> str:
+    return f"sqlite:///{path}"
+
+
+class ControlPlaneError(Exception):
+    """The control plane cannot be used; the message names its database (never its password)."""
+
+
+class ControlPlane:
+    """Sessions on the control plane's database, each one transaction."""
+
+    def __init__(self, url: str | None = None, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        try:
+            self.url: URL = make_url(url or default_url())
+        except ArgumentError:
+            raise ControlPlaneError("control plane: the database URL cannot be read as one") from None
+        self.name = self.url.render_as_string(hide_password=True)
+        self.engine = self._create_engine(busy_timeout)
+        self._migrated = False
+        self._migrating = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        return self.url.get_backend_name()  # sqlite | postgresql
+
+    def _create_engine(self, busy_timeout: float) -> Engine:
+        try:
+            if self.backend == "sqlite":
+                return self._sqlite_engine(busy_timeout)
+            if self.backend == "postgresql":
+                return create_engine(self.url, pool_pre_ping=True)
+        except (NoSuchModuleError, ImportError) as error:
+            raise ControlPlaneError(f"control plane {self.name}: no driver: {error}") from None
+        raise ControlPlaneError(f"control plane {self.name}: a database must be sqlite or postgresql, "
+                                f"not {self.backend}")
+
+    def _sqlite_engine(self, busy_timeout: float) -> Engine:
+        if not self.url.database or self.url.database == ":memory:":
+            # Each connection would see a database of its own: nothing would be shared.
+            raise ControlPlaneError(f"control plane {self.name}: SQLite needs a file")
+        path = Path(self.url.database)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ControlPlaneError(f"control plane {self.name}: cannot create its folder: {error.strerror}") from None
+        engine = create_engine(self.url, connect_args={"timeout": busy_timeout, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def configure(connection: Any, _record: Any) -> None:
+            connection.isolation_level = None  # transactions begin where `begin` below says, not in the driver
+            cursor = connection.cursor()
+            # synchronous stays FULL (the default): a commit the ledger reported survives a power cut too.
+            for pragma in ("journal_mode = WAL", f"busy_timeout = {int(busy_timeout * 1000)}", "foreign_keys = ON"):
+                cursor.execute(f"PRAGMA {pragma}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def begin(connection: Any) -> None:
+            writing = connection.get_execution_options().get("writing", False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+        return engine
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """One transaction that writes: committed at the end, rolled back on an error."""
+        with self._session(writing=True) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """One transaction that only reads (on SQLite it never waits for a writer)."""
+        with self._session(writing=False) as session:
+            yield session
+
+    @contextmanager
+    def _session(self, *, writing: bool) -> Iterator[Session]:
+        self.migrate()
+        with self.connection(writing=writing) as connection, \
+                Session(connection, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def connection(self, *, writing: bool) -> Iterator[Connection]:
+        """A connection of the pool; failing to get one is one line naming the database (never a
+        driver's traceback, never the password)."""
+        try:
+            connection = self.engine.connect()
+        except DBAPIError as error:
+            reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
+            raise ControlPlaneError(f"control plane {self.name}: cannot connect: {reason}") from None
+        with connection:
+            yield connection.execution_options(writing=writing)
+
+    def upsert(self, table: Any) -> Any:
+        """INSERT for this database, with its ON CONFLICT clauses (SQLite's and PostgreSQL's read alike)."""
+        dialect = sqlite if self.backend == "sqlite" else postgresql
+        return dialect.insert(table)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision, once per process (a no-op when it is there)."""
+        if self._migrated:
+            return
+        from blipflow.control.schema import upgrade_to_head  # alembic loads only where the plane is used
+
+        with self._migrating:
+            if not self._migrated:
+                with self.connection(writing=True) as connection, connection.begin():
+                    upgrade_to_head(connection)
+                self._migrated = True
+
+    def dispose(self) -> None:
+        """Close the pooled connections (a forked child must not share its parent's)."""
+        self.engine.dispose()
+
+
+def duplicate_key(error: IntegrityError) -> bool:
+    """Whether a write was refused because its key is taken (not for a missing reference, say)."""
+    if getattr(error.orig, "sqlstate", None) == "23505":  # PostgreSQL's unique_violation
+        return True
+    return str(error.orig).startswith("UNIQUE constraint failed")  # SQLite's
+

@@ -1,0 +1,80 @@
+"""Leases: work that one process at a time may do (an agent's windows, the outbox of an account), so that
+several processes — on several machines, with PostgreSQL — share the work, and one takes over what
+another left when that one stops renewing (killed, cut off) and its lease expires.
+
+Taking a lease is one statement (an insert that, on conflict, updates only when the lease is the
+taker's own or has expired), so two processes racing for it cannot both win. Expiry is judged by the
+database's clock on PostgreSQL, the one clock every machine shares; SQLite serves one machine, whose
+clock it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, delete, func, or_, select, update
+from sqlmodel import Session
+
+from blipflow.control import tables
+from blipflow.control.engine import ControlPlane
+from blipflow.control.tables import UtcDateTime
+
+
+@dataclass(frozen=True)
+class Held:
+    """A lease in force."""
+
+    name: str
+    holder: str
+    expires_at: datetime
+    acquired_at: datetime
+
+
+class Leases:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    def acquire(self, name: str, holder: str, ttl: timedelta) -> bool:
+        """Take the lease for `ttl`, or extend it when `holder` has it already; False while another holds it."""
+        lease = tables.Lease.__table__
+        with self.plane.writing() as session:
+            at = self.clock(session)
+            insert = self.plane.upsert(lease).values(name=name, holder=holder, expires_at=at + ttl, acquired_at=at)
+            taken = insert.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"holder": insert.excluded.holder, "expires_at": insert.excluded.expires_at,
+                      "acquired_at": case((lease.c.holder == insert.excluded.holder, lease.c.acquired_at),
+                                          else_=insert.excluded.acquired_at)},
+                where=or_(lease.c.holder == insert.excluded.holder, lease.c.expires_at <= insert.excluded.acquired_at),
+            ).returning(lease.c.holder)
+            return session.execute(taken).first() is not None
+
+    def renew(self, name: str, holder: str, ttl: timedelta) -> bool:
+        """Extend a lease still in force; False when `holder` no longer has it (it expired, or was released
+        or taken over): the work it covered may be another's now."""
+        lease = tables.Lease
+        with self.plane.writing() as session:
+            at = self.clock(session)
+            renewed = session.execute(update(lease).where(lease.name == name, lease.holder == holder,
+                                                          lease.expires_at > at).values(expires_at=at + ttl))
+            return renewed.rowcount == 1
+
+    def release(self, name: str, holder: str) -> bool:
+        """Give the lease up at once (another may take it without waiting for it to expire)."""
+        lease = tables.Lease
+        with self.plane.writing() as session:
+            return session.execute(delete(lease).where(lease.name == name, lease.holder == holder)).rowcount == 1
+
+    def held(self) -> dict[str, Held]:
+        """The leases in force, by name."""
+        lease = tables.Lease
+        with self.plane.reading() as session:
+            at = self.clock(session)
+            rows = session.scalars(select(lease).where(lease.expires_at > at).order_by(lease.name)).all()
+        return {row.name: Held(row.name, row.holder, row.expires_at, row.acquired_at) for row in rows}
+
+    def clock(self, session: Session) -> datetime:
+        if self.plane.backend == "postgresql":
+            return session.execute(select(func.clock_timestamp().cast(UtcDateTime()))).scalar_one()
+        return tables.now()

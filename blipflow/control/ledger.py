@@ -1,0 +1,194 @@
+"""The delivery ledger: every (agent, blip) is decided once, either sent in exactly one window or skipped,
+and every attempt at a window is counted on it.
+
+A window is recorded (with its blips) before it is sent, marked `sending` just before the call, and
+finished with its replies — which go to the outbox in the same transaction — or failed, quarantined,
+retried or dropped. Deciding is one transaction keyed by (agent, blip): when two processes decide the same
+blip for the same agent, the database refuses the second, whose decision then leaves no trace at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from blipflow.control import tables
+from blipflow.control.engine import ControlPlane, duplicate_key
+from blipflow.control.tables import now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window as dispatch works on it."""
+
+    id: str
+    agent: str
+    state: str  # one of tables.WINDOW_STATES
+    size: int
+    sent_at: datetime | None = None
+    settled: bool | None = None
+    retry_at: datetime | None = None  # a failed window is not sent again before then
+
+    def unsettled(self) -> bool:
+        """Sent, and not known to be over: Letta may still be answering it."""
+        return self.sent_at is not None and (self.state == "sending" or (self.state == "failed" and not self.settled))
+
+    def due(self, moment: datetime) -> bool:
+        return self.retry_at is None or self.retry_at <= moment
+
+    @classmethod
+    def of(cls, row: tables.Window) -> Window:
+        return cls(row.id, row.agent, row.state, row.size, row.sent_at, row.settled, row.retry_at)
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    """A window as the ledger shows it to a person (`blipflow windows`)."""
+
+    id: str
+    agent: str
+    state: str
+    size: int
+    created_at: datetime
+    attempts: int
+    failures: int
+    error: str | None
+    retry_at: datetime | None
+
+    @classmethod
+    def of(cls, row: tables.Window) -> WindowRecord:
+        return cls(row.id, row.agent, row.state, row.size, row.created_at, row.attempts, row.failures, row.error,
+                   row.retry_at)
+
+
+class Ledger:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    def join(self, agent: str, stored_since: datetime) -> None:
+        """A newly configured agent is sent only what was stored from `stored_since` on, not the whole
+        history; an agent that has joined before keeps its place."""
+        blip = tables.Blip
+        before = select(func.coalesce(func.max(blip.seq), 0)).where(blip.stored_at < stored_since).scalar_subquery()
+        insert = self.plane.upsert(tables.AgentProgress).values(agent=agent, decided_through=before)
+        with self.plane.writing() as session:
+            session.execute(insert.on_conflict_do_nothing(index_elements=["agent"]))
+
+    def decide(self, agent: str, skips: Mapping[str, str], window: list[str]) -> str | None:
+        """Record skipped blips and, if `window` is not empty, open a pending window for it; one
+        transaction, so a blip is never in two windows. Returns the window's id — None also when another
+        process decided one of these blips for this agent first (nothing of this decision is kept then)."""
+        window_id = str(uuid.uuid4()) if window else None
+        decided = now()
+        try:
+            with self.plane.writing() as session:
+                if window_id is not None:
+                    session.add(tables.Window(id=window_id, agent=agent, state="pending", size=len(window),
+                                              created_at=decided))
+                    session.flush()
+                session.add_all([tables.Delivery(agent=agent, blip_uri=uri, skip_reason=reason, decided_at=decided)
+                                 for uri, reason in skips.items()])
+                session.add_all([tables.Delivery(agent=agent, blip_uri=uri, window_id=window_id, decided_at=decided)
+                                 for uri in window])
+                session.flush()
+                self._advance(session, agent)
+        except IntegrityError as error:
+            if not duplicate_key(error):
+                raise
+            log.info("agent %s: blips decided by another process meanwhile; deciding again", agent)
+            return None
+        return window_id
+
+    def _advance(self, session: Session, agent: str) -> None:
+        """Move the agent's progress up to just below its oldest undecided blip (or the newest blip)."""
+        blip, delivery, progress = tables.Blip, tables.Delivery, tables.AgentProgress
+        through = (select(progress.decided_through).where(progress.agent == agent)).scalar_subquery()
+        undecided = (select(func.min(blip.seq) - 1)
+                     .where(blip.seq > func.coalesce(through, 0), blip.deleted.is_(False), blip.content.is_not(None),
+                            ~select(delivery.agent).where(delivery.agent == agent, delivery.blip_uri == blip.uri)
+                            .exists())).scalar_subquery()
+        newest = select(func.max(blip.seq)).scalar_subquery()
+        value = session.execute(select(func.coalesce(undecided, newest, 0))).scalar_one()
+        insert = self.plane.upsert(tables.AgentProgress).values(agent=agent, decided_through=value)
+        session.execute(insert.on_conflict_do_update(index_elements=["agent"],
+                                                     set_={"decided_through": insert.excluded.decided_through}))
+
+    def window(self, window_id: str) -> Window | None:
+        with self.plane.reading() as session:
+            row = session.get(tables.Window, window_id)
+        return None if row is None else Window.of(row)
+
+    def windows_in(self, states: list[str], agent: str | None = None) -> list[Window]:
+        """The windows in `states`, oldest first."""
+        query = select(tables.Window).where(tables.Window.state.in_(states))
+        if agent is not None:
+            query = query.where(tables.Window.agent == agent)
+        with self.plane.reading() as session:
+            rows = session.scalars(query.order_by(tables.Window.created_at, tables.Window.id)).all()
+        return [Window.of(row) for row in rows]
+
+    def mark_sending(self, window_id: str) -> None:
+        self._update(window_id, state="sending", sent_at=now())
+
+    def finish_window(self, window_id: str, agent: str, replies: list[str], letta_ms: float) -> None:
+        """The agent answered (or chose silence): its replies go to the outbox with the window's outcome."""
+        finished = now()
+        with self.plane.writing() as session:
+            session.add_all([tables.Reply(id=f"{window_id}:{position}", window_id=window_id, agent=agent,
+                                          position=position, content=content, created_at=finished)
+                             for position, content in enumerate(replies)])
+            session.execute(update(tables.Window).where(tables.Window.id == window_id).values(
+                state="answered" if replies else "silent", finished_at=finished, letta_ms=letta_ms, error=None,
+                attempts=tables.Window.attempts + 1, retry_at=None))
+
+    def fail_window(self, window_id: str, error: str, *, settled: bool, retry_at: datetime | None = None,
+                    strike: bool = False) -> int:
+        """A failed attempt: the window stays in the ledger to be sent again, not before `retry_at`. A
+        `strike` is a failure of the window's own making; returns how many it has had."""
+        window = tables.Window
+        with self.plane.writing() as session:
+            return session.execute(
+                update(window).where(window.id == window_id).values(
+                    state="failed", error=error, settled=settled, retry_at=retry_at, attempts=window.attempts + 1,
+                    failures=window.failures + 1, strikes=window.strikes + int(strike))
+                .returning(window.strikes)).scalar_one()
+
+    def clear_retry_at(self, window_id: str) -> None:
+        self._update(window_id, retry_at=None)
+
+    def quarantine_window(self, window_id: str) -> None:
+        """Set a failed window aside: its agent goes on with the next, and a person decides (retry or drop)."""
+        self._update(window_id, state="quarantined", retry_at=None, finished_at=now())
+
+    def window_records(self, states: list[str]) -> list[WindowRecord]:
+        """The windows in `states`, oldest first, as a person reads them."""
+        query = select(tables.Window).where(tables.Window.state.in_(states))
+        with self.plane.reading() as session:
+            rows = session.scalars(query.order_by(tables.Window.created_at, tables.Window.id)).all()
+        return [WindowRecord.of(row) for row in rows]
+
+    def retry_or_drop_window(self, window_id: str, state: str) -> WindowRecord | None:
+        """A failed or quarantined window put into `state` by hand: 'failed' to send it again now (with
+        dispatch.quarantine_after attempts anew), 'dropped' never to send it. Returns the window as it was
+        (one in another state is left alone), None when there is no such window."""
+        with self.plane.writing() as session:
+            row = session.get(tables.Window, window_id)
+            if row is None:
+                return None
+            record = WindowRecord.of(row)
+            if record.state in ("failed", "quarantined"):
+                row.state, row.retry_at, row.strikes = state, None, 0
+            return record
+
+    def _update(self, window_id: str, **values: object) -> None:
+        with self.plane.writing() as session:
+            session.execute(update(tables.Window).where(tables.Window.id == window_id).values(**values))

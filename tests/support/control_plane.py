@@ -1,0 +1,122 @@
+"""The control plane's database for tests, on both backends: `control_url` is parametrized over a SQLite
+file and a REAL PostgreSQL (one cluster per session from tests/support/postgres.py, a fresh database per
+test), so every test that takes it runs on each.
+
+Workers for the tests where separate processes race (spawned, so each has its own interpreter and its
+own connections) live here too: a test module's functions cannot be imported by a spawned child.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from blipflow.control.blips import Blips
+from blipflow.control.engine import ControlPlane
+from blipflow.control.leases import Leases
+from blipflow.control.ledger import Ledger
+from blipflow.control.outbox import Outbox
+from blipflow.control.schema import current
+from tests.support.letta_server import ensure_installed
+from tests.support.postgres import Postgres, start_new_cluster
+
+BACKENDS = ("sqlite", "postgresql")
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def control_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    pg = start_new_cluster(ensure_installed(), tmp_path_factory.mktemp("control-postgres"), name="control")
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def control_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'control.sqlite'}"
+    pg: Postgres = request.getfixturevalue("control_postgres")
+    database = f"control_{next(_databases)}"
+    with psycopg.connect(pg.uri("postgresql", "postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    return pg.uri("postgresql+psycopg", database)
+
+
+@pytest.fixture
+def control(control_url: str) -> Iterator[ControlPlane]:
+    plane = ControlPlane(control_url)
+    try:
+        yield plane
+    finally:
+        plane.dispose()
+
+
+# -- workers, run in separate processes --------------------------------------------------------------------
+
+
+def decide_everything(url: str, agent: str, batch: int, start: Any, results: Any) -> None:
+    """Open windows of `batch` blips for `agent` until none is left undecided; report the ids of the
+    windows this process was told it opened, and how many decisions it lost to another process."""
+    plane = ControlPlane(url)
+    blips, ledger = Blips(plane), Ledger(plane)
+    opened, lost = [], 0
+    start.wait()
+    while candidates := blips.undelivered(agent, [], batch):
+        window_id = ledger.decide(agent, {}, [candidate.uri for candidate in candidates])
+        if window_id is None:
+            lost += 1
+        else:
+            opened.append(window_id)
+    plane.dispose()
+    results.put({"opened": opened, "lost": lost})
+
+
+def start_plane(url: str, start: Any, results: Any) -> None:
+    """Use a new control plane (which migrates it) when every worker is ready; report the revision found."""
+    plane = ControlPlane(url)
+    start.wait()
+    with plane.reading() as session:
+        results.put({"revision": current(session.connection())})
+    plane.dispose()
+
+
+def take_lease(url: str, name: str, holder: str, ttl_seconds: float, start: Any, results: Any) -> None:
+    """Try once to take the lease, when every worker is ready (`start` is their barrier); report whether it was won."""
+    plane = ControlPlane(url)
+    leases = Leases(plane)
+    plane.migrate()  # not part of the race
+    start.wait()
+    results.put({"holder": holder, "won": leases.acquire(name, holder, timedelta(seconds=ttl_seconds))})
+    plane.dispose()
+
+
+def hold_lease(url: str, name: str, holder: str, ttl_seconds: float, held: Any) -> None:
+    """Take the lease and renew it three times a lease until killed; `held` is set once it is taken."""
+    plane = ControlPlane(url)
+    leases = Leases(plane)
+    ttl = timedelta(seconds=ttl_seconds)
+    while not leases.acquire(name, holder, ttl):
+        time.sleep(ttl_seconds / 3)
+    held.set()
+    while leases.renew(name, holder, ttl):
+        time.sleep(ttl_seconds / 3)
+    raise SystemExit(f"{holder} lost lease {name} while renewing it")
+
+
+def note_post(url: str, reply_id: str, uri: str, start: Any, results: Any) -> None:
+    """Note the reply's only part as posted, when every worker is ready (`start` is their barrier)."""
+    plane = ControlPlane(url)
+    outbox = Outbox(plane)
+    plane.migrate()
+    start.wait()
+    outbox.record_post(reply_id, 0, "racer.test", uri, "bafyracer", last=True)
+    results.put({"uri": uri})
+    plane.dispose()
