@@ -30,6 +30,7 @@ from blipflow.breaker import Breaker
 from blipflow.config import AgentConfig, DispatchConfig
 from blipflow.failures import Failure
 from blipflow.identity import IdentityResolver
+from blipflow.ledger import Window
 from blipflow.letta import AgentCallFailed, Answer, LettaGateway, StillAnswering
 from blipflow.notices import Notice, Notify, agent_resource, nobody
 from blipflow.policy import decide
@@ -44,22 +45,6 @@ RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be a
 REPLAN_EVERY = 1.0  # seconds: the longest a round is skipped for want of news in the store
 
 
-@dataclass(frozen=True)
-class Window:
-    id: str
-    agent: str
-    state: str
-    size: int
-    sent_at: datetime | None = None
-    settled: bool | None = None
-    retry_at: datetime | None = None  # a failed window is not sent again before then
-
-    def unsettled(self) -> bool:
-        """Sent, and not known to be over: Letta may still be answering it."""
-        return self.sent_at is not None and (self.state == "sending" or (self.state == "failed" and not self.settled))
-
-    def due(self, now: datetime) -> bool:
-        return self.retry_at is None or self.retry_at <= now
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from blipflow.config import Settings
 from blipflow.failures import Failure
 from blipflow.notices import Notice, Notify, agent_resource, nobody
 from blipflow.publish_records import (
-    MAX_PARTS, AnsweredBlip, Ref, blip_record, iso_time, record_key, split_content,
+    MAX_PARTS, OutgoingReply, Ref, blip_record, iso_time, record_key, split_content,
 )
 from blipflow.store import Store
 
@@ -43,22 +43,6 @@ class ReplyRejected(Failure):
         super().__init__(f"reply {reply_id}: {reason}", transient=False)
 
 
-@dataclass(frozen=True)
-class OutgoingReply:
-    id: str
-    agent: str
-    position: int
-    content: str
-    created_us: int
-    state: str
-    answers: tuple[AnsweredBlip, ...]  # the window's blips, oldest first
-    posted: tuple[Ref, ...]  # the parts already on the PDS, in order
-
-    @classmethod
-    def from_row(cls, row: tuple) -> OutgoingReply:
-        id_, agent, position, content, created_us, state, answers, posted = row
-        return cls(id_, agent, position, content, created_us, state,
-                   tuple(AnsweredBlip(**blip) for blip in answers), tuple(Ref(**part) for part in posted))
 
 
 @dataclass(frozen=True)

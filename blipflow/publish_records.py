@@ -50,6 +50,26 @@ class AnsweredBlip:
         return Ref(self.root_uri, self.root_cid) if self.root_uri and self.root_cid else self.ref
 
 
+@dataclass(frozen=True)
+class OutgoingReply:
+    """A reply as publish posts it, whichever store's outbox it was read from."""
+
+    id: str
+    agent: str
+    position: int
+    content: str
+    created_us: int  # when dispatch queued it, in µs: the time its record keys are made of
+    state: str  # queued | posted | failed
+    answers: tuple[AnsweredBlip, ...]  # the window's blips, oldest first
+    posted: tuple[Ref, ...]  # the parts already on the PDS, in order
+
+    @classmethod
+    def from_row(cls, row: tuple) -> OutgoingReply:
+        id_, agent, position, content, created_us, state, answers, posted = row
+        return cls(id_, agent, position, content, created_us, state,
+                   tuple(AnsweredBlip(**blip) for blip in answers), tuple(Ref(**part) for part in posted))
+
+
 def tid(micros: int, clock_id: int) -> str:
     """A timestamp identifier: 53 bits of microseconds since the epoch, 10 bits of clock id, 13 characters."""
     if not 0 <= micros < 1 << 53 or not 0 <= clock_id < 1 << 10:

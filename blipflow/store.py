@@ -32,6 +32,7 @@ import pyarrow as pa
 from blipflow.blip import CREATED_AT_PATTERN, ROW_COLUMNS, Blip, BlipRow, Candidate, Identity
 from blipflow.config import StoreConfig
 from blipflow.events import CID_PATTERN, EARLIEST_DATE, LATEST_DATE, RECORD_URI_PATTERN
+from blipflow.ledger import Circuit, WindowRecord
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS blip_seq;
@@ -211,29 +212,8 @@ class StoreBusy(StoreError):
     """Another process kept the store locked for longer than the lock timeout."""
 
 
-@dataclass(frozen=True)
-class Circuit:
-    """An agent's circuit breaker as dispatch last left it."""
-
-    state: str  # closed | open | half_open
-    failures: int  # failed calls in a row
-    opened_at: datetime | None
-    reason: str | None  # the failure that opened it
 
 
-@dataclass(frozen=True)
-class WindowRecord:
-    """A window as the ledger shows it to a person (`blipflow windows`)."""
-
-    id: str
-    agent: str
-    state: str
-    size: int
-    created_at: datetime
-    attempts: int
-    failures: int
-    error: str | None
-    retry_at: datetime | None
 
 
 @dataclass

@@ -13,7 +13,8 @@ from blipflow.control import tables
 from blipflow.control.blips import Blips
 from blipflow.control.engine import ControlPlane
 from blipflow.control.facts import BlipFacts
-from blipflow.control.ledger import Ledger, Window
+from blipflow.control.ledger import Ledger
+from blipflow.ledger import Window
 from blipflow.control.outbox import Outbox
 from tests.support.control_plane import decide_everything
 

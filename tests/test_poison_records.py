@@ -27,8 +27,8 @@ from blipflow.ingest import Ingestor
 from blipflow.jetstream import parse_event
 from blipflow.monitor import live_blip
 from blipflow.prompt import HEADER_KEYS, blip_text, window_messages
-from blipflow.publish import OutgoingReply, Publisher
-from blipflow.publish_records import Ref, iso_time, split_content
+from blipflow.publish import Publisher
+from blipflow.publish_records import OutgoingReply, Ref, iso_time, split_content
 from blipflow.store import Store
 
 MAX_CONTENT_BYTES = 2_000  # small, so contents at the limit stay quick to generate

@@ -3,21 +3,14 @@ process (which takes up an open circuit for the rest of its cooldown)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
+from blipflow.ledger import Circuit
 
 
-@dataclass(frozen=True)
-class Circuit:
-    state: str  # one of tables.CIRCUIT_STATES
-    failures: int  # failed calls in a row
-    opened_at: datetime | None
-    reason: str | None  # the failure that opened it
 
 
 class Circuits:

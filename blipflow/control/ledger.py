@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -22,52 +21,13 @@ from sqlmodel import Session
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane, duplicate_key
 from blipflow.control.tables import now
+from blipflow.ledger import Window, WindowRecord
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Window:
-    """A window as dispatch works on it."""
-
-    id: str
-    agent: str
-    state: str  # one of tables.WINDOW_STATES
-    size: int
-    sent_at: datetime | None = None
-    settled: bool | None = None
-    retry_at: datetime | None = None  # a failed window is not sent again before then
-
-    def unsettled(self) -> bool:
-        """Sent, and not known to be over: Letta may still be answering it."""
-        return self.sent_at is not None and (self.state == "sending" or (self.state == "failed" and not self.settled))
-
-    def due(self, moment: datetime) -> bool:
-        return self.retry_at is None or self.retry_at <= moment
-
-    @classmethod
-    def of(cls, row: tables.Window) -> Window:
-        return cls(row.id, row.agent, row.state, row.size, row.sent_at, row.settled, row.retry_at)
 
 
-@dataclass(frozen=True)
-class WindowRecord:
-    """A window as the ledger shows it to a person (`blipflow windows`)."""
-
-    id: str
-    agent: str
-    state: str
-    size: int
-    created_at: datetime
-    attempts: int
-    failures: int
-    error: str | None
-    retry_at: datetime | None
-
-    @classmethod
-    def of(cls, row: tables.Window) -> WindowRecord:
-        return cls(row.id, row.agent, row.state, row.size, row.created_at, row.attempts, row.failures, row.error,
-                   row.retry_at)
 
 
 class Ledger:
@@ -125,7 +85,7 @@ class Ledger:
     def window(self, window_id: str) -> Window | None:
         with self.plane.reading() as session:
             row = session.get(tables.Window, window_id)
-        return None if row is None else Window.of(row)
+        return None if row is None else window_of(row)
 
     def windows_in(self, states: list[str], agent: str | None = None) -> list[Window]:
         """The windows in `states`, oldest first."""
@@ -134,7 +94,7 @@ class Ledger:
             query = query.where(tables.Window.agent == agent)
         with self.plane.reading() as session:
             rows = session.scalars(query.order_by(tables.Window.created_at, tables.Window.id)).all()
-        return [Window.of(row) for row in rows]
+        return [window_of(row) for row in rows]
 
     def mark_sending(self, window_id: str) -> None:
         self._update(window_id, state="sending", sent_at=now())
@@ -174,7 +134,7 @@ class Ledger:
         query = select(tables.Window).where(tables.Window.state.in_(states))
         with self.plane.reading() as session:
             rows = session.scalars(query.order_by(tables.Window.created_at, tables.Window.id)).all()
-        return [WindowRecord.of(row) for row in rows]
+        return [record_of(row) for row in rows]
 
     def retry_or_drop_window(self, window_id: str, state: str) -> WindowRecord | None:
         """A failed or quarantined window put into `state` by hand: 'failed' to send it again now (with
@@ -184,7 +144,7 @@ class Ledger:
             row = session.get(tables.Window, window_id)
             if row is None:
                 return None
-            record = WindowRecord.of(row)
+            record = record_of(row)
             if record.state in ("failed", "quarantined"):
                 row.state, row.retry_at, row.strikes = state, None, 0
             return record
@@ -192,3 +152,12 @@ class Ledger:
     def _update(self, window_id: str, **values: object) -> None:
         with self.plane.writing() as session:
             session.execute(update(tables.Window).where(tables.Window.id == window_id).values(**values))
+
+
+def window_of(row: tables.Window) -> Window:
+    return Window(row.id, row.agent, row.state, row.size, row.sent_at, row.settled, row.retry_at)
+
+
+def record_of(row: tables.Window) -> WindowRecord:
+    return WindowRecord(row.id, row.agent, row.state, row.size, row.created_at, row.attempts, row.failures, row.error,
+                        row.retry_at)

@@ -8,30 +8,17 @@ is kept once, as it was first noted — and a reply is posted once its last part
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import func, select, update
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
-from blipflow.publish_records import AnsweredBlip, Ref
+from blipflow.publish_records import AnsweredBlip, OutgoingReply, Ref
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-@dataclass(frozen=True)
-class OutgoingReply:
-    """A reply as publish posts it."""
-
-    id: str
-    agent: str
-    position: int
-    content: str
-    created_us: int  # when dispatch queued it, in µs: the time its record keys are made of
-    state: str  # one of tables.REPLY_STATES
-    answers: tuple[AnsweredBlip, ...]  # the window's blips, oldest first
-    posted: tuple[Ref, ...]  # the parts already on the PDS, in order
 
 
 class Outbox:
