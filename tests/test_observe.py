@@ -210,7 +210,12 @@ def test_each_reply_is_a_task_run_named_for_it_that_says_where_it_went(tmp_path,
 
     uris = dict(store.query_all("SELECT reply_id, uri FROM posts WHERE part = 0"))
     flow_run_id = str(state.state_details.flow_run_id)
-    task_runs = task_runs_of(prefect_server, flow_run_id)
+
+    def all_three_ended() -> list[dict]:  # the server records task runs from events, a moment after they end
+        runs = task_runs_of(prefect_server, flow_run_id)
+        return runs if len(runs) == 3 and all(run["state_type"] in ("COMPLETED", "FAILED") for run in runs) else []
+
+    task_runs = wait_for(all_three_ended, 30, "the three task runs recorded", 0.5)
     told = {run["name"]: run["state"]["message"] for run in task_runs}
     refused = "the PDS refused the handle or app password (HTTP 401 AuthenticationRequired)"
     assert told.pop(f"refused: reply 1 ({never[:8]})").endswith(refused)
@@ -253,7 +258,8 @@ def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_s
         time.sleep(0.5)
     assert [(e["event"], e["resource"]["prefect.resource.id"]) for e in events] == [
         ("blipflow.agent.circuit.open", "blipflow.agent.ghost")]
-    assert events[0]["payload"] == {"failures": 1, "cooldown_seconds": 60.0}
+    assert events[0]["payload"] == {"failures": 1, "cooldown_seconds": 60.0,
+                                    "reason": "no such agent on the Letta server (HTTP 404)"}
 
 
 def test_ingest_replaying_a_backlog_shows_how_far_it_has_caught_up(prefect_harness):

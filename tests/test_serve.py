@@ -109,7 +109,7 @@ def test_ctrl_c_cancels_the_runs_in_flight_and_stops_cleanly(prefect_server: Pre
     deployments = all_served(prefect_server, serving)
     with api_client(prefect_server) as client:
         run = client.create_flow_run_from_deployment(deployments["ingest"].id)
-        serving.wait_for_log("ingest starting from", 180)  # its run streams its output here
+        serving.wait_for_log("ingest starting", 180)  # its run streams its output here
         running = children(serving)
         assert running, "the ingest run is a process of serve's"
 

@@ -27,7 +27,7 @@ STOPS_WITHIN = 5.0  # seconds, signal to exit
 FLUSH_INTERVAL = 3.0  # a blip received just before the stop is still in memory, not yet in the store
 AGENT = {"name": "scout", "agent_id": "agent-1", "did": "did:plc:scout0000000000000000000"}
 # what each logs once its loop takes the signals
-LONG_RUNNING = {"run": "ingest starting from", "dispatch": "looking for work every",
+LONG_RUNNING = {"run": "ingest starting", "dispatch": "looking for work every",
                 "publish-replies": "looking for work every"}
 
 
