@@ -95,6 +95,15 @@ def start_prefect_server(home: Path, timeout: float = 90.0) -> PrefectServer:
     raise RuntimeError(f"prefect server not healthy after {timeout} s:\n{log_path.read_text()[-3000:]}")
 
 
+@pytest.fixture(autouse=True)
+def prefect_workers_start_afresh() -> Iterator[None]:
+    """Prefect keeps one events worker per process, bound to the API it first sent to (its key holds no URL):
+    after a test whose flows reported to another server (a harness's temporary one, since stopped), a later
+    test's events would keep going there, and its task runs never be recorded. Each test ends its workers."""
+    yield
+    send_logs_and_events()
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
