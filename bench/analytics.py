@@ -11,7 +11,7 @@ retried ones at its own rates).
 Every report then runs over the whole history with the agents configured, each run one connection:
 open, prelude, query, result as Arrow. `first_run_ms` holds each report's first run, `reports` the median
 of the `--repeat` runs after it: top-terms counts every hour's words on its first run over a history and
-keeps the counts (see data/analytics/top-terms.sql), so its first run is the one that pays. Then the
+keeps the counts (see blipflow/analytics/sql/top-terms.sql), so its first run is the one that pays. Then the
 Parquet export of the whole history is timed, an hour of new traffic (1,000 blips) arrives, and top-terms
 (which counts only that hour) and the export refresh (which rewrites only the day that changed) are timed
 again. Last line: one JSON object.
@@ -44,11 +44,12 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from blipflow.analytics import Selection, reports, run_report  # noqa: E402
-from blipflow.analytics_export import export_parquet  # noqa: E402
+from blipflow.analytics.export import export_parquet  # noqa: E402
+from blipflow.analytics.reports import Selection, reports, run_report  # noqa: E402
 from blipflow.config import AgentConfig  # noqa: E402
-from blipflow.simulator import random_id, tid  # noqa: E402
-from blipflow.store import IngestBatch, Store  # noqa: E402
+from blipflow.ingest.simulator import random_id  # noqa: E402
+from blipflow.model.tids import tid  # noqa: E402
+from blipflow.store.history import IngestBatch, Store  # noqa: E402
 
 START_US = 1_760_000_000_000_000
 BATCH = 20_000

@@ -78,8 +78,8 @@ def start_letta(args: argparse.Namespace, work: Path):
 def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_url: str) -> dict:
     import yaml
 
-    from blipflow.store import IngestBatch, Store
-    from blipflow.simulator import simulate_frames
+    from blipflow.ingest.simulator import simulate_frames
+    from blipflow.store.history import IngestBatch, Store
     from tests.support.frames import blips
 
     store = Store(work / "bench.duckdb")
@@ -141,8 +141,8 @@ def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent,
 
     import yaml
 
-    from blipflow.store import IngestBatch, Store
-    from blipflow.simulator import simulate_frames
+    from blipflow.ingest.simulator import simulate_frames
+    from blipflow.store.history import IngestBatch, Store
     from tests.support.frames import blips
 
     store = Store(work / "live.duckdb")
@@ -153,7 +153,7 @@ def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent,
         "agents": [{"name": "live", "agent_id": create_agent(), "batch_size": 1, "max_replies_per_minute": 1000,
                     "backlog_seconds": 10**9}],
     }))
-    process = subprocess.Popen([sys.executable, "-m", "blipflow", "-c", str(config), "dispatch"], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "cli", "-c", str(config), "dispatch"], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         store.query_all("SELECT 1")

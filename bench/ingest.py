@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from blipflow.config import Settings  # noqa: E402
-from blipflow.events import BadFrame, Event  # noqa: E402
-from blipflow.ingest import Ingestor, make_source  # noqa: E402
-from blipflow.simulator import simulate_frames  # noqa: E402
-from blipflow.source import PassiveSink  # noqa: E402
-from blipflow.store import IngestBatch, Store  # noqa: E402
+from blipflow.ingest.ingester import Ingestor, make_source  # noqa: E402
+from blipflow.ingest.simulator import simulate_frames  # noqa: E402
+from blipflow.ingest.source import PassiveSink  # noqa: E402
+from blipflow.model.events import BadFrame, Event  # noqa: E402
+from blipflow.store.history import IngestBatch, Store  # noqa: E402
 
 
 class CountingSink(PassiveSink):

@@ -13,11 +13,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
-from blipflow.accounts import AccountFailed
-from blipflow.analytics import day_selection, handles_of_uris, known_agents, reports
+from blipflow.analytics.reports import (
+    day_selection,
+    handles_of_uris,
+    known_agents,
+    reports,
+)
 from blipflow.config import ConfigError, load_settings
-from blipflow.failures import BadRequest
-from blipflow.store import Store, StoreError
+from blipflow.model.failures import BadRequest
+from blipflow.network.accounts import AccountFailed
+from blipflow.store.history import Store, StoreError
 from tasks.analytics import publish_artifacts, refresh_export, report_rows, write_html
 
 

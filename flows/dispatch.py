@@ -10,14 +10,14 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
-from blipflow.accounts import with_learned_dids
 from blipflow.config import Settings, load_settings
-from blipflow.dispatch import Delivery, Dispatcher
-from blipflow.failures import Failure
-from blipflow.identity import IdentityResolver
-from blipflow.letta import LettaGateway
-from blipflow.notices import Notify, nobody
-from blipflow.store import Store
+from blipflow.dispatch.dispatcher import Delivery, Dispatcher
+from blipflow.letta.gateway import LettaGateway
+from blipflow.model.failures import Failure
+from blipflow.model.notices import Notify, nobody
+from blipflow.network.accounts import with_learned_dids
+from blipflow.network.identity import IdentityResolver
+from blipflow.store.history import Store
 from flows.lanes import results_in_lanes
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.dispatch import deliver_window

@@ -20,10 +20,10 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
-from blipflow.failures import BadRequest
 from blipflow.config import load_settings
-from blipflow.ingest import run_ingest
-from blipflow.source import SourceUnavailable
+from blipflow.ingest.ingester import run_ingest
+from blipflow.ingest.source import SourceUnavailable
+from blipflow.model.failures import BadRequest
 from flows.observe import IngestObserver
 
 

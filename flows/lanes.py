@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from prefect import get_run_logger
 from prefect.futures import PrefectConcurrentFuture
 
-from blipflow.shutdown import stop_on_signals
+from blipflow.process.shutdown import stop_on_signals
 
 Item = TypeVar("Item")
 

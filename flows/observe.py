@@ -18,7 +18,11 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect.artifacts import (
-    TableArtifact, create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact,
+    TableArtifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
 )
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
@@ -26,7 +30,7 @@ from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.states import Running
 
-from blipflow.notices import Notice
+from blipflow.model.notices import Notice
 
 log = logging.getLogger("blipflow.observe")  # the blipflow logger reaches the run's logs
 

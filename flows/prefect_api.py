@@ -33,7 +33,9 @@ def prefect_api() -> Iterator[None]:
         finally:
             send_logs_and_events()
         return
-    from prefect.server.api.server import SubprocessASGIServer  # the server's modules only when one is needed
+    from prefect.server.api.server import (
+        SubprocessASGIServer,  # the server's modules only when one is needed
+    )
 
     class TemporaryServer(SubprocessASGIServer):
         """Prefect's temporary server (Prefect's own clients find this instance: one per port, None here),

@@ -11,8 +11,8 @@ from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
 from blipflow.config import AgentConfig, load_settings
-from blipflow.publish import Publication, Publisher
-from blipflow.store import Store
+from blipflow.publish.publisher import Publication, Publisher
+from blipflow.store.history import Store
 from flows.lanes import results_in_lanes
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.publish import publish_reply

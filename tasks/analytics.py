@@ -11,11 +11,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from blipflow.analytics import Query, Selection, run_report
-from blipflow.analytics_export import ExportSummary, export_parquet
-from blipflow.analytics_output import json_rows, markdown_table
+from blipflow.analytics.export import ExportSummary, export_parquet
+from blipflow.analytics.output import json_rows, markdown_table
+from blipflow.analytics.reports import Query, Selection, run_report
 from blipflow.config import AgentConfig
-from blipflow.store import Store, StoreBusy
+from blipflow.store.history import Store, StoreBusy
 
 ARTIFACT_ROWS = 50  # per report in the daily Markdown; the table artifacts keep up to ARTIFACT_TABLE_ROWS
 ARTIFACT_TABLE_ROWS = 500
@@ -54,7 +54,9 @@ def publish_artifacts(results: dict[str, tuple[Query, pa.Table]], day: date) -> 
 @task(name="analytics-html", cache_policy=NO_CACHE)
 def write_html(results: dict[str, tuple[Query, pa.Table]], chosen: Selection, path: Path,
                handles: dict[str, str]) -> Path:
-    from blipflow.charts import html_report  # matplotlib only in the task that draws
+    from blipflow.analytics.charts import (
+        html_report,  # matplotlib only in the task that draws
+    )
 
     path.parent.mkdir(parents=True, exist_ok=True)
     html_report(results, chosen, path, handles)

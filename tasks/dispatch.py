@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
-from blipflow.dispatch import Delivery, Dispatcher, Window
+from blipflow.dispatch.dispatcher import Delivery, Dispatcher, Window
 from tasks.retries import worth_retrying
 from tasks.words import completed_saying, counted
 

@@ -7,14 +7,19 @@ from datetime import datetime
 from prefect import get_client, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.filters import (
-    FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterEndTime, FlowRunFilterState, FlowRunFilterStateType,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterEndTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import TERMINAL_STATES
 from prefect.exceptions import ObjectNotFound
 
 from blipflow.config import Settings, StoreConfig
-from blipflow.identity import IdentityResolver, RefreshedIdentities
-from blipflow.store import Store
+from blipflow.network.identity import IdentityResolver, RefreshedIdentities
+from blipflow.store.history import Store
 from tasks.analytics import store_was_busy
 
 RUNS_PER_PAGE = 200

@@ -9,8 +9,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
-from blipflow.publish import Publication, Publisher
-from blipflow.publish_records import OutgoingReply
+from blipflow.model.replies import OutgoingReply
+from blipflow.publish.publisher import Publication, Publisher
 from tasks.retries import worth_retrying
 from tasks.words import completed_saying, counted
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blipflow.failures import Failure
+from blipflow.model.failures import Failure
 
 
 def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:

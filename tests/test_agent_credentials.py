@@ -9,7 +9,7 @@ import time
 
 import yaml
 
-from blipflow.store import Store
+from blipflow.store.history import Store
 from tests.support.agent_accounts import agent_account
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
 from tests.support.network import list_records
@@ -31,7 +31,7 @@ def test_config_warns_about_agents_without_credentials_or_a_did(tmp_path, atprot
             {**scout.config("ghost", "agent-5"), "handle": "nobody-here.test"},
         ],
     }))
-    result = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "config"], cwd=PROJECT_ROOT,
+    result = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "config"], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert '"agents"' in result.stdout  # the configuration, as before

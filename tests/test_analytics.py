@@ -11,16 +11,30 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from blipflow.analytics import (
-    QUERIES_FOLDER, Bucket, Selection, day_selection, nothing_to_report, reports, run_report,
+from blipflow.analytics.export import MARKER, export_parquet
+from blipflow.analytics.reports import (
+    QUERIES_FOLDER,
+    Bucket,
+    Selection,
+    day_selection,
+    nothing_to_report,
+    reports,
+    run_report,
     selection,
 )
-from blipflow.analytics_export import MARKER, export_parquet
-from blipflow.failures import BadRequest
-from blipflow.moments import parse_moment
-from blipflow.store import Store, StoreError
+from blipflow.model.failures import BadRequest
+from blipflow.model.moments import parse_moment
+from blipflow.store.history import Store, StoreError
 from tests.support.analytics_history import (
-    AGENTS, ALICE, BOB, BLIPS, SAGE, SCOUT, at, blip_uri, build_history,
+    AGENTS,
+    ALICE,
+    BLIPS,
+    BOB,
+    SAGE,
+    SCOUT,
+    at,
+    blip_uri,
+    build_history,
 )
 from tests.support.frames import batch, commit_frame
 

@@ -9,7 +9,7 @@ import sys
 
 import yaml
 
-from blipflow.store import Store
+from blipflow.store.history import Store
 from tests.support.agent_accounts import agent_account
 from tests.support.ingest_process import PROJECT_ROOT
 from tests.test_publish import ingested
@@ -28,7 +28,7 @@ def test_an_agent_configured_without_its_did_is_an_agent_in_the_reports(tmp_path
         "agents": [scout.config("scout", "agent-1")]}))  # no did
 
     def report(name: str) -> list[dict]:
-        result = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "analytics", name,
+        result = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "analytics", name,
                                  "--output", "json"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         return [json.loads(line) for line in result.stdout.splitlines()]

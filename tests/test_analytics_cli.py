@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from blipflow.store import Store
+from blipflow.store.history import Store
 from tests.support.analytics_history import SAGE, SCOUT, build_history
 from tests.support.ingest_process import PROJECT_ROOT
 
@@ -40,7 +40,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def blipflow(config: Path, *args: str, cwd: Path | None = None,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "analytics", *args],
+    return subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "analytics", *args],
                           cwd=cwd or PROJECT_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=120)
 

@@ -12,12 +12,15 @@ import pytest
 import yaml
 from prefect import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId,
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
 )
 from prefect.states import Failed
 
-from blipflow.analytics import reports
-from blipflow.store import Store, StoreBusy, StoreError
+from blipflow.analytics.reports import reports
+from blipflow.store.history import Store, StoreBusy, StoreError
 from flows.analytics import analytics
 from tasks.analytics import store_was_busy
 from tests.support.analytics_history import SAGE, SCOUT, build_history

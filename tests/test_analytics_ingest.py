@@ -11,11 +11,16 @@ import threading
 import time
 from pathlib import Path
 
-from blipflow.analytics import reports
-from blipflow.simulator import simulate_frames
-from blipflow.store import IngestBatch, Store
+from blipflow.analytics.reports import reports
+from blipflow.ingest.simulator import simulate_frames
+from blipflow.store.history import IngestBatch, Store
 from tests.support.frames import blips
-from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for, write_config
+from tests.support.ingest_process import (
+    PROJECT_ROOT,
+    BlipflowProcess,
+    wait_for,
+    write_config,
+)
 
 HISTORY = 100_000  # events already stored, so that each report holds the file for a while
 LONGEST_WAIT_S = 5.0  # from posted on the PDS to stored, while reports run
@@ -49,7 +54,7 @@ def test_analytics_runs_while_ingest_writes_and_no_blip_is_lost(tmp_path: Path, 
         runs += [["export", "--parquet", str(tmp_path / "parquet")], ["html", str(tmp_path / "report.html")]]
         started = time.time()
         for args in runs:
-            done = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "analytics", *args],
+            done = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "analytics", *args],
                                   cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, f"{args}: {done.stderr}"
         analytics_s = time.time() - started

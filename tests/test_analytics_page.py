@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from blipflow.store import Identity, IngestBatch, Store
+from blipflow.store.history import Identity, IngestBatch, Store
 from tests.support.frames import T0, blips, commit_frame, uri
 from tests.support.ingest_process import PROJECT_ROOT
 
@@ -59,7 +59,7 @@ def test_the_page_shows_short_uris_and_human_latencies_in_a_table_of_reasonable_
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"store": {"path": str(store.path)},
                                       "agents": [{"name": "scout", "agent_id": "agent-1", "did": scout}]}))
-    made = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "analytics", "html",
+    made = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "analytics", "html",
                            str(tmp_path / "report.html")], cwd=PROJECT_ROOT, capture_output=True, text=True,
                           timeout=180)
     assert made.returncode == 0, made.stderr

@@ -17,12 +17,17 @@ import pytest
 import yaml
 from prefect import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId,
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
 )
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blipflow.config import ConfigError, load_settings
-from blipflow.store import Store
+from blipflow.store.history import Store
 from blocks.atproto_account import AtprotoAccount
 from blocks.letta_server import LettaServer
 from flows.publish import publish as publish_flow

@@ -13,6 +13,6 @@ def test_the_control_plane_imports_no_prefect_and_no_duckdb_store() -> None:
     script = ("import sys\n"
               + "".join(f"import blipflow.control.{module}\n" for module in MODULES)
               + "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'flows', 'tasks', 'blocks', "
-                "'duckdb') or m in ('blipflow.store', 'blipflow.cli', 'blipflow.dispatch', 'blipflow.publish')))")
+                "'cli', 'duckdb') or m.startswith(('blipflow.store', 'blipflow.dispatch', 'blipflow.publish'))))")
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
     assert loaded.stdout.strip() == "[]"

@@ -14,8 +14,8 @@ from blipflow.control.blips import Blips
 from blipflow.control.engine import ControlPlane
 from blipflow.control.facts import BlipFacts
 from blipflow.control.ledger import Ledger
-from blipflow.ledger import Window
 from blipflow.control.outbox import Outbox
+from blipflow.model.ledger import Window
 from tests.support.control_plane import decide_everything
 
 HUMAN, AGENT_A, AGENT_B = "did:plc:human", "did:plc:agenta", "did:plc:agentb"

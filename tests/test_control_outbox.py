@@ -15,7 +15,7 @@ from blipflow.control.engine import ControlPlane
 from blipflow.control.facts import BlipFacts
 from blipflow.control.ledger import Ledger
 from blipflow.control.outbox import Outbox
-from blipflow.publish_records import AnsweredBlip, Ref
+from blipflow.model.refs import AnsweredBlip, Ref
 from tests.support.control_plane import note_post
 
 ROOT = "at://did:plc:root/stream.thought.blip/3kroot"

@@ -25,7 +25,12 @@ from tests.support.agent_accounts import agent_account
 from tests.support.chat_loop import ChatLoop
 from tests.support.ingest_process import wait_for
 from tests.support.network import list_records
-from tests.support.prefect_server import REPO_ROOT, PrefectServer, api_client, deploy_all
+from tests.support.prefect_server import (
+    REPO_ROOT,
+    PrefectServer,
+    api_client,
+    deploy_all,
+)
 
 
 @pytest.fixture

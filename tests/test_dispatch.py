@@ -9,9 +9,9 @@ from itertools import count
 import pytest
 
 from blipflow.config import Settings
-from blipflow.dispatch import REPLAN_EVERY, Dispatcher
-from blipflow.letta import AgentCallFailed
-from blipflow.store import IngestBatch, Store
+from blipflow.dispatch.dispatcher import REPLAN_EVERY, Dispatcher
+from blipflow.letta.gateway import AgentCallFailed
+from blipflow.store.history import IngestBatch, Store
 from flows.dispatch import build_dispatcher
 from tests.support.frames import T0, blips, commit_frame, uri
 
@@ -116,7 +116,7 @@ def test_a_window_answered_before_a_crash_is_finished_without_sending_it_again(t
     # the crash: Letta answered, but the process died before the answer was stored
     blip_list = first.store.window_blips(window.id)
     first.store.mark_sending(window.id)
-    from blipflow.prompt import window_messages
+    from blipflow.dispatch.prompt import window_messages
 
     first.gateway.send("scout", v1_agent, window_messages(first.agents["scout"], blip_list), window.id)
     seq = letta_server.model.last_seq()

@@ -6,11 +6,11 @@ import signal
 import subprocess
 import sys
 
-from blipflow.store import Store
+import yaml
+
+from blipflow.store.history import Store
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
 from tests.test_dispatch import HUMAN, post
-
-import yaml
 
 
 def test_killing_dispatch_mid_window_delivers_each_blip_exactly_once(tmp_path, letta_server, prefect_server):
@@ -63,7 +63,7 @@ def test_an_agent_account_that_cannot_be_reached_is_one_line(tmp_path, prefect_s
         "agents": [{"name": "scout", "agent_id": "agent-1", "handle": "scout.test",
                     "pds_uri": f"http://127.0.0.1:{free_port()}"}],  # no did: learned from the handle, if it can be
     }))
-    result = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "dispatch"], cwd=PROJECT_ROOT,
+    result = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "dispatch"], cwd=PROJECT_ROOT,
                             env=prefect_server.env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

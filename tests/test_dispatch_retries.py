@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from blipflow.letta import AgentCallFailed
-from blipflow.store import Store
+from blipflow.letta.gateway import AgentCallFailed
+from blipflow.store.history import Store
 from tasks.dispatch import deliver_window
 from tests.support.fake_letta import FakeLetta
 from tests.test_dispatch import HUMAN, dispatcher_for, post

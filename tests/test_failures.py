@@ -23,12 +23,12 @@ from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
-import blipflow.dispatch
-from blipflow.analytics import Selection, reports, run_report
-from blipflow.cli import app
+import blipflow.dispatch.dispatcher
+from blipflow.analytics.reports import Selection, reports, run_report
 from blipflow.config import load_settings
-from blipflow.status import status
-from blipflow.store import Store
+from blipflow.operations.status import status
+from blipflow.store.history import Store
+from cli.app import app
 from tests.support.pds_proxy import PdsProxy
 from tests.test_dispatch import HUMAN, deliver_all, dispatcher_for, post, replies
 
@@ -155,7 +155,7 @@ def test_letta_down_is_called_breaker_failures_times_then_once_after_the_cooldow
 @pytest.fixture
 def poison_cannot_be_formatted(monkeypatch):
     """A bug that only some data triggers: making the messages of a window with a "poison" blip fails."""
-    make = blipflow.dispatch.window_messages
+    make = blipflow.dispatch.dispatcher.window_messages
 
     def failing(agent, blips):
         if any("poison" in blip.content for blip in blips):
@@ -197,7 +197,7 @@ def test_a_window_that_cannot_be_formatted_is_quarantined_and_the_next_blip_answ
     assert listed.exit_code == 0, listed.output
     assert listed.output.splitlines() == [
         f"{poisoned}  scout  quarantined  1 blips, 3 attempts, 3 failed: ValueError: cannot format this blip"]
-    unknown = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "windows", "retry", "no-such-window"],
+    unknown = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "windows", "retry", "no-such-window"],
                              capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 1 and unknown.stderr.splitlines() == ["blipflow: window no-such-window: no such window"]
 
@@ -230,7 +230,7 @@ def test_a_dropped_window_is_never_sent(tmp_path, letta_server, prefect_server, 
 
 def test_a_request_letta_refuses_is_quarantined_at_once_and_the_agent_goes_on(tmp_path, letta_server, monkeypatch):
     dispatcher = dispatcher_for(tmp_path, letta_server, {"name": "scout", "agent_id": letta_server.create_agent()})
-    make = blipflow.dispatch.window_messages
+    make = blipflow.dispatch.dispatcher.window_messages
 
     def refused_shape(agent, blips):  # a request Letta cannot take: a message of no known role
         return [{"role": "nobody", "content": "?"}] if "refused" in blips[0].content else make(agent, blips)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from blipflow import firehose_events as fe
+from blipflow.ingest import firehose_events as fe
 from tests.support.jetstream_standin import encode_event
 from tests.support.repo_builders import (
     BLIP,
@@ -225,7 +225,7 @@ def test_against_production_jetstream_corpus(corpus: Path):
 
 def test_every_production_jetstream_event_is_accepted(corpus: Path):
     """What production Jetstream serves is never bad input to our client's checks (names, times, records)."""
-    from blipflow.jetstream import parse_event
+    from blipflow.ingest.jetstream import parse_event
 
     lines = (corpus / "expected_v1.jsonl").read_text().splitlines()
     kinds = {type(parse_event(line)).__name__ for line in lines}  # BadFrame would raise

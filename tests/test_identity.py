@@ -5,12 +5,12 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-from blipflow.blip import Identity
 from blipflow.config import AgentConfig, DispatchConfig, LettaConfig
-from blipflow.dispatch import Dispatcher
-from blipflow.identity import IdentityResolver
-from blipflow.letta import LettaGateway
-from blipflow.store import IngestBatch, Store
+from blipflow.dispatch.dispatcher import Dispatcher
+from blipflow.letta.gateway import LettaGateway
+from blipflow.model.blip import Identity
+from blipflow.network.identity import IdentityResolver
+from blipflow.store.history import IngestBatch, Store
 from tests.support.frames import T0, blips, commit_frame
 from tests.support.ingest_process import PROJECT_ROOT, write_config
 
@@ -99,7 +99,7 @@ def test_a_hostile_display_name_shows_on_one_line_capped_in_the_prompt_and_histo
     config = write_config(tmp_path / "config.yaml", network=atproto_network, jetstream_url="ws://127.0.0.1:9",
                           store_path=tmp_path / "s.duckdb", identity={"ttl_seconds": 1})
     store.save_identities([Identity(mallory.did, None, None, None, datetime(2020, 1, 1, tzinfo=timezone.utc))])
-    history = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "history"], cwd=PROJECT_ROOT,
+    history = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "history"], cwd=PROJECT_ROOT,
                              env=os.environ, capture_output=True, text=True, timeout=60)
     assert history.returncode == 0, history.stderr
     assert history.stdout.startswith(header)

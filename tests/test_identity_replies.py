@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blipflow.accounts import Account, AccountFailed, learn_did
-from blipflow.blip import Identity
-from blipflow.identifiers import is_did, is_handle
-from blipflow.identity import MAX_DISPLAY_NAME, IdentityResolver
-from blipflow.store import Store
+from blipflow.model.blip import Identity
+from blipflow.model.identifiers import is_did, is_handle
+from blipflow.network.accounts import Account, AccountFailed, learn_did
+from blipflow.network.identity import MAX_DISPLAY_NAME, IdentityResolver
+from blipflow.store.history import Store
 from tests.support.canned_replies import CannedReplies
 
 PROFILE_PATH = "/xrpc/com.atproto.repo.getRecord"

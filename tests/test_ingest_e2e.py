@@ -12,8 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from blipflow.store import Store
-from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for, write_config
+from blipflow.store.history import Store
+from tests.support.ingest_process import (
+    PROJECT_ROOT,
+    BlipflowProcess,
+    wait_for,
+    write_config,
+)
 
 
 def stored(store_path: Path, where: str = "true", params: list | None = None) -> dict[str, tuple]:
@@ -159,7 +164,7 @@ def test_history_and_sigterm_flush(tmp_path, atproto_network, jetstream, prefect
         assert "ingest stopped: 1 events received, 1 stored, 0 bad" in process.log()
     finally:
         process.stop()
-    history = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "history", "--dids", frank.did],
+    history = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "history", "--dids", frank.did],
                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert history.returncode == 0, history.stderr
     assert f"author: {frank.handle}" in history.stdout
@@ -237,7 +242,7 @@ def test_an_unreachable_jetstream_is_one_clear_line(tmp_path, atproto_network, p
     config = write_config(tmp_path / "config.yaml", network=atproto_network, jetstream_url=dead,
                           store_path=tmp_path / "blips.duckdb",
                           jetstream={"max_reconnect_attempts": 2, "reconnect_delay": 0.1})
-    result = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "run"], cwd=PROJECT_ROOT,
+    result = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "run"], cwd=PROJECT_ROOT,
                             env=prefect_server.env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
@@ -252,7 +257,7 @@ def test_monitor_prints_blips_live_and_stops_on_ctrl_c(tmp_path, atproto_network
     ivan = atproto_network.create_account("ivan")
     judy = atproto_network.create_account("judy")
     monitor = subprocess.Popen(
-        [sys.executable, "-m", "blipflow", "-c", str(config), "monitor", "--output", output, "--dids", ivan.did],
+        [sys.executable, "-m", "cli", "-c", str(config), "monitor", "--output", output, "--dids", ivan.did],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

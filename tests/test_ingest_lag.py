@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from blipflow.ingest import since_cursor
-from blipflow.store import Store
+from blipflow.ingest.ingester import since_cursor
+from blipflow.store.history import Store
 from tests.support.frames import commit_frame, uri
-from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for, write_config
+from tests.support.ingest_process import (
+    PROJECT_ROOT,
+    BlipflowProcess,
+    wait_for,
+    write_config,
+)
 from tests.support.jetstream_standin import JetstreamStandin
 
 QUIET = 8.0  # seconds without an event; the old lag ("time since the last event") was this much by then
@@ -24,7 +29,7 @@ OLD = "did:plc:backfill000000000000000000"
 
 
 def blipflow(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "cli", "-c", str(config), *args], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -14,13 +14,13 @@ import orjson
 import pytest
 
 from blipflow.config import IngestConfig
-from blipflow.events import BadFrame, CommitEvent
-from blipflow.ingest import Ingestor
-from blipflow.jetstream import parse_event
-from blipflow.notices import Notice
-from blipflow.simulator import simulate_frames
-from blipflow.source import EventSink
-from blipflow.store import Store
+from blipflow.ingest.ingester import Ingestor
+from blipflow.ingest.jetstream import parse_event
+from blipflow.ingest.simulator import simulate_frames
+from blipflow.ingest.source import EventSink
+from blipflow.model.events import BadFrame, CommitEvent
+from blipflow.model.notices import Notice
+from blipflow.store.history import Store
 
 T0 = 1_760_000_000_000_000
 

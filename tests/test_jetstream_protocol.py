@@ -8,8 +8,14 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from blipflow.events import LATEST_TIME_US, AccountEvent, BadFrame, CommitEvent, IdentityEvent
-from blipflow.jetstream import parse_event, subscribe_url, wants_collection
+from blipflow.ingest.jetstream import parse_event, subscribe_url, wants_collection
+from blipflow.model.events import (
+    LATEST_TIME_US,
+    AccountEvent,
+    BadFrame,
+    CommitEvent,
+    IdentityEvent,
+)
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 T = 1_760_000_000_123_456

@@ -26,8 +26,8 @@ import websockets
 from websockets.asyncio.client import connect as aconnect
 from websockets.sync.client import connect as sconnect
 
-from blipflow.firehose_events import translate_message
-from blipflow.simulator import simulate_events
+from blipflow.ingest.firehose_events import translate_message
+from blipflow.ingest.simulator import simulate_events
 from tests.support import jetstream_standin as js
 from tests.support.repo_builders import (
     BLIP,

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 import pytest
 
-from blipflow.policy import OWN_BLIP
-from blipflow.store import IngestBatch, Store
+from blipflow.coordination.policy import OWN_BLIP
+from blipflow.store.history import IngestBatch, Store
 from tests.support.frames import T0, blips, commit_frame, uri
 
 HUMAN = "did:plc:human0000000000000000000"

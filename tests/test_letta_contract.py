@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 
 from blipflow.config import LettaConfig
-from blipflow.letta import AgentCallFailed, LettaGateway
+from blipflow.letta.gateway import AgentCallFailed, LettaGateway
 from tests.support.fake_letta import FakeLetta
 
 

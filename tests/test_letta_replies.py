@@ -5,11 +5,16 @@ from datetime import datetime, timezone
 import httpx
 import letta_client
 import pytest
-from letta_client.types.agents import AssistantMessage, ReasoningMessage, ToolCallMessage, UserMessage
+from letta_client.types.agents import (
+    AssistantMessage,
+    ReasoningMessage,
+    ToolCallMessage,
+    UserMessage,
+)
 from letta_client.types.agents.tool_call import ToolCall
 
-from blipflow.breaker import Breaker
-from blipflow.letta import answer_to, classify, replies_in
+from blipflow.dispatch.breaker import Breaker
+from blipflow.letta.gateway import answer_to, classify, replies_in
 
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
 

@@ -19,8 +19,8 @@ from prefect.flows import Flow
 from prefect.states import Completed, Failed, Running
 
 import flows
-from blipflow.blip import Identity
-from blipflow.store import IngestBatch, Store
+from blipflow.model.blip import Identity
+from blipflow.store.history import IngestBatch, Store
 from flows.ingest import ingest
 from flows.maintenance import BLIPFLOW_FLOWS, maintenance
 from tests.support.ingest_process import PROJECT_ROOT

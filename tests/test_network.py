@@ -10,7 +10,14 @@ import subprocess
 from datetime import datetime
 
 import pytest
-from atproto import CAR, AsyncFirehoseSubscribeReposClient, Client, IdResolver, models, parse_subscribe_repos_message
+from atproto import (
+    CAR,
+    AsyncFirehoseSubscribeReposClient,
+    Client,
+    IdResolver,
+    models,
+    parse_subscribe_repos_message,
+)
 
 from tests.support.network import (
     BLIP_COLLECTION,

@@ -21,7 +21,7 @@ import httpx
 import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from blipflow.store import Store
+from blipflow.store.history import Store
 from tests.support.agent_accounts import agent_account
 from tests.support.fake_letta import FakeLetta
 from tests.support.ingest_process import PROJECT_ROOT, wait_for
@@ -267,7 +267,7 @@ def test_ingest_replaying_a_backlog_shows_how_far_it_has_caught_up(prefect_harne
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from blipflow.notices import Notice
+    from blipflow.model.notices import Notice
     from flows.observe import IngestObserver
 
     def progress(lag: float) -> Notice:

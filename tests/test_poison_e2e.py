@@ -31,7 +31,7 @@ def test_a_blip_dated_beyond_year_9999_is_stored_undated_and_the_agent_answers_t
     assert loop.store.query_all("SELECT uri, created_at FROM blips WHERE uri = ?", [poison]) == [(poison, None)]
     assert loop.store.query_all("SELECT count(*) FROM windows WHERE state NOT IN ('answered', 'silent')") == [(0,)]
 
-    shown = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(loop.config), "history"], cwd=PROJECT_ROOT,
+    shown = subprocess.run([sys.executable, "-m", "cli", "-c", str(loop.config), "history"], cwd=PROJECT_ROOT,
                            env=loop.env, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert "Greetings from the far future." in shown.stdout and "Still there?" in shown.stdout

@@ -17,19 +17,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blipflow.analytics import Selection, reports, run_report
-from blipflow.analytics_output import JSON_TIMES
-from blipflow.blip import Identity, parse_created_at
+from blipflow.analytics.output import JSON_TIMES
+from blipflow.analytics.reports import Selection, reports, run_report
 from blipflow.config import AgentConfig, IngestConfig
-from blipflow.events import CID_PATTERN, RECORD_URI_PATTERN, BadFrame, CommitEvent
-from blipflow.formatting import blip_json, format_blip
-from blipflow.ingest import Ingestor
-from blipflow.jetstream import parse_event
-from blipflow.monitor import live_blip
-from blipflow.prompt import HEADER_KEYS, blip_text, window_messages
-from blipflow.publish import Publisher
-from blipflow.publish_records import OutgoingReply, Ref, iso_time, split_content
-from blipflow.store import Store
+from blipflow.dispatch.prompt import HEADER_KEYS, blip_text, window_messages
+from blipflow.ingest.ingester import Ingestor
+from blipflow.ingest.jetstream import parse_event
+from blipflow.ingest.monitor import live_blip
+from blipflow.model.blip import Identity, parse_created_at
+from blipflow.model.events import CID_PATTERN, RECORD_URI_PATTERN, BadFrame, CommitEvent
+from blipflow.model.formatting import blip_json, format_blip
+from blipflow.model.refs import Ref
+from blipflow.model.replies import OutgoingReply
+from blipflow.model.times import iso_time
+from blipflow.publish.publisher import Publisher
+from blipflow.publish.records import split_content
+from blipflow.store.history import Store
 
 MAX_CONTENT_BYTES = 2_000  # small, so contents at the limit stay quick to generate
 T0 = 1_760_000_000_000_000

@@ -2,9 +2,9 @@
 
 from datetime import datetime, timedelta, timezone
 
-from blipflow.blip import Candidate
 from blipflow.config import AgentConfig
-from blipflow.policy import CHAIN_TOO_DEEP, NOT_WANTED, OWN_BLIP, decide
+from blipflow.coordination.policy import CHAIN_TOO_DEEP, NOT_WANTED, OWN_BLIP, decide
+from blipflow.model.blip import Candidate
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 AGENT = "did:plc:agent"

@@ -13,7 +13,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.states import Cancelled
 
-from blipflow.store import Store
+from blipflow.store.history import Store
 from tests.support.browser import Browser
 from tests.support.fake_letta import FakeLetta
 from tests.support.ingest_process import wait_for

@@ -4,9 +4,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from blipflow.blip import Blip
 from blipflow.config import AgentConfig, ConfigError, load_settings
-from blipflow.prompt import window_messages
+from blipflow.dispatch.prompt import window_messages
+from blipflow.model.blip import Blip
 
 ALICE = Blip(uri="at://did:plc:alice/stream.thought.blip/1", did="did:plc:alice", handle="alice.bsky.social",
              display_name="Alice's Research Agent", time_us=0,

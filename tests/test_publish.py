@@ -12,11 +12,12 @@ import pytest
 import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from blipflow.accounts import AccountFailed, learn_did, with_learned_dids, agent_account as account_of
 from blipflow.config import AgentConfig, Settings
-from blipflow.publish import Publisher, ReplyRejected
-from blipflow.publish_records import record_key
-from blipflow.store import IngestBatch, Store
+from blipflow.network.accounts import AccountFailed, learn_did, with_learned_dids
+from blipflow.network.accounts import agent_account as account_of
+from blipflow.publish.publisher import Publisher, ReplyRejected
+from blipflow.publish.records import record_key
+from blipflow.store.history import IngestBatch, Store
 from flows.publish import publish as publish_flow
 from tasks.publish import publish_reply
 from tests.support.agent_accounts import AgentAccount, agent_account

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from blipflow.publish_records import (
-    MAX_PARTS, AnsweredBlip, Ref, blip_record, iso_time, record_key, split_content, tid,
-)
+from blipflow.model.refs import AnsweredBlip, Ref
+from blipflow.model.tids import tid
+from blipflow.model.times import iso_time
+from blipflow.publish.records import MAX_PARTS, blip_record, record_key, split_content
 
 TID_SHAPE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")  # the atproto TID syntax
 NOW_US = 1_763_790_000_123_456

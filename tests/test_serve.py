@@ -18,10 +18,16 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy, State
 from prefect.client.schemas.responses import DeploymentResponse
 
 from blipflow.config import ConfigError
-from blipflow.store import Store
+from blipflow.store.history import Store
 from flows.serving import project_deployments
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
-from tests.support.prefect_server import PrefectServer, api_client, declared_deployments, deploy_all, free_port
+from tests.support.prefect_server import (
+    PrefectServer,
+    api_client,
+    declared_deployments,
+    deploy_all,
+    free_port,
+)
 from tests.test_deployments import state_of, worker  # noqa: F401 - a fixture
 
 PROJECT_FILE = PROJECT_ROOT / "prefect.yaml"

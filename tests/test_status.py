@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 import yaml
 from typer.testing import CliRunner
 
-from blipflow.cli import app
-from blipflow.store import IngestBatch, Store
+from blipflow.store.history import IngestBatch, Store
+from cli.app import app
 from tests.support.frames import T0, blips, commit_frame, uri
 
 HUMAN = "did:plc:human0000000000000000000"
@@ -63,7 +63,7 @@ def test_status_reports_ingest_agents_and_circuits(tmp_path):
 def test_status_of_a_missing_store_is_one_line(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"store": {"path": str(tmp_path / "none.duckdb")}}))
-    result = subprocess.run([sys.executable, "-m", "blipflow", "-c", str(config), "status"],
+    result = subprocess.run([sys.executable, "-m", "cli", "-c", str(config), "status"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [

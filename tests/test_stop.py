@@ -16,7 +16,7 @@ import pytest
 import yaml
 from prefect.states import Cancelling
 
-from blipflow.store import Store
+from blipflow.store.history import Store
 from tests.support.frames import ALICE, commit_frame, uri
 from tests.support.ingest_process import BlipflowProcess, wait_for
 from tests.support.jetstream_standin import JetstreamStandin

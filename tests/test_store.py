@@ -14,12 +14,13 @@ from typing import Any
 import orjson
 import pytest
 
-from blipflow.blip import BLIP_COLLECTION, blip_row
-from blipflow.events import BadFrame, CommitEvent
-from blipflow.jetstream import parse_event
-from blipflow.simulator import simulate_frames
-from blipflow.store import Identity, IngestBatch, Store, StoreBusy, StoreError
+from blipflow.ingest.jetstream import parse_event
+from blipflow.ingest.simulator import simulate_frames
+from blipflow.model.blip import BLIP_COLLECTION, blip_row
+from blipflow.model.events import BadFrame, CommitEvent
+from blipflow.store.history import Identity, IngestBatch, Store, StoreBusy, StoreError
 from tests.support.frames import ALICE, BOB, T0, batch, commit_frame, uri
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:

@@ -14,11 +14,11 @@ from datetime import datetime
 
 from sqlalchemy import String, bindparam, case, select, text
 
-from blipflow.blip import Blip, Candidate
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
 from blipflow.control.facts import BlipFacts
 from blipflow.control.tables import UtcDateTime, now
+from blipflow.model.blip import Blip, Candidate
 
 FEED_LOCK = 0x62666565  # the advisory lock feeding takes turns by ("bfee")
 # Chains are followed only this far back; the policy's limits are far below it.

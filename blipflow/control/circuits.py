@@ -3,14 +3,11 @@ process (which takes up an open circuit for the rest of its cooldown)."""
 
 from __future__ import annotations
 
-
 from sqlalchemy import select
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
-from blipflow.ledger import Circuit
-
-
+from blipflow.model.ledger import Circuit
 
 
 class Circuits:

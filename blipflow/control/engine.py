@@ -130,7 +130,9 @@ class ControlPlane:
         """Bring the schema to the newest revision, once per process (a no-op when it is there)."""
         if self._migrated:
             return
-        from blipflow.control.schema import upgrade_to_head  # alembic loads only where the plane is used
+        from blipflow.control.schema import (
+            upgrade_to_head,  # alembic loads only where the plane is used
+        )
 
         with self._migrating:
             if not self._migrated:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from blipflow.blip import parse_created_at
-from blipflow.events import CID_PATTERN, DID_PATTERN, RECORD_URI_PATTERN
+from blipflow.model.blip import parse_created_at
+from blipflow.model.events import CID_PATTERN, DID_PATTERN, RECORD_URI_PATTERN
 
 MENTION = "app.bsky.richtext.facet#mention"
 TAG = "app.bsky.richtext.facet#tag"

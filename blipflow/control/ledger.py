@@ -21,7 +21,7 @@ from sqlmodel import Session
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane, duplicate_key
 from blipflow.control.tables import now
-from blipflow.ledger import Window, WindowRecord
+from blipflow.model.ledger import Window, WindowRecord
 
 log = logging.getLogger(__name__)
 

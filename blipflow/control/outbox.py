@@ -14,7 +14,8 @@ from sqlalchemy import func, select, update
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
-from blipflow.publish_records import AnsweredBlip, OutgoingReply, Ref
+from blipflow.model.refs import AnsweredBlip, Ref
+from blipflow.model.replies import OutgoingReply
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

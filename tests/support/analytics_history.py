@@ -25,7 +25,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from blipflow.config import AgentConfig
-from blipflow.store import Identity, Store
+from blipflow.store.history import Identity, Store
 from tests.support.frames import batch, commit_frame, uri
 
 ALICE = "did:plc:alice000000000000000000"

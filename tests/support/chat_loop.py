@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from blipflow.store import Store
+from blipflow.store.history import Store
 from tests.support.ingest_process import BlipflowProcess, write_config
 
 COMMANDS = {"ingest": ["run"], "dispatch": ["dispatch"], "publish": ["publish-replies"]}

@@ -6,10 +6,10 @@ from typing import Any
 
 import orjson
 
-from blipflow.blip import BLIP_COLLECTION, blip_row
-from blipflow.events import CommitEvent
-from blipflow.jetstream import parse_event
-from blipflow.store import IngestBatch
+from blipflow.ingest.jetstream import parse_event
+from blipflow.model.blip import BLIP_COLLECTION, blip_row
+from blipflow.model.events import CommitEvent
+from blipflow.store.history import IngestBatch
 
 ALICE = "did:plc:alice000000000000000000"
 BOB = "did:plc:bob00000000000000000000"

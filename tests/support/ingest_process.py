@@ -40,13 +40,13 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 class BlipflowProcess:
-    """One `python -m blipflow -c CONFIG ARGS...` process, in its own process group."""
+    """One `python -m cli -c CONFIG ARGS...` process (the `blipflow` command), in its own process group."""
 
     def __init__(self, config: Path, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self.log_file = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "blipflow", "-c", str(config), *args],
+            [sys.executable, "-m", "cli", "-c", str(config), *args],
             cwd=PROJECT_ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )

@@ -58,8 +58,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from blipflow.firehose import websocket_xrpc_url
-from blipflow.firehose_events import translate_message
+from blipflow.ingest.firehose import websocket_xrpc_url
+from blipflow.ingest.firehose_events import translate_message
 
 log = logging.getLogger("jetstream_standin")
 

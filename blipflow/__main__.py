@@ -1,3 +1,0 @@
-from blipflow.cli import main
-
-main()

@@ -1,0 +1,269 @@
+"""Dispatch: each agent's windows of new blips, sent through Letta exactly once, replies to the outbox.
+
+Planning and delivering are separate steps so that the Prefect layer can make each delivery a task
+run with its own retries. Every step leaves the ledger consistent: a window is recorded (with its blips)
+before it is sent, marked `sending` just before the call, and finished with its replies in one
+transaction. A window found `sending` after a crash is first looked up at Letta by the ids its
+messages carried (so is a failed one: a timeout may come after the agent got it), so it is finished
+from the answer already given instead of being sent again.
+
+Failures are counted once, in the ledger (each window's attempts and failures) and, when they are the
+agent's, in its circuit breaker. A transient one (Letta away or busy) may be retried at once by Prefect
+while the circuit stays closed; the failure that opens it is final, and so is one that shows the agent
+cannot be reached at all (a refused key, an unknown agent: the circuit opens at once). A failure of the
+window's own making (a bug, data the code cannot handle, a request Letta refuses) does not count against
+the agent: after `quarantine_after` of them the window is quarantined and the agent goes on with its next.
+A failed window is not planned again before its `retry_at`, the end of the cooldown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from blipflow.config import AgentConfig, DispatchConfig
+from blipflow.coordination.policy import decide
+from blipflow.dispatch.breaker import Breaker
+from blipflow.dispatch.prompt import window_messages
+from blipflow.letta.gateway import AgentCallFailed, Answer, LettaGateway, StillAnswering
+from blipflow.model.blip import Blip, Identity, with_identity
+from blipflow.model.failures import Failure
+from blipflow.model.ledger import Window
+from blipflow.model.notices import Notice, Notify, agent_resource, nobody
+from blipflow.network.identity import IdentityResolver
+from blipflow.store.history import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+CANDIDATES_PER_ROUND = 64
+IN_FLIGHT_MARGIN = 5.0  # seconds beyond the Letta timeout
+RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be answered there
+REPLAN_EVERY = 1.0  # seconds: the longest a round is skipped for want of news in the store
+
+
+
+
+@dataclass(frozen=True)
+class Delivery:
+    window: str
+    agent: str
+    blips: int
+    replies: int
+    letta_ms: float
+    outcome: str  # answered | silent | recovered | quarantined | in_flight (looked at again later)
+    reason: str | None = None  # why a window was quarantined
+
+
+class WindowFailed(Failure):
+    """An attempt failed for a reason of the window's own making, not the agent's: one line naming the
+    window, the error and how many attempts it has had."""
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        gateway: LettaGateway,
+        resolver: IdentityResolver,
+        agents: list[AgentConfig],
+        config: DispatchConfig,
+        *,
+        letta_timeout: float,
+        notify: Notify = nobody,
+    ) -> None:
+        self.store = store
+        self.notify = notify
+        self.gateway = gateway
+        self.resolver = resolver
+        self.agents = {agent.name: agent for agent in agents}
+        self.agent_dids = [agent.did for agent in agents if agent.did]
+        # Letta finishes a call even when its caller is gone, and records the messages only at the end:
+        # a window sent this recently without a trace at Letta may still be answered there.
+        self.in_flight_for = timedelta(seconds=letta_timeout + IN_FLIGHT_MARGIN)
+        self.rechecks: dict[str, float] = {}  # window id → when to look at Letta again (monotonic)
+        self.breakers = {
+            agent.name: Breaker(agent.name, config.breaker_failures, config.breaker_cooldown) for agent in agents
+        }
+        self.quarantine_after = config.quarantine_after
+        self.started = False
+        self.held: dict[str, str | None] = {}
+        self.planned_version: tuple | None = None
+        self.replan_at = 0.0
+
+    def plan(self) -> list[Window]:
+        """The windows to deliver now, at most one per agent so that each reads its windows in order: a
+        window that a crash or a failure left behind (once the agent's circuit lets calls through again),
+        else a new window if one is ready. New windows are opened only as they are about to be sent, so
+        the policy decides with what it knows at that moment.
+
+        A round when nothing was written to the store since the last one is skipped without opening
+        it, except once every REPLAN_EVERY seconds, when waits (max_wait, rate limits, cooldowns) end."""
+        clock = time.monotonic()
+        version = self.store.version()
+        if version == self.planned_version and clock < self.replan_at:
+            return []
+        self.planned_version, self.replan_at = version, clock + REPLAN_EVERY
+        now = datetime.now(timezone.utc)
+        planned: dict[str, Window] = {}
+        with self.store.session():
+            if not self.started:
+                self.take_up(clock, now)
+                self.started = True
+            allowed = {name for name in self.agents if self.breaker_allows(name, clock)}
+            waiting = [Window(*row) for row in self.store.windows_in(["pending", "sending", "failed"])]
+            for window in waiting:
+                if window.agent in allowed:
+                    planned.setdefault(window.agent, window)
+            busy = {window.agent for window in waiting}
+            for name in sorted(allowed - busy):
+                window = self.open_window(self.agents[name], now)
+                if window is not None:
+                    planned[name] = window
+        return [window for window in planned.values()
+                if window.due(now) and self.rechecks.get(window.id, 0.0) <= clock]
+
+    def take_up(self, clock: float, now: datetime) -> None:
+        """Start where the ledger stands: a newly added agent joins the conversation (with its backlog),
+        and an agent whose circuit an earlier process left open stays alone for the rest of its cooldown."""
+        for agent in self.agents.values():
+            self.store.join(agent.name, now - timedelta(seconds=agent.backlog_seconds))
+        for agent, circuit in self.store.circuits().items():
+            if agent in self.breakers:
+                ago = None if circuit.opened_at is None else (now - circuit.opened_at).total_seconds()
+                self.breakers[agent].restore(circuit.state, circuit.failures, ago, circuit.reason, clock)
+
+    def breaker_allows(self, agent: str, clock: float) -> bool:
+        with self.circuit_recorded(agent):
+            return self.breakers[agent].allows(clock)
+
+    @contextmanager
+    def circuit_recorded(self, agent: str) -> Iterator[None]:
+        """Store the agent's circuit when what happens inside changes it (rare: no write otherwise)."""
+        breaker = self.breakers[agent]
+        before = (breaker.state, breaker.failures)
+        try:
+            yield
+        finally:
+            if (breaker.state, breaker.failures) != before:
+                opened_at = None
+                if breaker.opened_at is not None:
+                    opened_at = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - breaker.opened_at)
+                self.store.save_circuit(agent, breaker.state, breaker.failures, opened_at, breaker.reason)
+            if breaker.state != before[0]:
+                self.notify(Notice(f"blipflow.agent.circuit.{breaker.state}", agent_resource(agent),
+                                   {"failures": breaker.failures, "cooldown_seconds": breaker.cooldown,
+                                    "reason": breaker.reason}))
+
+    def open_window(self, agent: AgentConfig, now: datetime) -> Window | None:
+        while True:
+            candidates = self.store.undelivered(agent.name, self.agent_dids, CANDIDATES_PER_ROUND)
+            if not candidates:
+                return None
+            replied = self.store.replies_since(agent.name, now - timedelta(minutes=1))
+            decision = decide(agent, candidates, replies_last_minute=replied, now=now)
+            if decision.held != self.held.get(agent.name):
+                self.held[agent.name] = decision.held
+                if decision.held:
+                    log.info("holding back: %s", decision.held)
+            window_id = self.store.decide(agent.name, decision.skips, decision.window)
+            if window_id is not None:
+                return Window(window_id, agent.name, "pending", len(decision.window))
+            if not decision.skips:
+                return None
+
+    def maybe_in_flight(self, window: Window, now: datetime) -> bool:
+        return window.unsettled() and window.sent_at is not None and now - window.sent_at < self.in_flight_for
+
+    def deliver(self, window: Window) -> Delivery:
+        """Send one window and store the answer. A failed attempt is recorded and raised as a Failure that
+        says whether trying again at once may help; the last one a window may have quarantines it."""
+        agent = self.agents[window.agent]
+        breaker = self.breakers[agent.name]
+        try:
+            answer, outcome = self.call(agent, window.id)
+        except StillAnswering:
+            # Letta has it: looked at again in a few seconds, not after the cooldown a failure set.
+            self.store.clear_retry_at(window.id)
+            self.rechecks[window.id] = time.monotonic() + RECHECK_SECONDS
+            return Delivery(window.id, agent.name, window.size, 0, 0.0, "in_flight")
+        except AgentCallFailed as failure:
+            if failure.transient or failure.whole_agent:
+                raise self.agent_failed(window, failure) from None
+            return self.window_failed(window, failure, settled=failure.settled)
+        except StoreError:
+            raise  # the store is busy or broken: nothing to do with the window (the task's retry may pass)
+        except Exception as error:  # noqa: BLE001 - a bug or data the code cannot handle: the window's, not the agent's
+            # Letta may have it if the failure came after the call: it is looked up there before a resend.
+            return self.window_failed(window, error, settled=False)
+        with self.circuit_recorded(agent.name):
+            breaker.succeeded()
+        self.store.finish_window(window.id, agent.name, answer.replies, answer.letta_ms)
+        outcome = outcome or ("answered" if answer.replies else "silent")
+        return Delivery(window.id, agent.name, window.size, len(answer.replies), answer.letta_ms, outcome)
+
+    def agent_failed(self, window: Window, failure: AgentCallFailed) -> AgentCallFailed:
+        """The agent's failure: counted by its breaker, and final (no retry at once) when the circuit is
+        open after it; the window waits for the cooldown either way, should Prefect's retries run out."""
+        breaker = self.breakers[window.agent]
+        with self.circuit_recorded(window.agent):
+            opened = breaker.failed(time.monotonic(), failure.reason, at_once=failure.whole_agent)
+        retry_at = datetime.now(timezone.utc) + timedelta(seconds=breaker.cooldown)
+        if opened:
+            failure = AgentCallFailed(window.agent, f"{failure.reason}; circuit open, next try in {breaker.cooldown:g} s",
+                                      transient=False, settled=failure.settled, whole_agent=failure.whole_agent)
+        self.store.fail_window(window.id, str(failure), settled=failure.settled, retry_at=retry_at)
+        return failure
+
+    def window_failed(self, window: Window, error: Exception, *, settled: bool) -> Delivery:
+        """A failure of the window's own making: tried again (by Prefect, at once) until it has had
+        `quarantine_after` of them, then quarantined, so that its agent goes on with the next window.
+        A request Letta refused is quarantined at once: sending it again cannot help."""
+        what = str(error) if isinstance(error, Failure) else f"{type(error).__name__}: {error}"
+        what = what.strip().splitlines()[0] if what.strip() else type(error).__name__
+        retry_at = datetime.now(timezone.utc) + timedelta(seconds=self.breakers[window.agent].cooldown)
+        strikes = self.store.fail_window(window.id, what, settled=settled, retry_at=retry_at, strike=True)
+        if strikes < self.quarantine_after and not isinstance(error, AgentCallFailed):
+            raise WindowFailed(f"window {window.id} of agent {window.agent}: {what} "
+                               f"(attempt {strikes} of {self.quarantine_after})", transient=True) from error
+        self.store.quarantine_window(window.id)
+        log.warning("window %s of agent %s quarantined after %d failed attempts: %s (`blipflow windows retry|drop`)",
+                    window.id, window.agent, strikes, what)
+        return Delivery(window.id, window.agent, window.size, 0, 0.0, "quarantined", reason=what)
+
+    def call(self, agent: AgentConfig, window_id: str) -> tuple[Answer, str | None]:
+        window, messages = self.take_off(agent, window_id)
+        if messages is None:  # sent before and never settled: it may have arrived before a crash or a timeout
+            earlier = self.gateway.answer_already_given(agent.name, agent.agent_id, window_id)
+            if earlier is not None:
+                return earlier, "recovered"
+            if self.maybe_in_flight(window, datetime.now(timezone.utc)):
+                raise StillAnswering(window_id)
+            window, messages = self.take_off(agent, window_id, again=True)
+        return self.gateway.send(agent.name, agent.agent_id, messages, window_id), None
+
+    def take_off(self, agent: AgentConfig, window_id: str, *, again: bool = False) -> tuple[Window, list[dict] | None]:
+        """The window as it is now (a retry must see what the last attempt left) and its messages, with
+        the window marked `sending` — all in one open of the store when the authors are in the identity
+        cache, as they nearly always are. No messages for an unsettled window unless sending it `again`."""
+        with self.store.session():
+            window = Window(*self.store.window(window_id))
+            if window.unsettled() and not again:
+                return window, None
+            blips = self.store.window_blips(window_id)
+            identities, stale = self.resolver.cached([blip.did for blip in blips])
+            if not stale:
+                return window, self.marked_sending(agent, window_id, blips, identities)
+        identities.update(self.resolver.refresh(stale, identities))
+        return window, self.marked_sending(agent, window_id, blips, identities)
+
+    def marked_sending(self, agent: AgentConfig, window_id: str, blips: list[Blip],
+                       identities: dict[str, Identity]) -> list[dict]:
+        """The window's messages, and the window marked `sending` once they are made: a window they
+        cannot be made of (a bug, data the code cannot handle) is not taken for sent."""
+        messages = window_messages(agent, [with_identity(blip, identities[blip.did]) for blip in blips])
+        self.store.mark_sending(window_id)
+        return messages

@@ -1,0 +1,144 @@
+"""`blipflow status`: how the pipeline is doing, from what the store records.
+
+Everything here is read from the store, so it works while ingest and dispatch run (in other processes)
+and after they have stopped: processing rates, lag behind the stream, connection health, bad input,
+the identity cache, and per agent its windows, response times, failures and circuit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from blipflow.config import Settings
+from blipflow.store.history import Store
+
+
+def status(store: Store, settings: Settings) -> dict[str, Any]:
+    figures = store.status_figures()
+    [(blips, last_5_min, last_hour, last_stored_at)] = figures["blips"]
+    counters = dict(figures["counters"])
+    hits, misses = counters.get("identity.cache_hits", 0), counters.get("identity.cache_misses", 0)
+    return {
+        "store": str(store.path),
+        "ingest": {
+            "blips": blips,
+            "blips_per_minute_last_5_min": round(last_5_min / 5, 1),
+            "blips_per_minute_last_hour": round(last_hour / 60, 1),
+            "last_stored_at": iso(last_stored_at),
+            **newest_event(figures["cursors"]),
+            "events": counters.get("ingest.events", 0),
+            "connects": counters.get("ingest.connects", 0),
+            "disconnects": counters.get("ingest.disconnects", 0),
+            "bad_input": {name.removeprefix("ingest.bad."): value
+                          for name, value in counters.items() if name.startswith("ingest.bad.")},
+            "cursors": {source: {"cursor": cursor, "updated_at": iso(updated)}
+                        for source, cursor, updated, *_ in figures["cursors"]},
+        },
+        "identity_cache": {
+            "hits": hits,
+            "misses": misses,
+            "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
+        },
+        "agents": agents_status(settings, figures),
+    }
+
+
+def newest_event(cursors: list[tuple]) -> dict[str, float | None]:
+    """How far behind the stream the newest event stored was when it arrived, and how long ago that was.
+
+    Measured from the event's own time when it arrived, not from now: on a quiet stream the lag stays
+    what it was and only the time since the last event grows."""
+    arrived = [(lag, ago) for _, _, _, received, lag, ago in cursors if received is not None]
+    lag, ago = arrived[0] if arrived else (None, None)  # the cursors come newest arrival first
+    return {"lag_seconds": rounded(lag), "last_event_seconds_ago": rounded(ago)}
+
+
+def agents_status(settings: Settings, figures: dict[str, list[tuple]]) -> dict[str, dict[str, Any]]:
+    """Configured agents first, then any the ledger knows from an earlier configuration."""
+    windows = {row[0]: row[1:] for row in figures["windows"]}
+    circuits = {row[0]: row[1:] for row in figures["circuits"]}
+    replies: dict[str, dict[str, int]] = {}
+    for agent, state, count in figures["replies"]:
+        replies.setdefault(agent, {})[state] = count
+    names = [agent.name for agent in settings.agents]
+    names += sorted((set(windows) | set(circuits)) - set(names))
+    result = {}
+    for name in names:
+        (answered, silent, failed, quarantined, waiting, calls, failed_calls, retries, letta_p50, letta_p95,
+         last_answer) = windows.get(name, (0, 0, 0, 0, 0, 0, 0, 0, None, None, None))
+        state, failures, opened_at, reason = circuits.get(name, ("closed", 0, None, None))
+        done = answered + silent + failed + quarantined
+        result[name] = {
+            "configured": name in {agent.name for agent in settings.agents},
+            "circuit": state,
+            "failures_in_a_row": failures,
+            "circuit_opened_at": iso(opened_at),
+            "circuit_reason": reason,
+            "windows": {"answered": answered, "silent": silent, "failed": failed, "quarantined": quarantined,
+                        "waiting": waiting},
+            "silence_rate": round(silent / (answered + silent), 3) if answered + silent else None,
+            "error_rate": round((failed + quarantined) / done, 3) if done else None,
+            # attempts to deliver a window, as the errors report counts them: each failed one is one log line
+            "calls": int(calls or 0),
+            "failed_calls": int(failed_calls or 0),
+            "retries": int(retries or 0),
+            "letta_ms_p50": rounded(letta_p50),
+            "letta_ms_p95": rounded(letta_p95),
+            "last_answer_at": iso(last_answer),
+            "replies": replies.get(name, {}),
+        }
+    return result
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report for a person: one line per fact that matters, agents last."""
+    ingest, cache = report["ingest"], report["identity_cache"]
+    bad = ", ".join(f"{reason} {count}" for reason, count in ingest["bad_input"].items()) or "none"
+    lines = [
+        f"store       {report['store']}",
+        f"blips       {ingest['blips']} stored; {ingest['blips_per_minute_last_5_min']}/min (5 min), "
+        f"{ingest['blips_per_minute_last_hour']}/min (hour); last at {ingest['last_stored_at'] or '-'}",
+        f"stream      {stream_position(ingest)}; {ingest['connects']} connects, "
+        f"{ingest['disconnects']} disconnects; bad input: {bad}",
+        f"identities  {cache['hits']} cache hits, {cache['misses']} misses"
+        + (f" ({cache['hit_rate']:.0%} hits)" if cache["hit_rate"] is not None else ""),
+    ]
+    for name, agent in report["agents"].items():
+        windows = agent["windows"]
+        circuit = agent["circuit"] if agent["circuit"] == "closed" else (
+            f"{agent['circuit'].upper()} since {agent['circuit_opened_at']} after {agent['failures_in_a_row']} failures"
+            + (f" ({agent['circuit_reason']})" if agent["circuit_reason"] else ""))
+        replies = ", ".join(f"{count} {state}" for state, count in agent["replies"].items()) or "none"
+        lines.append(
+            f"agent {name}{'' if agent['configured'] else ' (not configured)'}: circuit {circuit}; "
+            f"windows {windows['answered']} answered, {windows['silent']} silent, {windows['failed']} failed, "
+            f"{windows['quarantined']} quarantined, {windows['waiting']} waiting; "
+            f"calls {agent['calls']}, {agent['failed_calls']} failed, {agent['retries']} retries; "
+            f"Letta p50 {milliseconds(agent['letta_ms_p50'])}, p95 {milliseconds(agent['letta_ms_p95'])}; "
+            f"replies {replies}"
+        )
+    return "\n".join(lines)
+
+
+def stream_position(ingest: dict[str, Any]) -> str:
+    if ingest["last_event_seconds_ago"] is None:
+        return "no event recorded yet"
+    return (f"last event {seconds(ingest['last_event_seconds_ago'])} ago, "
+            f"{seconds(ingest['lag_seconds'])} behind the stream when it arrived")
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds")
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} s"
+
+
+def milliseconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} ms"
