@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from blipflow.coordination.policy_settings import CoordinationPolicy, unknown_agents
+
 DEFAULT_CONFIG_FILE = Path("config.yaml")
 CONFIG_FILE_ENV = "BLIPFLOW_CONFIG"
 
@@ -157,6 +159,17 @@ class AgentConfig(Section):
     max_chain_depth: int = Field(
         default=3, ge=1, description="agent-only reply chains this deep are no longer sent to agents"
     )
+    skills: list[str] = Field(default_factory=list, description="what it is good at: blips naming these find it first")
+    tags: list[str] = Field(default_factory=list, description="topics it follows, matched like its skills")
+
+    @field_validator("skills", "tags")
+    @classmethod
+    def plain_topics(cls, topics: list[str]) -> list[str]:
+        # Matched against a blip's #tags and words: lowercase, without the '#'.
+        cleaned = [topic.strip().lstrip("#").lower() for topic in topics]
+        if not all(cleaned) or any(any(char.isspace() for char in topic) for topic in cleaned):
+            raise ValueError("each must be one word (use '-' between parts), not empty")
+        return cleaned
 
     @field_validator("prompt_template")
     @classmethod
@@ -188,6 +201,7 @@ class Settings(BaseSettings):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     agents: list[AgentConfig] = Field(default_factory=list)
+    coordination: CoordinationPolicy = Field(default_factory=CoordinationPolicy)
 
     @classmethod
     def settings_customise_sources(
@@ -242,6 +256,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     if not settings.agents and os.environ.get(LETTA_AGENT_ID_ENV):
         # thought.stream runs one agent per process, named by LETTA_AGENT_ID.
         settings.agents = [AgentConfig(name="default", agent_id=os.environ[LETTA_AGENT_ID_ENV])]
+    unknown = unknown_agents(settings.coordination, [agent.name for agent in settings.agents])
+    if unknown is not None:
+        raise ConfigError(f"bad config: {file}: coordination.{unknown}")
     return with_blocks(settings, file)
 
 
