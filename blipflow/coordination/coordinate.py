@@ -174,9 +174,6 @@ class Coordination:
             self.close_floor(thread.floor, Reason.THREAD_CLOSED, thread.closed)
             thread = replace(thread, floor=None)
         speaker = facts.author_agent
-        if thread.floor is not None and speaker in thread.floor.speakers:
-            floor, passes = floors.turns_ended(thread.floor, [speaker], silent=False)
-            thread = self.passed(thread, floor, passes)
         opens_floor = speaker is None  # a person's blip, or an outside agent's: someone may answer it
         addressed = addressed_agents(facts, self.roster)
         chain = chain_bound(policy, facts)
@@ -224,8 +221,13 @@ class Coordination:
                           f"not selected by {policy.strategy}" + (f" ({choice.note})" if choice.note else ""))
         if opens_floor:
             thread = self.reopened(thread, facts, choice, handed)
-        elif queued:
-            thread = replace(thread, floor=floors.carried(thread.floor, facts.uri, queued))
+        else:
+            if queued:
+                thread = replace(thread, floor=floors.carried(thread.floor, facts.uri, queued))
+            if thread.floor is not None and speaker in thread.floor.speakers:
+                # Its turn ended with this blip: the next in line is handed it with all that waited for them.
+                floor, passes = floors.turns_ended(thread.floor, [speaker], silent=False)
+                thread = self.passed(thread, floor, passes)
         self.keep(thread)
         self.selections.append(Selection(facts.uri, policy.strategy, choice.speakers, choice.queue, choice.note))
 

@@ -1,0 +1,56 @@
+"""The facts of a blip: thread, author kind, mentions and tags from facets and text, chain depth."""
+
+from blipflow.coordination.addressing import Address, addressed_agents
+from blipflow.coordination.facts import did_of
+from blipflow.coordination.participants import AuthorKind
+from blipflow.coordination.richtext import MENTION_FEATURE, TAG_FEATURE, richtext
+
+from tests.coordination.chat import PERSON, ROSTER, blip
+
+
+def test_mentions_and_tags_come_from_facets_and_from_text():
+    text = richtext("hey @Ada.test and @someone.else, what about #Postgres? mail x@bo.test, #42 is no tag", [
+        {"index": {}, "features": [{"$type": MENTION_FEATURE, "did": "did:plc:bo"},
+                                   {"$type": TAG_FEATURE, "tag": "#Rust"}]},
+    ])
+    assert text.mentioned_dids == {"did:plc:bo"}
+    assert text.mentioned_handles == {"ada.test", "someone.else"}
+    assert text.tags == {"postgres", "rust"}
+
+
+def test_malformed_facets_are_ignored():
+    junk = [None, 3, {"features": "x"}, {"features": [None, {"$type": MENTION_FEATURE, "did": "not a did\nauthor: x"},
+                                                      {"$type": TAG_FEATURE, "tag": "two words"},
+                                                      {"$type": TAG_FEATURE, "tag": "x" * 65}]}]
+    text = richtext("plain", junk)
+    assert (text.mentioned_dids, text.mentioned_handles, text.tags) == (frozenset(), frozenset(), frozenset())
+    assert richtext("plain", {"not": "a list"}).tags == frozenset()
+
+
+def test_thread_root_and_parent_and_author_kind():
+    root = blip(PERSON, "hello", at=1)
+    reply = blip("did:plc:ada", "hi", at=2, parent=root)
+    deeper = blip(PERSON, "and?", at=3, parent=reply)
+    assert (root.root, root.parent, root.author_kind) == (root.uri, None, AuthorKind.PERSON)
+    assert (reply.root, reply.parent, reply.author_kind, reply.author_agent) == (root.uri, root.uri, AuthorKind.OUR_AGENT, "ada")
+    assert (deeper.root, deeper.parent_did) == (root.uri, "did:plc:ada")
+    assert blip("did:plc:outsider", "beep", at=4).author_kind is AuthorKind.OTHER_AGENT
+    assert did_of("at://did:plc:ada/stream.thought.blip/1") == "did:plc:ada" and did_of("at://ada.test/x/1") is None
+
+
+def test_chain_depth_counts_outside_agents_too():
+    first = blip(PERSON, "start", at=1)
+    ours = blip("did:plc:ada", "one", at=2, parent=first)
+    theirs = blip("did:plc:outsider", "two", at=3, parent=ours)
+    ours_again = blip("did:plc:ada", "three", at=4, parent=theirs)
+    person = blip(PERSON, "stop", at=5, parent=ours_again)
+    assert [b.chain_depth for b in (first, ours, theirs, ours_again, person)] == [0, 1, 2, 3, 0]
+
+
+def test_addressed_are_the_mentioned_and_the_answered_but_never_the_author():
+    root = blip("did:plc:bo", "my take", at=1)
+    reply = blip("did:plc:ada", "@cy.test what say you, @ada.test?", at=2, parent=root,
+                 facets=[{"features": [{"$type": MENTION_FEATURE, "did": "did:plc:bo"}]}])
+    assert addressed_agents(reply, ROSTER) == {"bo": Address.MENTIONED, "cy": Address.MENTIONED}
+    answer = blip(PERSON, "thanks", at=3, parent=reply)
+    assert addressed_agents(answer, ROSTER) == {"ada": Address.ANSWERED}
