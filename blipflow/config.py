@@ -152,8 +152,9 @@ class AgentConfig(Section):
         default=600.0, ge=0, description="a newly added agent is first sent the blips stored this long before it joined"
     )
     wanted_dids: list[str] = Field(default_factory=list, description="only blips by these authors; empty: everyone")
-    prompt_template: str = "[@{handle}] {content}"
-    include_metadata: bool = True
+    prompt_template: str = Field(default="[@{handle}] {content}", description="a blip's text without metadata")
+    include_metadata: bool = Field(
+        default=True, description="thought.stream's <blip><metadata>…</metadata><content>…</content></blip> structure")
     context_instructions: str = DEFAULT_CONTEXT_INSTRUCTIONS
     max_replies_per_minute: int = Field(default=6, ge=1)
     max_chain_depth: int = Field(

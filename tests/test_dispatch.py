@@ -67,10 +67,8 @@ def test_windows_follow_batch_size_and_max_wait(tmp_path, letta_server, v1_agent
     delivered = deliver_all(dispatcher)
     assert [d.blips for d in delivered] == [2, 2]  # the fifth waits for company
     asked = letta_server.model.chat_requests(since=seq)
-    assert [[text.rsplit("\n", 1)[-1] for text in a["user_texts"][-2:]] for a in asked] == [
-        ["[@did:plc:human0000000000000000000] blip 0", "[@did:plc:human0000000000000000000] blip 1"],
-        ["[@did:plc:human0000000000000000000] blip 2", "[@did:plc:human0000000000000000000] blip 3"],
-    ]
+    assert [[text.split("<content>\n", 1)[1].split("\n</content>", 1)[0] for text in a["user_texts"][-2:]]
+            for a in asked] == [["blip 0", "blip 1"], ["blip 2", "blip 3"]]
     assert "global group chat" in asked[0]["user_texts"][-2]  # the instructions lead each window
     assert len(replies(dispatcher.store)) == 2
     assert deliver_all(dispatcher) == []
