@@ -42,19 +42,20 @@ def main() -> None:
     history = generated_history(agents=args.agents, human_blips=args.human_blips)
     policies = {name: CoordinationPolicy(strategy=name, k=2, max_chain_depth=3, max_agent_turns=12) for name in REPLAYED}
     profiler = cProfile.Profile() if args.profile else None
-    reports, seconds = {}, {}
+    reports, seconds, cpu_seconds = {}, {}, {}
     for name, policy in policies.items():
         if profiler:
             profiler.enable()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         reports[name] = replay(history.blips, history.roster, policy)
         seconds[name] = time.perf_counter() - started
+        cpu_seconds[name] = time.process_time() - cpu_started
         if profiler:
             profiler.disable()
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(20)
     for name, report in reports.items():
-        print(f"{name:12} {seconds[name]:5.2f} s  calls {report.calls:6}  replies kept {report.replies_kept}/"
+        print(f"{name:12} {seconds[name]:5.2f} s ({cpu_seconds[name]:4.2f} s cpu)  calls {report.calls:6}  replies kept {report.replies_kept}/"
               f"{report.recorded_replies}  threads closed {report.threads_closed}  {report.summary()}")
     broadcast, relevance = reports["broadcast"].summary(), reports["relevance"].summary()
     replay_s = sum(seconds.values())
@@ -63,7 +64,7 @@ def main() -> None:
         "relevance <= 2.0 calls per human blip": relevance["calls_per_human_blip"] <= 2.0,
         "relevance addressed recall 1.0": relevance["addressed_recall"] == 1.0,
         "relevance chain within its bound": relevance["max_chain"] <= policies["relevance"].max_chain_depth,
-        "whole replay <= 10 s": replay_s <= 10.0,
+        f"whole replay <= 10 s (wall; {sum(cpu_seconds.values()):.2f} s of cpu on a shared machine)": replay_s <= 10.0,
     }
     for target, met in targets.items():
         print(f"{'met' if met else 'MISSED':6} {target}")

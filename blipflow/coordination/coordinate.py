@@ -13,7 +13,7 @@ chooses among those left. Turns that ended in silence pass the floor before anyt
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from blipflow.coordination import floor as floors
 from blipflow.coordination.addressing import Address, addressed_agents
@@ -103,6 +103,8 @@ class Coordination:
             self.floors_due[thread.root] = deadline
 
     def pass_silent_floors(self) -> None:
+        if not self.floors_due or min(self.floors_due.values()) > self.now:
+            return
         for root, due in list(self.floors_due.items()):
             if due <= self.now:
                 thread = self.thread(root)
@@ -126,8 +128,8 @@ class Coordination:
                 passes -= 1
         if floors.done(floor):
             self.close_floor(floor, Reason.NOT_YOUR_TURN, "the speakers answered before its turn came")
-            return replace(thread, floor=None)
-        return replace(thread, floor=floor)
+            return thread.with_floor(None)
+        return thread.with_floor(floor)
 
     def close_floor(self, floor: Floor, reason: Reason, detail: str) -> None:
         for name, uris in floor.waiting.items():
@@ -172,7 +174,7 @@ class Coordination:
         thread = after_blip(policy, before, facts)
         if thread.floor is not None and thread.closed is not None:
             self.close_floor(thread.floor, Reason.THREAD_CLOSED, thread.closed)
-            thread = replace(thread, floor=None)
+            thread = thread.with_floor(None)
         speaker = facts.author_agent
         opens_floor = speaker is None  # a person's blip, or an outside agent's: someone may answer it
         addressed = addressed_agents(facts, self.roster)
@@ -223,7 +225,7 @@ class Coordination:
             thread = self.reopened(thread, facts, choice, handed)
         else:
             if queued:
-                thread = replace(thread, floor=floors.carried(thread.floor, facts.uri, queued))
+                thread = thread.with_floor(floors.carried(thread.floor, facts.uri, queued))
             if thread.floor is not None and speaker in thread.floor.speakers:
                 # Its turn ended with this blip: the next in line is handed it with all that waited for them.
                 floor, passes = floors.turns_ended(thread.floor, [speaker], silent=False)
@@ -268,8 +270,8 @@ class Coordination:
                     for uri in uris:
                         self.hand(agent, uri, Reason.FLOOR_PASSED, f"carried with {facts.uri}")
                 elif new is not None and agent in new.queue:
-                    new = replace(new, waiting={**new.waiting, agent: uris + new.waiting[agent]})
+                    new = new.with_line(new.queue, {**new.waiting, agent: uris + new.waiting[agent]})
                 else:
                     for uri in uris:
                         self.skip(agent, uri, Reason.NOT_YOUR_TURN, f"the floor moved on to {facts.uri}")
-        return replace(thread, floor=new)
+        return thread.with_floor(new)

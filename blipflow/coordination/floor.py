@@ -7,8 +7,6 @@ Pure operations on `Floor` values; `coordinate` decides what each hand-over mean
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from blipflow.coordination.state import Floor
 
 
@@ -31,7 +29,7 @@ def turns_ended(floor: Floor, agents: list[str], *, silent: bool) -> tuple[Floor
     if not ended:
         return floor, 0
     speakers = {name: until for name, until in floor.speakers.items() if name not in ended}
-    return replace(floor, speakers=speakers), len(ended) if silent or floor.every_turn else 0
+    return floor.with_speakers(speakers), len(ended) if silent or floor.every_turn else 0
 
 
 def carried(floor: Floor, uri: str, agents: list[str]) -> Floor:
@@ -39,7 +37,7 @@ def carried(floor: Floor, uri: str, agents: list[str]) -> Floor:
     waiting = dict(floor.waiting)
     for name in agents:
         waiting[name] = waiting.get(name, ()) + (uri,)
-    return replace(floor, waiting=waiting)
+    return floor.with_line(floor.queue, waiting)
 
 
 def next_in_line(floor: Floor) -> tuple[str, tuple[str, ...], Floor]:
@@ -47,11 +45,11 @@ def next_in_line(floor: Floor) -> tuple[str, tuple[str, ...], Floor]:
     name, queue = floor.queue[0], floor.queue[1:]
     waiting = dict(floor.waiting)
     uris = waiting.pop(name, ())
-    return name, uris, replace(floor, queue=queue, waiting=waiting)
+    return name, uris, floor.with_line(queue, waiting)
 
 
 def granted(floor: Floor, name: str, now: float, turn_timeout: float) -> Floor:
-    return replace(floor, speakers={**floor.speakers, name: now + turn_timeout})
+    return floor.with_speakers({**floor.speakers, name: now + turn_timeout})
 
 
 def done(floor: Floor) -> bool:

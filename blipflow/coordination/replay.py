@@ -47,7 +47,7 @@ class Replay:
         self.queue: list[tuple[float, int, BlipFacts | None]] = []  # (when, order, blip) — None: a floor's deadline
         self.order = 0
         self.kept: dict[str, BlipFacts] = {}
-        self.ticks: set[tuple[str, float]] = set()
+        self.next_tick = float("-inf")  # the earliest deadline a tick is scheduled for
         self.state = CoordinationState()
         self.reasons: Counter[Reason] = Counter()
         self.now = 0.0
@@ -76,9 +76,10 @@ class Replay:
                 self.take_in(blip, round.decisions)
             for decision in round.decisions:
                 self.count(decision)
-            for root, due in round.state.floors_due.items():
-                if (root, due) not in self.ticks:
-                    self.ticks.add((root, due))
+            if round.state.floors_due:  # the next turn to end in silence, unless one is due before it anyway
+                due = min(round.state.floors_due.values())
+                if due < self.next_tick or self.next_tick <= when:
+                    self.next_tick = due
                     self.schedule(due, None)
             if self.progress is not None and blips:
                 self.progress(len(self.kept), self.total)

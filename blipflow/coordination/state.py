@@ -23,6 +23,13 @@ class Floor:
     def deadline(self) -> float | None:
         return min(self.speakers.values()) if self.speakers else None
 
+    # Direct constructors rather than dataclasses.replace: the replay makes hundreds of thousands of these.
+    def with_speakers(self, speakers: Mapping[str, float]) -> Floor:
+        return Floor(self.about, speakers, self.queue, self.every_turn, self.waiting)
+
+    def with_line(self, queue: tuple[str, ...], waiting: Mapping[str, tuple[str, ...]]) -> Floor:
+        return Floor(self.about, self.speakers, queue, self.every_turn, waiting)
+
 
 @dataclass(frozen=True, slots=True)
 class ThreadState:
@@ -33,6 +40,10 @@ class ThreadState:
     last_agent_speaker: str | None = None
     closed: str | None = None  # why the thread is closed to agents
     floor: Floor | None = None
+
+    def with_floor(self, floor: Floor | None) -> ThreadState:
+        return ThreadState(self.root, self.agent_turns, self.turns, self.spoke_at, self.last_agent_speaker,
+                           self.closed, floor)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ let them. Seeded: the same arguments, the same history. Used by bench/policy.py 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from blipflow.coordination.facts import BlipFacts, blip_facts
@@ -40,7 +41,6 @@ def generated_history(*, agents: int = 20, human_blips: int = 2000, people: int 
     )
     records: list[tuple[float, str, str, dict]] = []  # (at, uri, did, record)
     threads: list[list[tuple[str, str]]] = []  # per thread: (uri, author did) of its blips
-    depth: dict[str, int] = {}
     counter = iter(range(10**9))
     now = START
 
@@ -81,13 +81,12 @@ def generated_history(*, agents: int = 20, human_blips: int = 2000, people: int 
         uri = post(now, person, " ".join(words), parent, root, facets)
         root = root or uri
         thread.append((uri, person))
-        depth[uri] = 0
         parent_agent = parent.split("/")[2] if parent else None
-        answering = {n for n in mentioned} | ({skill} if skill is not None else set())
+        answering = set(mentioned) | ({skill} if skill is not None else set())
         answering |= {n for n in range(agents) if f"did:plc:agent{n:02d}" == parent_agent}
         repliers = [n for n in range(agents) if (n in answering and rng.random() < 0.9) or rng.random() < 0.03]
         for n in repliers:
-            agent_replies(rng, post, thread, depth, root, uri, n, now + rng.uniform(5, 30), agents, 0)
+            agent_replies(rng, post, thread, root, uri, n, now + rng.uniform(5, 30), agents, 0)
     blips: list[BlipFacts] = []
     facts_depth: dict[str, int] = {}
     for at, uri, did, record in sorted(records, key=lambda item: item[0]):
@@ -98,8 +97,8 @@ def generated_history(*, agents: int = 20, human_blips: int = 2000, people: int 
     return History(roster, blips)
 
 
-def agent_replies(rng: random.Random, post, thread: list, depth: dict, root: str, parent: str, agent: int,
-                  at: float, agents: int, chain: int) -> None:
+def agent_replies(rng: random.Random, post: Callable[..., str], thread: list[tuple[str, str]], root: str, parent: str,
+                  agent: int, at: float, agents: int, chain: int) -> None:
     """One agent's recorded reply, and, now and then, another agent answering it, and so on (up to 6 deep)."""
     other = rng.randrange(agents)
     asks = other != agent and rng.random() < 0.3
@@ -109,4 +108,4 @@ def agent_replies(rng: random.Random, post, thread: list, depth: dict, root: str
     thread.append((uri, did))
     if chain < 5 and (asks and rng.random() < 0.8 or rng.random() < 0.1):
         answerer = other if asks else rng.choice([n for n in range(agents) if n != agent])
-        agent_replies(rng, post, thread, depth, root, uri, answerer, at + rng.uniform(5, 30), agents, chain + 1)
+        agent_replies(rng, post, thread, root, uri, answerer, at + rng.uniform(5, 30), agents, chain + 1)

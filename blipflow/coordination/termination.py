@@ -6,8 +6,6 @@ Hard bounds hold even against addressing (a mention cannot reopen a closed threa
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from blipflow.coordination.decisions import Reason
 from blipflow.coordination.facts import BlipFacts
 from blipflow.coordination.policy_settings import CoordinationPolicy
@@ -47,15 +45,15 @@ def after_blip(policy: CoordinationPolicy, thread: ThreadState, facts: BlipFacts
     if closed is None and policy.termination_token and policy.termination_token in facts.content:
         closed = f"{facts.uri} said the termination token"
     if not facts.by_agent:
-        return thread if closed == thread.closed else replace(thread, closed=closed)
+        if closed == thread.closed:
+            return thread
+        return ThreadState(thread.root, thread.agent_turns, thread.turns, thread.spoke_at, thread.last_agent_speaker,
+                           closed, thread.floor)
     agent_turns = thread.agent_turns + 1
     if closed is None and policy.max_agent_turns is not None and agent_turns >= policy.max_agent_turns:
         closed = f"{agent_turns} agent turns (max {policy.max_agent_turns})"
     speaker = facts.author_agent
     if speaker is None:  # another known agent: it counts, and it spoke last
-        return replace(thread, agent_turns=agent_turns, closed=closed, last_agent_speaker=None)
-    return replace(
-        thread, agent_turns=agent_turns, closed=closed, last_agent_speaker=speaker,
-        turns={**thread.turns, speaker: thread.turns.get(speaker, 0) + 1},
-        spoke_at={**thread.spoke_at, speaker: facts.at},
-    )
+        return ThreadState(thread.root, agent_turns, thread.turns, thread.spoke_at, None, closed, thread.floor)
+    return ThreadState(thread.root, agent_turns, {**thread.turns, speaker: thread.turns.get(speaker, 0) + 1},
+                       {**thread.spoke_at, speaker: facts.at}, speaker, closed, thread.floor)

@@ -3,7 +3,6 @@
 import pytest
 
 from blipflow.coordination.coordinate import coordinate
-from blipflow.coordination.decisions import Reason
 from blipflow.coordination.moderator import validate
 from blipflow.coordination.policy_settings import CoordinationPolicy
 from blipflow.coordination.state import CoordinationState

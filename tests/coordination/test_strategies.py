@@ -1,6 +1,5 @@
 """Each strategy, on a small chat of three agents (ada: postgres, bo: rust + cooking, cy: music)."""
 
-import pytest
 
 from blipflow.coordination.decisions import Outcome, Reason
 from blipflow.coordination.policy_settings import STRATEGY_NAMES, CoordinationPolicy
