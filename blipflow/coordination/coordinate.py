@@ -152,13 +152,14 @@ class Coordination:
                 counts[of_rank] += 1
             self.ahead[agent.name] = counts
 
-    def over_attention(self, agent: str, facts: BlipFacts, address: Address | None, thread: ThreadState) -> bool:
+    def over_attention(self, agent: str, facts: BlipFacts, thread: ThreadState) -> bool:
+        """Whether a blip not addressed to the agent would take it over its budget."""
         if self.policy.attention_per_minute is None:
             return False
         of_rank = self.ranks.get((agent, facts.uri))
         reserved = 0
         if of_rank is None:
-            of_rank = rank(agent, facts, address, thread)
+            of_rank = rank(agent, facts, None, thread)
         else:
             counts = self.ahead[agent]
             counts[of_rank] -= 1
@@ -202,7 +203,7 @@ class Coordination:
             bound = soft_bound(policy, thread, agent, self.now)
             if bound is not None:
                 self.skip(agent, facts.uri, *bound)
-            elif self.over_attention(agent, facts, address, thread):
+            elif self.over_attention(agent, facts, thread):
                 self.skip(agent, facts.uri, Reason.OVER_ATTENTION_BUDGET,
                           f"{agent} was handed {policy.attention_per_minute} blips in the last minute")
             else:

@@ -1,8 +1,10 @@
 """The facts of a blip: thread, author kind, mentions and tags from facets and text, chain depth."""
 
+from blipflow.config import AgentConfig
 from blipflow.coordination.addressing import Address, addressed_agents
+from blipflow.coordination.decisions import Decision, Outcome, Reason
 from blipflow.coordination.facts import did_of
-from blipflow.coordination.participants import AuthorKind
+from blipflow.coordination.participants import AuthorKind, roster
 from blipflow.coordination.richtext import MENTION_FEATURE, TAG_FEATURE, richtext
 
 from tests.coordination.chat import PERSON, ROSTER, blip
@@ -54,3 +56,13 @@ def test_addressed_are_the_mentioned_and_the_answered_but_never_the_author():
     assert addressed_agents(reply, ROSTER) == {"bo": Address.MENTIONED, "cy": Address.MENTIONED}
     answer = blip(PERSON, "thanks", at=3, parent=reply)
     assert addressed_agents(answer, ROSTER) == {"ada": Address.ANSWERED}
+
+
+def test_the_roster_comes_from_the_agents_config_and_decisions_are_rows():
+    agents = roster([AgentConfig(name="ada", agent_id="a1", did="did:plc:ada", handle="Ada.test", skills=["#SQL"])],
+                    other_agent_dids=["did:plc:outsider"])
+    assert agents.by_name["ada"].topics == {"sql"} and agents.by_handle == {"ada.test": "ada"}
+    assert agents.kind_of("did:plc:outsider") is AuthorKind.OTHER_AGENT
+    decision = Decision("ada", "at://x", Outcome.SKIPPED, Reason.OWN_BLIP, "relevance")
+    assert decision.row() == {"agent": "ada", "uri": "at://x", "outcome": "skipped", "reason": "own_blip",
+                              "strategy": "relevance", "detail": ""}
