@@ -87,6 +87,8 @@ def relevance(pick: Pick) -> Choice:
 def sequential(pick: Pick) -> Choice:
     eligible = set(pick.candidates)
     order = [name for name in (pick.policy.order or pick.roster.names) if name in eligible]
+    if not order:
+        return Choice((), note="nobody in the order is eligible")
     if not pick.opens_floor:
         return Choice(tuple(order[:pick.slots]))
     return Choice(tuple(order[:1]), tuple(order[1:]))  # everyone in turn: the queue is the whole order

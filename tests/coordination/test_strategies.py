@@ -132,3 +132,15 @@ def test_a_new_persons_blip_moves_the_floor_on():
     floor = chat.state.thread(question.uri).floor
     assert (floor.about, list(floor.speakers), floor.queue) == (interruption.uri, ["ada"], ("bo",))
     assert floor.waiting == {"bo": (question.uri, interruption.uri)}  # still in line, for both
+
+
+def test_sequential_says_so_when_nobody_in_its_order_is_eligible():
+    chat = Chat(policy(strategy="sequential", order=["ada"]))
+    mine = blip("did:plc:ada", "my own", at=0)
+    round = chat.feed(mine)
+    assert chat.handed(mine.uri) == [] and round.selections[0].note == "an agent's blip goes only to the agents it addresses"
+    chat = Chat(policy(strategy="sequential", order=["ada"], agent_blip_k=1))
+    mine = blip("did:plc:ada", "my own", at=0)
+    round = chat.feed(mine)
+    assert chat.handed(mine.uri) == [] and round.selections[0].note == "nobody in the order is eligible"
+    assert chat.decision("bo", mine.uri).detail == "not selected by sequential (nobody in the order is eligible)"
