@@ -4,6 +4,10 @@
     round.decisions   # one per (agent, blip): handed | skipped | waiting (queued for the thread's floor)
     round.state       # the next state: pass it to the next call (or store it)
 
+Each blip is given once (a blip given again would be decided again). Only handed and skipped decisions
+are final and belong in the ledger; a waiting one becomes final in a later round, when the floor reaches
+its agent, moves on, or the thread closes — a call with no new blips at a later `now` lets silent turns end.
+
 Order of rules for one agent and one blip: its own blip; hard bounds (chain too deep, thread closed, its
 turns in the thread used up); addressing (mentioned or answered: handed); next in line on the thread's
 floor (waits); soft bounds (repeat speaker, cool-down); attention budget; then the thread's strategy
@@ -65,7 +69,6 @@ class Coordination:
         self.agents = dict(state.agents)
         self.floors_due = dict(state.floors_due)
         self.rotation = state.rotation % max(1, len(roster.agents))
-        self.state = state
         self.decisions: list[Decision] = []
         self.selections: list[Selection] = []
         self.ahead: dict[str, list[int]] = {}  # agent → blips of each rank still to come in this round
@@ -80,7 +83,7 @@ class Coordination:
     def hand(self, agent: str, uri: str, reason: Reason, detail: str = "") -> None:
         self.decisions.append(Decision(agent, uri, Outcome.HANDED, reason, self.policy.strategy, detail))
         if self.policy.attention_per_minute is not None:  # only a budget needs to know when
-            history = self.agents.get(agent) or self.state.agent(agent)
+            history = self.agents.get(agent) or AgentState()
             self.agents[agent] = AgentState(recent(history, self.now) + (self.now,), history.selected_at)
 
     def skip(self, agent: str, uri: str, reason: Reason, detail: str = "") -> None:
@@ -164,15 +167,14 @@ class Coordination:
             counts = self.ahead[agent]
             counts[of_rank] -= 1
             reserved = sum(counts[:of_rank])
-        handed = len(recent(self.agents.get(agent) or self.state.agent(agent), self.now))
+        handed = len(recent(self.agents.get(agent) or AgentState(), self.now))
         return over_budget(self.policy.attention_per_minute, handed, reserved, of_rank)
 
     # -- one blip ------------------------------------------------------------------------------------
 
     def take(self, facts: BlipFacts) -> None:
         policy = self.policy
-        before = self.thread(facts.root)
-        thread = after_blip(policy, before, facts)
+        thread = after_blip(policy, self.thread(facts.root), facts)
         if thread.floor is not None and thread.closed is not None:
             self.close_floor(thread.floor, Reason.THREAD_CLOSED, thread.closed)
             thread = thread.with_floor(None)
@@ -211,7 +213,7 @@ class Coordination:
         choice = self.choice(facts, thread, tuple(candidates), opens_floor, len(handed))
         for agent in choice.speakers:
             self.hand(agent, facts.uri, Reason.SELECTED, f"selected by {policy.strategy}")
-            self.agents[agent] = AgentState((self.agents.get(agent) or self.state.agent(agent)).handed_at, self.now)
+            self.agents[agent] = AgentState((self.agents.get(agent) or AgentState()).handed_at, self.now)
             handed.add(agent)
         for agent in choice.queue:
             self.wait(agent, facts.uri, f"next in line on the floor opened by {facts.uri}")

@@ -102,7 +102,7 @@ class Replay:
     def take_in(self, facts: BlipFacts, decisions: Sequence[Decision]) -> None:
         self.kept[facts.uri] = facts
         report = self.report
-        if facts.author_agent is None and not facts.by_agent:
+        if not facts.by_agent:
             report.human_blips += 1
         elif facts.author_agent is not None:
             report.replies_kept += 1

@@ -62,9 +62,6 @@ class CoordinationState:
     def thread(self, root: str) -> ThreadState:
         return self.threads.get(root) or ThreadState(root)
 
-    def agent(self, name: str) -> AgentState:
-        return self.agents.get(name) or AgentState()
-
     def as_dict(self) -> dict:
         """JSON-able, for storing the state as rows and reading it back with `state_from_dict`."""
         data = asdict(self)
