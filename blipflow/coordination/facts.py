@@ -1,4 +1,6 @@
-"""The facts a decision needs about one blip, read once from its record.
+"""The facts a decision needs about one blip: the control plane's facts of its record (thread, mentions
+and tags from facets, content) with what coordination adds — the author's kind, mentions and tags in
+plain text, the words skills are matched against, and the agent-only chain it ends.
 
 Chain depth counts every agent we know of, ours and others': an outside agent ping-ponging with ours
 deepens the chain like one of our own would.
@@ -6,11 +8,12 @@ deepens the chain like one of our own would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
+from blipflow.control.facts import BlipFacts as StoredFacts
+from blipflow.control.facts import facts_of
 from blipflow.coordination.participants import AuthorKind, Roster
-from blipflow.coordination.richtext import richtext, words
+from blipflow.coordination.richtext import facet_tags, plain_text_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,26 +56,25 @@ def chain_depth(kind: AuthorKind, parent_depth: int | None) -> int:
     return 1 + (parent_depth or 0)
 
 
-def reply_uri(record: Mapping[str, object], part: str) -> str | None:
-    reply = record.get("reply")
-    ref = reply.get(part) if isinstance(reply, Mapping) else None
-    uri = ref.get("uri") if isinstance(ref, Mapping) else None
-    return uri if isinstance(uri, str) and uri.startswith("at://") else None
-
-
 def blip_facts(
-    uri: str, did: str, record: Mapping[str, object], *, at: float, roster: Roster,
-    parent_depth: int | None = None, room: str | None = None,
+    stored: StoredFacts, *, at: float, roster: Roster, parent_depth: int | None = None, room: str | None = None,
 ) -> BlipFacts:
-    """Facts of a `stream.thought.blip` record; `parent_depth` is the chain depth of the blip it answers, if known."""
-    content = record.get("content")
-    content = content if isinstance(content, str) else ""
-    parent = reply_uri(record, "parent")
-    root = reply_uri(record, "root") or parent or uri
-    text = richtext(content, record.get("facets"))
-    kind = roster.kind_of(did)
+    """The facts of a blip as the control plane read its record; `parent_depth` is the chain depth of the
+    blip it answers, if known."""
+    content = stored.content or ""
+    text = plain_text_names(content)
+    kind = roster.kind_of(stored.did)
+    parent = stored.parent_uri
     return BlipFacts(
-        uri=uri, author_did=did, author_kind=kind, author_agent=roster.by_did.get(did), at=at, root=root,
-        parent=parent, mentioned_dids=text.mentioned_dids, mentioned_handles=text.mentioned_handles, tags=text.tags,
-        words=words(content), content=content, chain_depth=chain_depth(kind, parent_depth), room=room,
+        uri=stored.uri, author_did=stored.did, author_kind=kind, author_agent=roster.by_did.get(stored.did), at=at,
+        root=stored.root_uri or parent or stored.uri, parent=parent, mentioned_dids=frozenset(stored.mentions),
+        mentioned_handles=text.mentioned_handles, tags=text.tags | facet_tags(stored.tags), words=text.words,
+        content=content, chain_depth=chain_depth(kind, parent_depth), room=room,
     )
+
+
+def record_facts(uri: str, did: str, record: object, *, at: float, roster: Roster,
+                 parent_depth: int | None = None) -> BlipFacts:
+    """The facts of a `stream.thought.blip` record as the network sent it (read by blipflow.control.facts)."""
+    return blip_facts(facts_of(uri, did, int(at * 1_000_000), None, record), at=at, roster=roster,
+                      parent_depth=parent_depth)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from blipflow.coordination.facts import BlipFacts, blip_facts
+from blipflow.coordination.facts import BlipFacts, record_facts
 from blipflow.coordination.participants import Roster
 from blipflow.store import CANDIDATE_BLIP, Store
 
@@ -25,7 +25,7 @@ def recorded_history(store: Store, roster: Roster, *, since_us: int = 0, until_u
     for uri, did, time_us, record in store.query_all(HISTORY, [since_us, until_us]):
         data = json.loads(record) if isinstance(record, str) else record
         parent = data.get("reply", {}).get("parent", {}).get("uri") if isinstance(data.get("reply"), dict) else None
-        facts = blip_facts(uri, did, data if isinstance(data, dict) else {}, at=time_us / 1e6, roster=roster,
+        facts = record_facts(uri, did, data if isinstance(data, dict) else {}, at=time_us / 1e6, roster=roster,
                            parent_depth=depths.get(parent) if isinstance(parent, str) else None)
         depths[uri] = facts.chain_depth
         yield facts

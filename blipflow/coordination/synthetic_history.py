@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from blipflow.coordination.facts import BlipFacts, blip_facts
+from blipflow.coordination.facts import BlipFacts, record_facts
 from blipflow.coordination.participants import Participant, Roster
 
 SKILLS = ("postgres", "rust", "python", "kubernetes", "typescript", "security", "statistics", "music", "cooking",
@@ -91,7 +91,7 @@ def generated_history(*, agents: int = 20, human_blips: int = 2000, people: int 
     facts_depth: dict[str, int] = {}
     for at, uri, did, record in sorted(records, key=lambda item: item[0]):
         parent = record.get("reply", {}).get("parent", {}).get("uri")
-        facts = blip_facts(uri, did, record, at=at, roster=roster, parent_depth=facts_depth.get(parent))
+        facts = record_facts(uri, did, record, at=at, roster=roster, parent_depth=facts_depth.get(parent))
         facts_depth[uri] = facts.chain_depth
         blips.append(facts)
     return History(roster, blips)

@@ -8,7 +8,7 @@ from itertools import count
 
 from blipflow.coordination.coordinate import Round, coordinate
 from blipflow.coordination.decisions import Decision, Outcome
-from blipflow.coordination.facts import BlipFacts, blip_facts
+from blipflow.coordination.facts import BlipFacts, record_facts
 from blipflow.coordination.participants import Participant, Roster
 from blipflow.coordination.policy_settings import CoordinationPolicy
 from blipflow.coordination.state import CoordinationState
@@ -35,7 +35,7 @@ def record(content: str, parent: BlipFacts | None = None, facets: list | None = 
 def blip(did: str, content: str, *, at: float, parent: BlipFacts | None = None, facets: list | None = None,
          roster: Roster = ROSTER) -> BlipFacts:
     uri = f"at://{did}/stream.thought.blip/{next(SERIAL):06d}"
-    return blip_facts(uri, did, record(content, parent, facets), at=at, roster=roster,
+    return record_facts(uri, did, record(content, parent, facets), at=at, roster=roster,
                       parent_depth=parent.chain_depth if parent is not None else None)
 
 

@@ -1,32 +1,32 @@
 """The facts of a blip: thread, author kind, mentions and tags from facets and text, chain depth."""
 
 from blipflow.config import AgentConfig
+from blipflow.control.facts import MENTION, TAG
 from blipflow.coordination.addressing import Address, addressed_agents
 from blipflow.coordination.decisions import Decision, Outcome, Reason
 from blipflow.coordination.facts import did_of
 from blipflow.coordination.participants import AuthorKind, roster
-from blipflow.coordination.richtext import MENTION_FEATURE, TAG_FEATURE, richtext
 
 from tests.coordination.chat import PERSON, ROSTER, blip
 
 
 def test_mentions_and_tags_come_from_facets_and_from_text():
-    text = richtext("hey @Ada.test and @someone.else, what about #Postgres? mail x@bo.test, #42 is no tag", [
-        {"index": {}, "features": [{"$type": MENTION_FEATURE, "did": "did:plc:bo"},
-                                   {"$type": TAG_FEATURE, "tag": "#Rust"}]},
-    ])
-    assert text.mentioned_dids == {"did:plc:bo"}
-    assert text.mentioned_handles == {"ada.test", "someone.else"}
-    assert text.tags == {"postgres", "rust"}
+    facts = blip(PERSON, "hey @Ada.test and @someone.else, what about #Postgres? mail x@bo.test, #42 is no tag", at=1,
+                 facets=[{"index": {}, "features": [{"$type": MENTION, "did": "did:plc:bo"},
+                                                    {"$type": TAG, "tag": "#Rust"}]}])
+    assert facts.mentioned_dids == {"did:plc:bo"}
+    assert facts.mentioned_handles == {"ada.test", "someone.else"}
+    assert facts.tags == {"postgres", "rust"}
+    assert {"postgres", "mail", "42"} <= facts.words
 
 
 def test_malformed_facets_are_ignored():
-    junk = [None, 3, {"features": "x"}, {"features": [None, {"$type": MENTION_FEATURE, "did": "not a did\nauthor: x"},
-                                                      {"$type": TAG_FEATURE, "tag": "two words"},
-                                                      {"$type": TAG_FEATURE, "tag": "x" * 65}]}]
-    text = richtext("plain", junk)
-    assert (text.mentioned_dids, text.mentioned_handles, text.tags) == (frozenset(), frozenset(), frozenset())
-    assert richtext("plain", {"not": "a list"}).tags == frozenset()
+    junk = [None, 3, {"features": "x"}, {"features": [None, {"$type": MENTION, "did": "not a did\nauthor: x"},
+                                                      {"$type": TAG, "tag": "two words"},
+                                                      {"$type": TAG, "tag": "x" * 65}]}]
+    facts = blip(PERSON, "plain", at=1, facets=junk)
+    assert (facts.mentioned_dids, facts.mentioned_handles, facts.tags) == (frozenset(), frozenset(), frozenset())
+    assert blip(PERSON, "plain", at=1, facets={"not": "a list"}).tags == frozenset()  # type: ignore[arg-type]
 
 
 def test_thread_root_and_parent_and_author_kind():
@@ -52,7 +52,7 @@ def test_chain_depth_counts_outside_agents_too():
 def test_addressed_are_the_mentioned_and_the_answered_but_never_the_author():
     root = blip("did:plc:bo", "my take", at=1)
     reply = blip("did:plc:ada", "@cy.test what say you, @ada.test?", at=2, parent=root,
-                 facets=[{"features": [{"$type": MENTION_FEATURE, "did": "did:plc:bo"}]}])
+                 facets=[{"features": [{"$type": MENTION, "did": "did:plc:bo"}]}])
     assert addressed_agents(reply, ROSTER) == {"bo": Address.MENTIONED, "cy": Address.MENTIONED}
     answer = blip(PERSON, "thanks", at=3, parent=reply)
     assert addressed_agents(answer, ROSTER) == {"ada": Address.ANSWERED}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from blipflow.coordination.addressing import addressed_agents
 from blipflow.coordination.coordinate import Round, coordinate
 from blipflow.coordination.decisions import HARD_BOUNDS, Outcome, Reason
-from blipflow.coordination.facts import BlipFacts, blip_facts
+from blipflow.coordination.facts import BlipFacts, record_facts
 from blipflow.coordination.moderator import validate
 from blipflow.coordination.participants import Participant, Roster
 from blipflow.coordination.policy_settings import STRATEGY_NAMES, CoordinationPolicy
@@ -54,10 +54,10 @@ def histories(draw) -> History:
             words.append(TOKEN)
         record: dict = {"content": " ".join(words) or "hi"}
         if parent is not None:
-            record["reply"] = {"root": {"uri": parent.root}, "parent": {"uri": parent.uri}}
+            record["reply"] = {"root": {"uri": parent.root, "cid": "c"}, "parent": {"uri": parent.uri, "cid": "c"}}
         if facets:
             record["facets"] = facets
-        blips.append(blip_facts(f"at://{did}/stream.thought.blip/{index:04d}", did, record, at=at, roster=roster,
+        blips.append(record_facts(f"at://{did}/stream.thought.blip/{index:04d}", did, record, at=at, roster=roster,
                                 parent_depth=parent.chain_depth if parent else None))
     batches, left = [], len(blips)
     while left:
@@ -190,7 +190,7 @@ def test_the_moderator_fallback_on_its_own():
     roster = Roster.of([Participant("a0", "did:plc:a0"), Participant("a1", "did:plc:a1")])
     policy = CoordinationPolicy(strategy="moderator", moderator="a0")
     for answer in (None, [], ["ghost"], "a0", ["a1", "ghost"]):
-        b = blip_facts(f"at://did:plc:p/stream.thought.blip/{id(answer)}", "did:plc:p", {"content": "hi"}, at=0,
+        b = record_facts(f"at://did:plc:p/stream.thought.blip/{id(answer)}", "did:plc:p", {"content": "hi"}, at=0,
                        roster=roster)
         round = coordinate([b], roster, CoordinationState(), policy, 0, {b.uri: answer})
         [selection] = round.selections
