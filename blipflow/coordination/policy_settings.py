@@ -37,7 +37,7 @@ class CoordinationPolicy(BaseModel):
     max_turns_per_agent: int | None = Field(default=None, ge=1, description="an agent's blips in one thread")
     allow_repeat_speaker: bool = Field(default=True, description="the last agent to speak in a thread may be chosen again")
     termination_token: str | None = Field(
-        default=None, min_length=1, description="an agent's blip containing it closes its thread to agents")
+        default=None, min_length=1, description="a blip containing it closes its thread to agents")
     cooldown_seconds: float = Field(default=0.0, ge=0, description="after speaking in a thread, an agent waits this long")
     known_agents: list[str] = Field(default_factory=list, description="DIDs of agents that are not ours")
 
