@@ -85,7 +85,7 @@ def test_both_reply_shapes_reach_the_outbox(tmp_path, letta_server, kind):
     [delivery] = deliver_all(dispatcher)
     assert delivery.outcome == "answered"
     [reply] = replies(dispatcher.store)
-    assert reply.startswith("echo: <blip>") and reply.endswith("</content>\n</blip>")
+    assert reply.startswith("echo: ") and reply.endswith("</content>\n</blip>")
     assert reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "what do you think?"
 
 
