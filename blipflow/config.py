@@ -28,6 +28,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from blipflow.coordination.policy_settings import CoordinationPolicy, unknown_agents
+
 DEFAULT_CONFIG_FILE = Path("config.yaml")
 CONFIG_FILE_ENV = "BLIPFLOW_CONFIG"
 
@@ -162,13 +164,25 @@ class AgentConfig(Section):
         default=600.0, ge=0, description="a newly added agent is first sent the blips stored this long before it joined"
     )
     wanted_dids: list[str] = Field(default_factory=list, description="only blips by these authors; empty: everyone")
-    prompt_template: str = "[@{handle}] {content}"
-    include_metadata: bool = True
+    prompt_template: str = Field(default="[@{handle}] {content}", description="a blip's text without metadata")
+    include_metadata: bool = Field(
+        default=True, description="thought.stream's <blip><metadata>…</metadata><content>…</content></blip> structure")
     context_instructions: str = DEFAULT_CONTEXT_INSTRUCTIONS
     max_replies_per_minute: int = Field(default=6, ge=1)
     max_chain_depth: int = Field(
         default=3, ge=1, description="agent-only reply chains this deep are no longer sent to agents"
     )
+    skills: list[str] = Field(default_factory=list, description="what it is good at: blips naming these find it first")
+    tags: list[str] = Field(default_factory=list, description="topics it follows, matched like its skills")
+
+    @field_validator("skills", "tags")
+    @classmethod
+    def plain_topics(cls, topics: list[str]) -> list[str]:
+        # Matched against a blip's #tags and words: lowercase, without the '#'.
+        cleaned = [topic.strip().lstrip("#").lower() for topic in topics]
+        if not all(cleaned) or any(any(char.isspace() for char in topic) for topic in cleaned):
+            raise ValueError("each must be one word (use '-' between parts), not empty")
+        return cleaned
 
     @field_validator("prompt_template")
     @classmethod
@@ -200,6 +214,7 @@ class Settings(BaseSettings):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     agents: list[AgentConfig] = Field(default_factory=list)
+    coordination: CoordinationPolicy = Field(default_factory=CoordinationPolicy)
 
     @classmethod
     def settings_customise_sources(
@@ -254,6 +269,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     if not settings.agents and os.environ.get(LETTA_AGENT_ID_ENV):
         # thought.stream runs one agent per process, named by LETTA_AGENT_ID.
         settings.agents = [AgentConfig(name="default", agent_id=os.environ[LETTA_AGENT_ID_ENV])]
+    unknown = unknown_agents(settings.coordination, [agent.name for agent in settings.agents])
+    if unknown is not None:
+        raise ConfigError(f"bad config: {file}: coordination.{unknown}")
     return with_blocks(settings, file)
 
 

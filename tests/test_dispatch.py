@@ -67,10 +67,8 @@ def test_windows_follow_batch_size_and_max_wait(tmp_path, letta_server, v1_agent
     delivered = deliver_all(dispatcher)
     assert [d.blips for d in delivered] == [2, 2]  # the fifth waits for company
     asked = letta_server.model.chat_requests(since=seq)
-    assert [[text.rsplit("\n", 1)[-1] for text in a["user_texts"][-2:]] for a in asked] == [
-        ["[@did:plc:human0000000000000000000] blip 0", "[@did:plc:human0000000000000000000] blip 1"],
-        ["[@did:plc:human0000000000000000000] blip 2", "[@did:plc:human0000000000000000000] blip 3"],
-    ]
+    assert [[text.split("<content>\n", 1)[1].split("\n</content>", 1)[0] for text in a["user_texts"][-2:]]
+            for a in asked] == [["blip 0", "blip 1"], ["blip 2", "blip 3"]]
     assert "global group chat" in asked[0]["user_texts"][-2]  # the instructions lead each window
     assert len(replies(dispatcher.store)) == 2
     assert deliver_all(dispatcher) == []
@@ -87,7 +85,8 @@ def test_both_reply_shapes_reach_the_outbox(tmp_path, letta_server, kind):
     [delivery] = deliver_all(dispatcher)
     assert delivery.outcome == "answered"
     [reply] = replies(dispatcher.store)
-    assert reply.startswith("echo: ") and reply.endswith("what do you think?")
+    assert reply.startswith("echo: ") and reply.endswith("</content>\n</blip>")
+    assert reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "what do you think?"
 
 
 def test_silence_is_recorded_as_such(tmp_path, letta_server, v1_agent):
@@ -127,7 +126,7 @@ def test_a_window_answered_before_a_crash_is_finished_without_sending_it_again(t
     assert delivery.outcome == "recovered"
     assert letta_server.model.chat_requests(since=seq) == []  # not sent twice
     [reply] = replies(restarted.store)
-    assert reply.endswith("did you get this?")
+    assert reply.endswith("</content>\n</blip>") and reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "did you get this?"
 
 
 def test_a_transient_failure_fails_the_window_and_the_retry_delivers_it_once(tmp_path, letta_server, v1_agent):

@@ -50,7 +50,7 @@ def test_killing_dispatch_mid_window_delivers_each_blip_exactly_once(tmp_path, l
     history = letta_server.client().agents.messages.list(agent_id, limit=50)
     assert sum(1 for m in history if m.message_type == "user_message") == 1  # and remembers it once
     [(reply,)] = store.query_all("SELECT content FROM replies")
-    assert reply.endswith("a slow question")
+    assert reply.endswith("</content>\n</blip>") and reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "a slow question"
     assert "dispatch stopped after delivering 1 windows" in second.log()
 
 

@@ -62,7 +62,8 @@ def test_a_timed_out_window_is_not_sent_again_while_it_may_still_be_answered(tmp
         assert dispatcher.deliver(again).outcome == "recovered"
         assert fake.calls == 1
         [(reply,)] = dispatcher.store.query_all("SELECT content FROM replies")
-        assert reply.startswith("echo: ") and reply.endswith("] slow")
+        assert reply.startswith("echo: ") and reply.endswith("</content>\n</blip>")
+        assert reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "slow"
     finally:
         fake.stop()
 

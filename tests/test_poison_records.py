@@ -38,6 +38,8 @@ MAX_CONTENT_BYTES = 2_000  # small, so contents at the limit stay quick to gener
 T0 = 1_760_000_000_000_000
 AGENT = AgentConfig(name="scout", agent_id="agent-1", did="did:plc:scout0000000000000000000")
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+STRUCTURE = re.compile(r"<blip>\n<metadata>\n(?P<metadata>.*?)\n</metadata>\n<content>\n(?P<content>.*)\n</content>\n</blip>",
+                       re.DOTALL)
 UNESCAPED_HEADER = re.compile(rf"^[ \t]*(?:{'|'.join(HEADER_KEYS)})\s*:", re.MULTILINE)
 CONTROL_BUT_TAB_AND_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -164,10 +166,14 @@ def test_every_record_is_stored_or_counted_and_nothing_downstream_raises(store, 
     window = store.window_blips(window_id)
     assert len(window_messages(AGENT, window)) == len(stored)
     for blip in window:
-        header, body = blip_text(AGENT, blip).split("\n\n", 1)
+        structure = STRUCTURE.fullmatch(blip_text(AGENT, blip))
+        header, body = structure["metadata"], structure["content"]
         keys = [line.split(": ", 1)[0] for line in header.split("\n")]
-        assert keys in (["author", "did", "createdAt"], ["author", "displayName", "did", "createdAt"])
-        assert ISO_DATE.fullmatch(header.rsplit("createdAt: ", 1)[1])
+        assert keys in ([*named, "did", "createdAt", *reply] for named in (["author"], ["author", "displayName"])
+                        for reply in ([], ["inReplyTo"]))
+        assert ("inReplyTo" in keys) == (blip.reply_parent_uri is not None)
+        assert ISO_DATE.fullmatch(header.split("createdAt: ", 1)[1].split("\n", 1)[0])
+        assert not re.search(r"<\s*/?\s*(blip|metadata|content)\b", body, re.IGNORECASE)  # no tag of the structure
         assert not UNESCAPED_HEADER.search(body)  # no content line poses as a header
         assert "\x00" not in body and "\r" not in body
 

@@ -1,0 +1,79 @@
+"""Who takes part: our agents as coordination sees them, and which authors are agents at all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from enum import Enum
+
+from blipflow.config import AgentConfig
+
+
+class AuthorKind(str, Enum):
+    PERSON = "person"
+    OUR_AGENT = "our_agent"
+    OTHER_AGENT = "other_agent"  # an agent we know of that is not ours (it counts in agent-only chains)
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """One of our agents: its name, account and what it is good at (lowercase, without '#')."""
+
+    name: str
+    did: str | None = None
+    handle: str | None = None
+    skills: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return self.skills | self.tags
+
+
+def participant(agent: AgentConfig) -> Participant:
+    return Participant(agent.name, agent.did, agent.handle, frozenset(agent.skills), frozenset(agent.tags))
+
+
+@dataclass(frozen=True)
+class Roster:
+    """Our agents in a fixed order, and the DIDs of other agents we know of."""
+
+    agents: tuple[Participant, ...]
+    other_agent_dids: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        names = [agent.name for agent in self.agents]
+        if len(set(names)) != len(names):
+            raise ValueError(f"agent names must be unique: {names}")
+
+    @classmethod
+    def of(cls, agents: Iterable[Participant], other_agent_dids: Iterable[str] = ()) -> Roster:
+        return cls(tuple(agents), frozenset(other_agent_dids))
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(agent.name for agent in self.agents)
+
+    @cached_property
+    def by_name(self) -> dict[str, Participant]:
+        return {agent.name: agent for agent in self.agents}
+
+    @cached_property
+    def by_did(self) -> dict[str, str]:
+        return {agent.did: agent.name for agent in self.agents if agent.did}
+
+    @cached_property
+    def by_handle(self) -> dict[str, str]:
+        return {agent.handle.lower(): agent.name for agent in self.agents if agent.handle}
+
+    def kind_of(self, did: str) -> AuthorKind:
+        if did in self.by_did:
+            return AuthorKind.OUR_AGENT
+        if did in self.other_agent_dids:
+            return AuthorKind.OTHER_AGENT
+        return AuthorKind.PERSON
+
+
+def roster(agents: Sequence[AgentConfig], other_agent_dids: Iterable[str] = ()) -> Roster:
+    return Roster.of((participant(agent) for agent in agents), other_agent_dids)
