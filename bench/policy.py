@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from blipflow.coordination.policy_settings import STRATEGY_NAMES, CoordinationPolicy  # noqa: E402
 from blipflow.coordination.replay import replay  # noqa: E402
 from blipflow.coordination.synthetic_history import generated_history  # noqa: E402
+from blipflow.model.coordination_policy import STRATEGY_NAMES, CoordinationPolicy  # noqa: E402
 
 REPLAYED = [name for name in STRATEGY_NAMES if name != "moderator"]
 

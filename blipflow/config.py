@@ -28,7 +28,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from blipflow.coordination.policy_settings import CoordinationPolicy, unknown_agents
+from blipflow.model.coordination_policy import CoordinationPolicy, unknown_agents
 
 DEFAULT_CONFIG_FILE = Path("config.yaml")
 CONFIG_FILE_ENV = "BLIPFLOW_CONFIG"

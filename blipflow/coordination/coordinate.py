@@ -25,10 +25,20 @@ from blipflow.coordination.attention import Rank, over_budget, rank, recent
 from blipflow.coordination.decisions import Decision, Outcome, Reason, Selection
 from blipflow.coordination.facts import BlipFacts
 from blipflow.coordination.participants import Roster
-from blipflow.coordination.policy_settings import CoordinationPolicy
-from blipflow.coordination.state import AgentState, CoordinationState, Floor, ThreadState
+from blipflow.coordination.state import (
+    AgentState,
+    CoordinationState,
+    Floor,
+    ThreadState,
+)
 from blipflow.coordination.strategies import Choice, Pick, choose
-from blipflow.coordination.termination import after_blip, chain_bound, soft_bound, thread_bound
+from blipflow.coordination.termination import (
+    after_blip,
+    chain_bound,
+    soft_bound,
+    thread_bound,
+)
+from blipflow.model.coordination_policy import CoordinationPolicy
 
 HANDED_FOR = {Address.MENTIONED: Reason.MENTIONED, Address.ANSWERED: Reason.ANSWERED}
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from blipflow.coordination.facts import BlipFacts, record_facts
 from blipflow.coordination.participants import Roster
-from blipflow.store import CANDIDATE_BLIP, Store
+from blipflow.store.history import CANDIDATE_BLIP, Store
 
 HISTORY = f"""
 SELECT b.uri, b.did, b.time_us, b.record FROM blips b

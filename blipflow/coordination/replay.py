@@ -20,9 +20,9 @@ from blipflow.coordination.coordinate import coordinate
 from blipflow.coordination.decisions import HARD_BOUNDS, Decision, Outcome, Reason
 from blipflow.coordination.facts import BlipFacts, chain_depth
 from blipflow.coordination.participants import Roster
-from blipflow.coordination.policy_settings import CoordinationPolicy
 from blipflow.coordination.replay_report import ReplayReport
 from blipflow.coordination.state import CoordinationState
+from blipflow.model.coordination_policy import CoordinationPolicy
 
 Progress = Callable[[int, int], None]  # (blips replayed, blips in the history)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from blipflow.identifiers import HANDLE_PATTERN, is_handle
+from blipflow.model.identifiers import HANDLE_PATTERN, is_handle
 
 MAX_TAG_LENGTH = 64
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from blipflow.coordination.facts import BlipFacts
 from blipflow.coordination.moderator import validate
 from blipflow.coordination.participants import Roster
-from blipflow.coordination.policy_settings import STRATEGY_NAMES, CoordinationPolicy
 from blipflow.coordination.relevance import UNRELATED, fit
 from blipflow.coordination.state import AgentState, ThreadState
+from blipflow.model.coordination_policy import STRATEGY_NAMES, CoordinationPolicy
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from blipflow.coordination.decisions import Reason
 from blipflow.coordination.facts import BlipFacts
-from blipflow.coordination.policy_settings import CoordinationPolicy
 from blipflow.coordination.state import ThreadState
+from blipflow.model.coordination_policy import CoordinationPolicy
 
 Bound = tuple[Reason, str]  # the reason and a line for people
 

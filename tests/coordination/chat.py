@@ -10,8 +10,8 @@ from blipflow.coordination.coordinate import Round, coordinate
 from blipflow.coordination.decisions import Decision, Outcome
 from blipflow.coordination.facts import BlipFacts, record_facts
 from blipflow.coordination.participants import Participant, Roster
-from blipflow.coordination.policy_settings import CoordinationPolicy
 from blipflow.coordination.state import CoordinationState
+from blipflow.model.coordination_policy import CoordinationPolicy
 
 ROSTER = Roster.of(
     [Participant("ada", "did:plc:ada", "ada.test", frozenset({"postgres"})),

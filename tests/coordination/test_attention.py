@@ -4,9 +4,8 @@ open stream is dropped first, and higher-ranked blips of a round are served befo
 from blipflow.coordination.addressing import addressed_agents
 from blipflow.coordination.attention import Rank, rank
 from blipflow.coordination.decisions import Outcome, Reason
-from blipflow.coordination.policy_settings import CoordinationPolicy
 from blipflow.coordination.state import ThreadState
-
+from blipflow.model.coordination_policy import CoordinationPolicy
 from tests.coordination.chat import PERSON, ROSTER, Chat, blip
 
 BUDGETED = CoordinationPolicy(strategy="broadcast", attention_per_minute=2)

@@ -6,7 +6,6 @@ from blipflow.coordination.addressing import Address, addressed_agents
 from blipflow.coordination.decisions import Decision, Outcome, Reason
 from blipflow.coordination.facts import did_of
 from blipflow.coordination.participants import AuthorKind, roster
-
 from tests.coordination.chat import PERSON, ROSTER, blip
 
 

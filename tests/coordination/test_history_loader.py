@@ -2,12 +2,12 @@
 
 import orjson
 
-from blipflow.blip import BLIP_COLLECTION
 from blipflow.coordination.history_loader import recorded_history
 from blipflow.coordination.participants import AuthorKind, Participant, Roster
-from blipflow.coordination.policy_settings import CoordinationPolicy
 from blipflow.coordination.replay import replay
-from blipflow.store import IngestBatch, Store
+from blipflow.model.blip import BLIP_COLLECTION
+from blipflow.model.coordination_policy import CoordinationPolicy
+from blipflow.store.history import IngestBatch, Store
 from tests.support.frames import T0, blips, uri
 
 PERSON, ADA, OUTSIDER = "did:plc:person", "did:plc:ada", "did:plc:outsider"

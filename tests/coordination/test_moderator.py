@@ -4,9 +4,8 @@ import pytest
 
 from blipflow.coordination.coordinate import coordinate
 from blipflow.coordination.moderator import validate
-from blipflow.coordination.policy_settings import CoordinationPolicy
 from blipflow.coordination.state import CoordinationState
-
+from blipflow.model.coordination_policy import CoordinationPolicy
 from tests.coordination.chat import PERSON, ROSTER, Chat, blip
 
 MODERATED = CoordinationPolicy(strategy="moderator", moderator="ada", queue_length=0)

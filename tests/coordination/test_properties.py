@@ -15,8 +15,8 @@ from blipflow.coordination.decisions import HARD_BOUNDS, Outcome, Reason
 from blipflow.coordination.facts import BlipFacts, record_facts
 from blipflow.coordination.moderator import validate
 from blipflow.coordination.participants import Participant, Roster
-from blipflow.coordination.policy_settings import STRATEGY_NAMES, CoordinationPolicy
 from blipflow.coordination.state import CoordinationState, state_from_dict
+from blipflow.model.coordination_policy import STRATEGY_NAMES, CoordinationPolicy
 
 SKILLS = ("postgres", "rust", "music", "chess", "law")
 TOKEN = "<END>"

@@ -4,11 +4,10 @@ import json
 
 import pytest
 
-from blipflow.coordination.policy_settings import CoordinationPolicy
 from blipflow.coordination.replay import replay
 from blipflow.coordination.replay_report import gini
 from blipflow.coordination.synthetic_history import generated_history
-
+from blipflow.model.coordination_policy import CoordinationPolicy
 from tests.coordination.chat import PERSON, ROSTER, blip
 
 

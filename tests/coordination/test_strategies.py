@@ -2,9 +2,8 @@
 
 
 from blipflow.coordination.decisions import Outcome, Reason
-from blipflow.coordination.policy_settings import STRATEGY_NAMES, CoordinationPolicy
 from blipflow.coordination.strategies import STRATEGIES
-
+from blipflow.model.coordination_policy import STRATEGY_NAMES, CoordinationPolicy
 from tests.coordination.chat import PERSON, Chat, blip
 
 

@@ -2,10 +2,8 @@
 without livelock. Hard bounds hold against addressing."""
 
 from blipflow.coordination.decisions import Outcome, Reason
-from blipflow.coordination.policy_settings import CoordinationPolicy
-
 from blipflow.coordination.participants import Roster
-
+from blipflow.model.coordination_policy import CoordinationPolicy
 from tests.coordination.chat import PERSON, ROSTER, Chat, blip
 
 

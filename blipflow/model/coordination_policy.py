@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 StrategyName = Literal["broadcast", "round_robin", "random", "relevance", "moderator", "sequential"]
 STRATEGY_NAMES: tuple[str, ...] = StrategyName.__args__

@@ -3,7 +3,7 @@
 import pytest
 
 from blipflow.config import ConfigError, load_settings
-from blipflow.coordination.policy_settings import PolicyError, load_policy
+from blipflow.model.coordination_policy import PolicyError, load_policy
 
 
 def test_a_policy_by_name_or_from_a_file(tmp_path):
