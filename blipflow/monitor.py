@@ -7,9 +7,11 @@ import asyncio
 from collections.abc import Callable
 
 from blipflow.blip import Blip, Identity, parse_created_at
+from blipflow.detached import detached
 from blipflow.events import CommitEvent, Event
 from blipflow.identity import IdentityResolver
-from blipflow.source import PassiveSink
+from blipflow.shutdown import stop_on_signals
+from blipflow.source import PassiveSink, Source
 
 
 class MonitorSink(PassiveSink):
@@ -25,12 +27,33 @@ class MonitorSink(PassiveSink):
         if isinstance(event, CommitEvent) and event.operation == "create" and event.record is not None:
             self.queue.put_nowait(event)
 
+    async def watch(self, source: Source) -> None:
+        """Show what `source` sends from now on, until SIGINT or SIGTERM (or the source gives up). Stopping
+        waits for nothing a peer holds up: not an identity lookup in flight, nor, longer than the source's
+        close timeout, the source's goodbye."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        with stop_on_signals(lambda: loop.call_soon_threadsafe(stopping.set)):
+            reading = asyncio.create_task(source.run(self, None), name="monitor-read")
+            showing = asyncio.create_task(self.show_forever(), name="monitor-show")
+            stopped = asyncio.create_task(stopping.wait(), name="monitor-stop")
+            try:
+                done, _ = await asyncio.wait({reading, showing, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # a source that gave up
+            finally:
+                for task in (reading, showing, stopped):
+                    task.cancel()
+                await asyncio.gather(reading, showing, stopped, return_exceptions=True)
+
     async def show_forever(self) -> None:
         while True:
             event = await self.queue.get()
             if not isinstance(event.record.get("content"), str):
                 continue
-            identity = (await asyncio.to_thread(self.resolver.resolve, [event.did]))[event.did]
+            # A lookup can hang on a slow directory or PDS, or on a store another process keeps locked:
+            # a stopping monitor leaves it behind rather than waiting for it.
+            identity = (await detached(self.resolver.resolve, [event.did]))[event.did]
             self.show(live_blip(event, identity))
 
 
