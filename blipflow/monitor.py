@@ -51,10 +51,18 @@ class MonitorSink(PassiveSink):
             event = await self.queue.get()
             if not isinstance(event.record.get("content"), str):
                 continue
-            # A lookup can hang on a slow directory or PDS, or on a store another process keeps locked:
-            # a stopping monitor leaves it behind rather than waiting for it.
-            identity = (await detached(self.resolver.resolve, [event.did]))[event.did]
-            self.show(live_blip(event, identity))
+            self.show(live_blip(event, await self.identity(event.did)))
+
+    async def identity(self, did: str) -> Identity:
+        """`did`'s identity as `IdentityResolver.resolve` finds it. The lookup over the network can hang on
+        a slow directory or PDS, so a stopping monitor leaves it behind; the store's reads and writes it
+        waits for, as the interpreter cannot safely abandon a thread inside DuckDB."""
+        identities, stale = await asyncio.to_thread(self.resolver.cached, [did])
+        if stale:
+            fetched = await detached(self.resolver.fetch_all, stale, identities)
+            await asyncio.to_thread(self.resolver.remember, fetched)
+            identities.update(fetched)
+        return identities[did]
 
 
 def live_blip(event: CommitEvent, identity: Identity) -> Blip:

@@ -52,9 +52,9 @@ class Monitor:
             self.process.communicate()
 
 
-def post_until(atproto_network, condition, posts, timeout: float = 30.0) -> None:
+def post_until(atproto_network, condition, posts, timeout: float = 120.0) -> None:
     """The monitor starts live, at the end of the stream: keep making `posts` (author, text) until
-    `condition` holds."""
+    `condition` holds. (A loaded machine can take half a minute just to start the process.)"""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"nothing came through within {timeout} s"
