@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 OPERATIONS = frozenset(("create", "update", "delete"))
 # How long a stopping reader waits for the instance to answer its close frame before dropping the
 # connection (websockets waits 10 s by default): Ctrl-C must not wait on a peer that has stopped answering.
-CLOSE_TIMEOUT = 2.0
+CLOSE_TIMEOUT = 1.0
 
 
 def subscribe_url(
