@@ -152,15 +152,8 @@ def monitor(
     sink = MonitorSink(resolver, lambda blip: show(blip, output))
     stream = make_source(loaded, source.value)
 
-    async def watch() -> None:
-        showing = asyncio.create_task(sink.show_forever())
-        try:
-            await stream.run(sink, None)
-        finally:
-            showing.cancel()
-
     try:
-        until_interrupted(lambda: asyncio.run(watch()))
+        until_interrupted(lambda: asyncio.run(sink.watch(stream)))
     finally:
         resolver.close()
 

@@ -32,6 +32,9 @@ from blipflow.model.identifiers import is_did, is_handle
 log = logging.getLogger(__name__)
 
 OPERATIONS = frozenset(("create", "update", "delete"))
+# How long a stopping reader waits for the instance to answer its close frame before dropping the
+# connection (websockets waits 10 s by default): Ctrl-C must not wait on a peer that has stopped answering.
+CLOSE_TIMEOUT = 1.0
 
 
 def subscribe_url(
@@ -193,6 +196,7 @@ class JetstreamSource:
             compression=None,
             max_size=self.max_frame_bytes * 4,
             open_timeout=10,
+            close_timeout=CLOSE_TIMEOUT,
             ping_interval=20,
             ping_timeout=20,
         ) as socket:

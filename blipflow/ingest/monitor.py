@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from blipflow.ingest.source import PassiveSink
+from blipflow.ingest.source import PassiveSink, Source
 from blipflow.model.blip import Blip, Identity, parse_created_at
 from blipflow.model.events import CommitEvent, Event
 from blipflow.network.identity import IdentityResolver
+from blipflow.process.detached import detached
+from blipflow.process.shutdown import stop_on_signals
 
 
 class MonitorSink(PassiveSink):
@@ -25,13 +27,42 @@ class MonitorSink(PassiveSink):
         if isinstance(event, CommitEvent) and event.operation == "create" and event.record is not None:
             self.queue.put_nowait(event)
 
+    async def watch(self, source: Source) -> None:
+        """Show what `source` sends from now on, until SIGINT or SIGTERM (or the source gives up). Stopping
+        waits for nothing a peer holds up: not an identity lookup in flight, nor, longer than the source's
+        close timeout, the source's goodbye."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        with stop_on_signals(lambda: loop.call_soon_threadsafe(stopping.set)):
+            reading = asyncio.create_task(source.run(self, None), name="monitor-read")
+            showing = asyncio.create_task(self.show_forever(), name="monitor-show")
+            stopped = asyncio.create_task(stopping.wait(), name="monitor-stop")
+            try:
+                done, _ = await asyncio.wait({reading, showing, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # a source that gave up
+            finally:
+                for task in (reading, showing, stopped):
+                    task.cancel()
+                await asyncio.gather(reading, showing, stopped, return_exceptions=True)
+
     async def show_forever(self) -> None:
         while True:
             event = await self.queue.get()
             if not isinstance(event.record.get("content"), str):
                 continue
-            identity = (await asyncio.to_thread(self.resolver.resolve, [event.did]))[event.did]
-            self.show(live_blip(event, identity))
+            self.show(live_blip(event, await self.identity(event.did)))
+
+    async def identity(self, did: str) -> Identity:
+        """`did`'s identity as `IdentityResolver.resolve` finds it. The lookup over the network can hang on
+        a slow directory or PDS, so a stopping monitor leaves it behind; the store's reads and writes it
+        waits for, as the interpreter cannot safely abandon a thread inside DuckDB."""
+        identities, stale = await asyncio.to_thread(self.resolver.cached, [did])
+        if stale:
+            fetched = await detached(self.resolver.fetch_all, stale, identities)
+            await asyncio.to_thread(self.resolver.remember, fetched)
+            identities.update(fetched)
+        return identities[did]
 
 
 def live_blip(event: CommitEvent, identity: Identity) -> Blip:

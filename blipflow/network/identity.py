@@ -93,11 +93,20 @@ class IdentityResolver:
 
     def refresh(self, dids: list[str], known: dict[str, Identity]) -> dict[str, Identity]:
         """Resolve `dids` over the network and cache what resolved."""
-        resolved = {did: self.fetch(did, known.get(did)) for did in dids}
+        resolved = self.fetch_all(dids, known)
+        self.remember(resolved)
+        return resolved
+
+    def fetch_all(self, dids: list[str], known: dict[str, Identity]) -> dict[str, Identity]:
+        """Resolve `dids` over the network only, never touching the store: a caller may abandon this
+        half-way (a DuckDB call cannot be)."""
+        return {did: self.fetch(did, known.get(did)) for did in dids}
+
+    def remember(self, resolved: dict[str, Identity]) -> None:
+        """Cache those of `resolved` that did resolve."""
         fetched = [identity for identity in resolved.values() if identity.fetched_at is not None]
         if fetched:
             self.store.save_identities(fetched)
-        return resolved
 
     def fetch(self, did: str, known: Identity | None) -> Identity:
         """Resolve one DID now. On failure, or an answer that is not what was asked for, keep what was known
