@@ -107,10 +107,7 @@ class StoreConfig(Section):
 
 
 class ControlConfig(Section):
-    url: str = Field(
-        default="sqlite:///data/control.sqlite",
-        description="the control plane's database: a SQLite file (one machine) or postgresql+psycopg://… (several)",
-    )
+    url: str = Field(default="sqlite:///data/control.sqlite", description="SQLite file, or postgresql+psycopg://…")
 
 
 class DispatchConfig(Section):

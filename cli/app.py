@@ -37,6 +37,7 @@ from blipflow.config import (
     load_settings,
     read_blocks_with,
 )
+from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.ingest.source import SourceUnavailable
 from blipflow.model.blip import Blip, with_identity
 from blipflow.model.failures import BadRequest, Failure
@@ -314,6 +315,25 @@ def each_line(handle: Callable[[str], None]) -> None:
             typer.echo(f"blipflow: {failure}", err=True)
 
 
+@app.command("take-over")
+def take_over_store() -> None:
+    """Copy the ledger and outbox of a store written before the control plane into it (once; processes
+    that open the control plane do it themselves the first time)."""
+    from blipflow.operations.takeover import take_over
+
+    loaded = settings()
+    plane = ControlPlane(loaded.control.url)
+    try:
+        taken = take_over(plane, loaded.store)
+    finally:
+        plane.dispose()
+    if taken.already:
+        typer.echo(f"{taken.store} was taken over before: nothing to do")
+    else:
+        typer.echo(f"took over {taken.windows} windows, {taken.replies} replies and {taken.blips} blips from "
+                   f"{taken.store} into {plane.name}")
+
+
 @app.command("publish-replies")
 def publish_replies() -> None:
     """Post the agents' replies from the outbox as they come, until Ctrl-C."""
@@ -514,6 +534,6 @@ def main() -> None:
     show_own_messages_only()
     try:
         app()  # usage errors get Typer's own message and exit code
-    except (ConfigError, StoreError, SourceUnavailable, Failure, BadRequest) as error:
+    except (ConfigError, StoreError, ControlPlaneError, SourceUnavailable, Failure, BadRequest) as error:
         typer.echo(f"blipflow: {error}", err=True)
         sys.exit(2 if isinstance(error, (ConfigError, BadRequest)) else 1)
