@@ -374,10 +374,10 @@ def show_report(name: str, report: Query, chosen: Selection, output: OutputForma
     if chart is not None:
         check_chart(name, chart)
     loaded = settings()
-    store = existing_store(loaded)
-    table = run_report(store, report, chosen, known_agents(loaded))
+    store, plane = existing_store(loaded), ControlPlane(loaded.control.url)
+    table = run_report(store, plane, report, chosen, known_agents(loaded))
     if table.num_rows == 0:
-        typer.echo(nothing_to_report(store, name), err=True)
+        typer.echo(nothing_to_report(store, plane, name), err=True)
         return
     target = to or (Path(f"{name}.parquet") if output is OutputFormat.parquet else None)
     with file_option("--to", target):
@@ -423,11 +423,11 @@ def analytics_html(
 
     chosen = selection_asked(since, until, agent, bucket, top)
     loaded = settings()
-    store = existing_store(loaded)
+    store, plane = existing_store(loaded), ControlPlane(loaded.control.url)
     agents = known_agents(loaded)
-    results = {name: (report, run_report(store, report, chosen, agents)) for name, report in reports().items()}
+    results = {name: (report, run_report(store, plane, report, chosen, agents)) for name, report in reports().items()}
     if not any(table.num_rows for _, table in results.values()):
-        typer.echo(nothing_to_report(store, "every report"), err=True)
+        typer.echo(nothing_to_report(store, plane, "every report"), err=True)
     handles = handles_of_uris(store, [table for _, table in results.values()])
     with file_option("html PATH", path):
         html_report(results, chosen, path, handles)

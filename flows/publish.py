@@ -1,7 +1,8 @@
 """The publish flow: posts the agents' replies from the outbox as blips, as soon as they are there.
 
 Long-running, like dispatch: it looks at the outbox every `publish.poll_interval` seconds, so a reply
-is on the network well under a second after its agent gave it, instead of waiting for a schedule.
+is on the network well under a second after its agent gave it, instead of waiting for a schedule. The
+outbox is the control plane's; several of these flows (on several machines) share it by a lease per agent.
 """
 
 from __future__ import annotations
