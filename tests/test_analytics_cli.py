@@ -168,5 +168,5 @@ def test_a_missing_broken_or_empty_store_says_so(tmp_path: Path) -> None:
     empty.counters()  # the file, with its tables and nothing in them
     made = blipflow(write_config(tmp_path, empty.path), "activity")
     assert (made.returncode, made.stdout) == (0, "")
-    assert made.stderr.strip() == (f"activity: nothing to report for this selection (0 blips and 0 dispatch windows in "
-                                   f"{empty.path})")
+    assert made.stderr.strip() == (f"activity: nothing to report for this selection (0 blips in {empty.path}, "
+                                   f"0 dispatch windows in {control_url(tmp_path)})")
