@@ -33,10 +33,8 @@ PRELUDE = "_prelude"
 # The control plane's windows as the reports read them, typed as DuckDB's own table was.
 WINDOWS_VIEW = """
 CREATE OR REPLACE TEMP VIEW windows AS
-SELECT id, agent, state, size::INTEGER AS size, created_at::TIMESTAMPTZ AS created_at,
-       sent_at::TIMESTAMPTZ AS sent_at, finished_at::TIMESTAMPTZ AS finished_at, attempts::INTEGER AS attempts,
-       failures::INTEGER AS failures, strikes::INTEGER AS strikes, error, settled::BOOLEAN AS settled,
-       retry_at::TIMESTAMPTZ AS retry_at, letta_ms::DOUBLE AS letta_ms
+SELECT agent, state, created_at::TIMESTAMPTZ AS created_at, attempts::INTEGER AS attempts,
+       failures::INTEGER AS failures, error
 FROM control_windows;
 """
 

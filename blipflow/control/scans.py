@@ -16,17 +16,16 @@ from sqlalchemy import func, select
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane, ControlPlaneError
 
-# Every column of a window, with a value of its kind: the SQLite driver learns a column's type from the
-# first rows, and a column that starts with NULLs and then holds text would fail it; a first row of the
-# right kinds (dropped again) teaches it.
-WINDOW_COLUMNS = {"id": "''", "agent": "''", "state": "''", "size": "0", "created_at": "''", "sent_at": "''",
-                  "finished_at": "''", "attempts": "0", "failures": "0", "strikes": "0", "error": "''",
-                  "settled": "0", "retry_at": "''", "letta_ms": "0.0"}
-TIMES = ("created_at", "sent_at", "finished_at", "retry_at")
+# The columns of a window the reports read (blipflow/analytics/sql: silence, errors and the prelude's
+# windows_in_range), each with a value of its kind: the SQLite driver learns a column's type from the first
+# rows, and a column that starts with NULLs and then holds text would fail it; a first row of the right
+# kinds (dropped again) teaches it. Every column more costs every report that reads windows.
+WINDOW_COLUMNS = {"agent": "''", "state": "''", "created_at": "''", "attempts": "0", "failures": "0", "error": "''"}
+TIMES = ("created_at",)
 
 
 def windows(plane: ControlPlane) -> pa.Table:
-    """Every window of the ledger. SQLite keeps times as UTC text, which comes as text with its zone
+    """Every window of the ledger, as the reports read it. SQLite keeps times as UTC text, which comes as text with its zone
     spelled out (`+00`); PostgreSQL's come as timestamps: DuckDB reads either as TIMESTAMPTZ."""
     plane.migrate()
     if plane.backend == "sqlite":
