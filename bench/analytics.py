@@ -5,8 +5,8 @@ them new threads and the rest replies to recent blips; each blip draws answers f
 answer after their own lognormal latency, agents answering agents up to a chain of 3 (the dispatch
 policy's default); content follows a Zipf vocabulary with English stopwords. The blips are stored through
 the ingest path (Jetstream frames, batches of 20,000; each received when posted, as live ingest would)
-and each agent's dispatch windows go into the ledger (answered ones match its replies; silent, failed and
-retried ones at its own rates).
+and each agent's dispatch windows go into the ledger, the control plane's (a SQLite file beside the store;
+answered ones match its replies; silent, failed and retried ones at its own rates).
 
 Every report then runs over the whole history with the agents configured, each run one connection:
 open, prelude, query, result as Arrow. `first_run_ms` holds each report's first run, `reports` the median
@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,6 +46,9 @@ sys.path.insert(0, str(ROOT))
 from blipflow.analytics.export import export_parquet  # noqa: E402
 from blipflow.analytics.reports import Selection, reports, run_report  # noqa: E402
 from blipflow.config import AgentConfig  # noqa: E402
+from blipflow.control import tables  # noqa: E402
+from blipflow.control.engine import ControlPlane  # noqa: E402
+from blipflow.control.scans import window_count  # noqa: E402
 from blipflow.ingest.simulator import random_id  # noqa: E402
 from blipflow.model.tids import tid  # noqa: E402
 from blipflow.store.history import IngestBatch, Store  # noqa: E402
@@ -198,14 +200,15 @@ def store_posts(store: Store, posts: Iterable[Post], writer: Writer, agents: lis
     return replies, first_us, last_us
 
 
-def store_history(store: Store, args: argparse.Namespace, agents: list[Author], people: list[Author]) -> dict:
+def store_history(store: Store, plane: ControlPlane, args: argparse.Namespace, agents: list[Author],
+                  people: list[Author]) -> dict:
     replies, first_us, last_us = store_posts(store, conversation(args, agents, people, START_US), Writer(args.seed),
                                              agents)
     handles = {author.did: f"{author.did[8:16]}.example.com" for author in people[: len(people) // 2]}
     store.apply(IngestBatch(handles=handles))
     with store.connect() as db:  # as a live ingest would have stored them: each blip received when posted
         db.execute("UPDATE blips SET ingested_at = make_timestamptz(time_us)")
-    store_windows(store, args, replies, first_us, last_us)
+    store_windows(plane, args, replies, first_us, last_us)
     return {"agent_replies": sum(replies)}
 
 
@@ -216,7 +219,8 @@ def store_new_hour(store: Store, args: argparse.Namespace, agents: list[Author],
     store_posts(store, conversation(hour, agents, people, after_history), Writer(args.seed), agents)
 
 
-def store_windows(store: Store, args: argparse.Namespace, replies: list[int], first_us: int, last_us: int) -> None:
+def store_windows(plane: ControlPlane, args: argparse.Namespace, replies: list[int], first_us: int,
+                  last_us: int) -> None:
     """Each agent's ledger: one answered window per reply, silent ones at its silence rate, some retried
     or failing at its error rate, a few still open."""
     rng = random.Random(args.seed + 1)
@@ -235,11 +239,9 @@ def store_windows(store: Store, args: argparse.Namespace, replies: list[int], fi
             columns["created_at"].append(datetime.fromtimestamp(rng.uniform(first_us, last_us) / 1e6, timezone.utc))
             columns["attempts"].append(0 if state == "pending" else rng.randint(2, 4) if retried else 1)
             columns["error"].append(rng.choice(["letta 500", "timed out after 60 s"]) if state == "failed" else None)
-    table = pa.table(columns)
-    with store.transaction() as db:
-        db.register("generated", table)
-        db.execute("INSERT INTO windows (id, agent, state, size, created_at, attempts, error) SELECT * FROM generated")
-        db.unregister("generated")
+    with plane.writing() as session:  # the ledger is the control plane's
+        session.execute(tables.Window.__table__.insert(), [
+            dict(zip(columns, values), failures=0, strikes=0) for values in zip(*columns.values())])
 
 
 def authors(args: argparse.Namespace) -> tuple[list[Author], list[Author]]:
@@ -250,19 +252,20 @@ def authors(args: argparse.Namespace) -> tuple[list[Author], list[Author]]:
     return agents, people
 
 
-def time_report(store: Store, name: str, configured: list[AgentConfig]) -> tuple[float, int]:
+def time_report(store: Store, plane: ControlPlane, name: str, configured: list[AgentConfig]) -> tuple[float, int]:
     started = time.perf_counter()
-    rows = run_report(store, reports()[name], Selection(), configured).num_rows
+    rows = run_report(store, plane, reports()[name], Selection(), configured).num_rows
     return (time.perf_counter() - started) * 1000, rows
 
 
-def time_reports(store: Store, configured: list[AgentConfig], repeat: int) -> tuple[dict[str, float], dict[str, float]]:
+def time_reports(store: Store, plane: ControlPlane, configured: list[AgentConfig],
+                 repeat: int) -> tuple[dict[str, float], dict[str, float]]:
     """Each report's first run, and the median of `repeat` runs after it."""
     medians: dict[str, float] = {}
     first: dict[str, float] = {}
     for name in reports():
-        first_ms, rows = time_report(store, name, configured)
-        runs = [time_report(store, name, configured)[0] for _ in range(repeat)]
+        first_ms, rows = time_report(store, plane, name, configured)
+        runs = [time_report(store, plane, name, configured)[0] for _ in range(repeat)]
         first[name], medians[name] = round(first_ms, 1), round(statistics.median(runs), 1)
         print(f"{name}: {medians[name]} ms ({rows} rows; first run {first[name]} ms, then {[round(ms) for ms in runs]})",
               file=sys.stderr)
@@ -285,20 +288,20 @@ def main() -> None:
                   for agent in agents]
     with tempfile.TemporaryDirectory() as folder:
         path = args.keep or Path(folder) / "bench.duckdb"
-        store = Store(path)
+        store, plane = Store(path), ControlPlane(f"sqlite:///{path.with_suffix('.control.sqlite')}")
         generated: dict = {}
         if not path.exists():
             started = time.perf_counter()
-            generated = store_history(store, args, agents, people)
+            generated = store_history(store, plane, args, agents, people)
             generated["generate_s"] = round(time.perf_counter() - started, 1)
             print(f"history generated and stored in {generated['generate_s']} s", file=sys.stderr)
-        blips, windows = store.history_size()
-        timings, first_runs = time_reports(store, configured, args.repeat)
+        blips, windows = store.blip_count(), window_count(plane)
+        timings, first_runs = time_reports(store, plane, configured, args.repeat)
         started = time.perf_counter()
         exported = export_parquet(store, Path(folder) / "parquet")
         export_ms = round((time.perf_counter() - started) * 1000)
         store_new_hour(store, args, agents, people)
-        top_terms_new_hour_ms, _ = time_report(store, "top-terms", configured)
+        top_terms_new_hour_ms, _ = time_report(store, plane, "top-terms", configured)
         started = time.perf_counter()
         refreshed = export_parquet(store, Path(folder) / "parquet")
         export_refresh_ms = round((time.perf_counter() - started) * 1000)

@@ -37,6 +37,7 @@ from blipflow.config import (
     load_settings,
     read_blocks_with,
 )
+from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.ingest.source import SourceUnavailable
 from blipflow.model.blip import Blip, with_identity
 from blipflow.model.failures import BadRequest, Failure
@@ -307,6 +308,25 @@ def each_line(handle: Callable[[str], None]) -> None:
             typer.echo(f"blipflow: {failure}", err=True)
 
 
+@app.command("take-over")
+def take_over_store() -> None:
+    """Copy the ledger and outbox of a store written before the control plane into it (once; processes
+    that open the control plane do it themselves the first time)."""
+    from blipflow.operations.takeover import take_over
+
+    loaded = settings()
+    plane = ControlPlane(loaded.control.url)
+    try:
+        taken = take_over(plane, loaded.store)
+    finally:
+        plane.dispose()
+    if taken.already:
+        typer.echo(f"{taken.store} was taken over before: nothing to do")
+    else:
+        typer.echo(f"took over {taken.windows} windows, {taken.replies} replies and {taken.blips} blips from "
+                   f"{taken.store} into {plane.name}")
+
+
 @app.command("publish-replies")
 def publish_replies() -> None:
     """Post the agents' replies from the outbox as they come, until Ctrl-C."""
@@ -347,10 +367,10 @@ def show_report(name: str, report: Query, chosen: Selection, output: OutputForma
     if chart is not None:
         check_chart(name, chart)
     loaded = settings()
-    store = existing_store(loaded)
-    table = run_report(store, report, chosen, known_agents(loaded))
+    store, plane = existing_store(loaded), ControlPlane(loaded.control.url)
+    table = run_report(store, plane, report, chosen, known_agents(loaded))
     if table.num_rows == 0:
-        typer.echo(nothing_to_report(store, name), err=True)
+        typer.echo(nothing_to_report(store, plane, name), err=True)
         return
     target = to or (Path(f"{name}.parquet") if output is OutputFormat.parquet else None)
     with file_option("--to", target):
@@ -396,11 +416,11 @@ def analytics_html(
 
     chosen = selection_asked(since, until, agent, bucket, top)
     loaded = settings()
-    store = existing_store(loaded)
+    store, plane = existing_store(loaded), ControlPlane(loaded.control.url)
     agents = known_agents(loaded)
-    results = {name: (report, run_report(store, report, chosen, agents)) for name, report in reports().items()}
+    results = {name: (report, run_report(store, plane, report, chosen, agents)) for name, report in reports().items()}
     if not any(table.num_rows for _, table in results.values()):
-        typer.echo(nothing_to_report(store, "every report"), err=True)
+        typer.echo(nothing_to_report(store, plane, "every report"), err=True)
     handles = handles_of_uris(store, [table for _, table in results.values()])
     with file_option("html PATH", path):
         html_report(results, chosen, path, handles)
@@ -507,6 +527,6 @@ def main() -> None:
     show_own_messages_only()
     try:
         app()  # usage errors get Typer's own message and exit code
-    except (ConfigError, StoreError, SourceUnavailable, Failure, BadRequest) as error:
+    except (ConfigError, StoreError, ControlPlaneError, SourceUnavailable, Failure, BadRequest) as error:
         typer.echo(f"blipflow: {error}", err=True)
         sys.exit(2 if isinstance(error, (ConfigError, BadRequest)) else 1)

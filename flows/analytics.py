@@ -20,6 +20,7 @@ from blipflow.analytics.reports import (
     reports,
 )
 from blipflow.config import ConfigError, load_settings
+from blipflow.control.engine import ControlPlane
 from blipflow.model.failures import BadRequest
 from blipflow.network.accounts import AccountFailed
 from blipflow.store.history import Store, StoreError
@@ -35,13 +36,13 @@ def analytics(config_file: str | None = None, day: str | None = None, export_dir
     try:
         covered = report_day(day)
         settings = load_settings(config_file)
-        store = Store.existing(settings.store)
+        store, plane = Store.existing(settings.store), ControlPlane(settings.control.url)
         agents = known_agents(settings)
     except (BadRequest, ConfigError, StoreError, AccountFailed) as error:
         logger.error("%s", error)
         return Failed(message=str(error))
     chosen = day_selection(covered)
-    results = {name: (report, report_rows(store, report, chosen, agents)) for name, report in reports().items()}
+    results = {name: (report, report_rows(store, plane, report, chosen, agents)) for name, report in reports().items()}
     publish_artifacts(results, covered)
     if html_dir:
         handles = handles_of_uris(store, [table for _, table in results.values()])

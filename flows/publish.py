@@ -1,7 +1,8 @@
 """The publish flow: posts the agents' replies from the outbox as blips, as soon as they are there.
 
 Long-running, like dispatch: it looks at the outbox every `publish.poll_interval` seconds, so a reply
-is on the network well under a second after its agent gave it, instead of waiting for a schedule.
+is on the network well under a second after its agent gave it, instead of waiting for a schedule. The
+outbox is the control plane's; several of these flows (on several machines) share it by a lease per agent.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
 from blipflow.config import AgentConfig, load_settings
+from blipflow.control.engine import ControlPlane
+from blipflow.operations.takeover import take_over
 from blipflow.publish.publisher import Publication, Publisher
-from blipflow.store.history import Store
 from flows.lanes import results_in_lanes
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.publish import publish_reply
@@ -32,7 +34,11 @@ def publish(config_file: str | None = None, until_idle: bool = False) -> State[i
     if not settings.agents:
         logger.warning("no agents configured: nothing to publish")
         return Completed(message="no agents configured: nothing to publish", data=0)
-    publisher = Publisher.from_settings(Store.from_config(settings.store), settings, notify=emit)
+    plane = ControlPlane(settings.control.url)
+    taken = take_over(plane, settings.store)  # a store of the previous layout, the first time only
+    if not taken.already and taken.windows + taken.replies:
+        logger.info("took over %d windows and %d replies from %s", taken.windows, taken.replies, taken.store)
+    publisher = Publisher.from_settings(plane, settings, notify=emit)
     try:
         posted = counted_and_reported(
             results_in_lanes(
@@ -46,6 +52,7 @@ def publish(config_file: str | None = None, until_idle: bool = False) -> State[i
         )
     finally:
         publisher.close()
+        plane.dispose()
     logger.info("publish stopped after posting %d replies", posted)
     return Completed(message=f"posted {counted(posted, 'reply')}", data=posted)
 

@@ -9,11 +9,11 @@ import time
 
 import yaml
 
-from blipflow.store.history import Store
+from blipflow.control.engine import ControlPlane
 from tests.support.agent_accounts import agent_account
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
 from tests.support.network import list_records
-from tests.test_publish import ingested, queue
+from tests.test_publish import control_url, ingested, queue, state
 
 
 def test_config_warns_about_agents_without_credentials_or_a_did(tmp_path, atproto_network):
@@ -56,14 +56,14 @@ def test_a_publish_run_says_once_that_an_agent_has_no_app_password(tmp_path, atp
     other = agent_account(atproto_network, "other")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "store": {"path": str(tmp_path / "s.duckdb")},
+        "control": {"url": control_url(tmp_path)},
         "bluesky": {"pds_uri": atproto_network.pds_url, "plc_uri": atproto_network.plc_url},
         "agents": [{**scout.config("nopass", "agent-1"), "app_password": None, "did": scout.did},
                    {**other.config("other", "agent-2"), "did": other.did}]}))
-    store = Store(tmp_path / "s.duckdb")
-    question = ingested(store, atproto_network, human_account, "both of you, please")
-    [waiting] = queue(store, "nopass", [question[0]], "never without a password")
-    queue(store, "other", [question[0]], "posted")
+    plane = ControlPlane(control_url(tmp_path))
+    question = ingested(plane, atproto_network, human_account, "both of you, please")
+    [waiting] = queue(plane, "nopass", [question[0]], "never without a password")
+    queue(plane, "other", [question[0]], "posted")
 
     process = BlipflowProcess(config, ["publish-replies"], prefect_server.env(), tmp_path / "publish.log")
     try:
@@ -76,4 +76,4 @@ def test_a_publish_run_says_once_that_an_agent_has_no_app_password(tmp_path, atp
     assert len(said) == 1, "\n".join(said)
     assert (f"agent nopass: {scout.handle} has no app password (set its app_password): its replies wait in the outbox"
             in said[0])
-    assert store.query_all("SELECT state FROM replies WHERE id = ?", [waiting]) == [("queued",)]
+    assert state(plane, waiting) == ("queued", None)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from blipflow.analytics.export import MARKER, export_parquet
 from blipflow.analytics.reports import (
     QUERIES_FOLDER,
+    WINDOWS_VIEW,
     Bucket,
     Selection,
     day_selection,
@@ -22,6 +24,8 @@ from blipflow.analytics.reports import (
     run_report,
     selection,
 )
+from blipflow.control import scans
+from blipflow.control.engine import ControlPlane
 from blipflow.model.failures import BadRequest
 from blipflow.model.moments import parse_moment
 from blipflow.store.history import Store, StoreError
@@ -42,10 +46,18 @@ NOW = datetime(2025, 10, 12, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Store:
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The history's dispatch ledger, where dispatch keeps it."""
+    plane = ControlPlane(f"sqlite:///{tmp_path_factory.mktemp('control') / 'control.sqlite'}")
+    yield plane
+    plane.dispose()
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory, plane: ControlPlane) -> Store:
     """Built once; tests that change it work on a copy (`own_history`)."""
     store = Store(tmp_path_factory.mktemp("history") / "history.duckdb", lock_timeout=10)
-    build_history(store)
+    build_history(store, plane)
     return store
 
 
@@ -63,8 +75,9 @@ def copy_of(store: Store, path: Path) -> Path:
     return path
 
 
-def rows(store: Store, report: str, chosen: Selection = Selection(), *, columns: tuple[str, ...] = ()) -> list:
-    table = run_report(store, reports()[report], chosen, AGENTS)
+def rows(store: Store, plane: ControlPlane, report: str, chosen: Selection = Selection(), *,
+         columns: tuple[str, ...] = ()) -> list:
+    table = run_report(store, plane, reports()[report], chosen, AGENTS)
     if not columns:
         return table.to_pylist()
     return [tuple(row[column] for column in columns) for row in table.to_pylist()]
@@ -84,8 +97,8 @@ def test_every_report_is_a_documented_sql_file() -> None:
         assert first_line.startswith(f"-- {name}: ") and report.summary == first_line.split(": ", 1)[1]
 
 
-def test_activity_per_author_and_agent_per_day(history: Store) -> None:
-    assert rows(history, "activity", columns=("period", "author", "agent", "blips", "replies")) == [
+def test_activity_per_author_and_agent_per_day(history: Store, plane: ControlPlane) -> None:
+    assert rows(history, plane, "activity", columns=("period", "author", "agent", "blips", "replies")) == [
         (day(9), "scout", "scout", 3, 3),
         (day(9), "alice.test", None, 2, 1),
         (day(9), "bob.test", None, 2, 1),
@@ -95,33 +108,33 @@ def test_activity_per_author_and_agent_per_day(history: Store) -> None:
     ]
 
 
-def test_activity_per_hour_for_one_agent(history: Store) -> None:
+def test_activity_per_hour_for_one_agent(history: Store, plane: ControlPlane) -> None:
     chosen = Selection(bucket=Bucket.hour, agent="sage")
-    assert rows(history, "activity", chosen, columns=("period", "author", "did", "blips")) == [
+    assert rows(history, plane, "activity", chosen, columns=("period", "author", "did", "blips")) == [
         (day(9, 8), "sage", SAGE, 1), (day(9, 9), "sage", SAGE, 1), (day(10, 10), "sage", SAGE, 1),
     ]
 
 
-def test_latency_distribution_per_agent(history: Store) -> None:
-    found = {row["agent"]: row for row in rows(history, "latency")}
+def test_latency_distribution_per_agent(history: Store, plane: ControlPlane) -> None:
+    found = {row["agent"]: row for row in rows(history, plane, "latency")}
     # scout answered a1 after 2.5 s and b1 after 1.5 s (s2b answers itself: no latency)
     assert {key: found["scout"][key] for key in ("replies", "min_ms", "median_ms", "max_ms", "mean_ms")} == {
         "replies": 2, "min_ms": 1500, "median_ms": 2000, "max_ms": 2500, "mean_ms": 2000}
     # sage answered a1 after 4 s and b2 after 10 s (g3's parent was edited since: left out)
     assert {key: found["sage"][key] for key in ("replies", "min_ms", "p10_ms", "p25_ms", "median_ms", "p90_ms")} == {
         "replies": 2, "min_ms": 4000, "p10_ms": 4600, "p25_ms": 5500, "median_ms": 7000, "p90_ms": 9400}
-    assert [row["agent"] for row in rows(history, "latency")] == ["scout", "sage"]  # fastest first
+    assert [row["agent"] for row in rows(history, plane, "latency")] == ["scout", "sage"]  # fastest first
 
 
-def test_latency_without_configured_agents_counts_every_author(history: Store) -> None:
-    table = run_report(history, reports()["latency"], Selection(), [])
+def test_latency_without_configured_agents_counts_every_author(history: Store, plane: ControlPlane) -> None:
+    table = run_report(history, plane, reports()["latency"], Selection(), [])
     # bob answered scout's s1 after 57.5 s, alice sage's g2 after 10 s
     assert {row["did"]: (row["replies"], row["median_ms"]) for row in table.to_pylist()} == {
         SCOUT: (2, 2000), SAGE: (2, 7000), BOB: (1, 57500), ALICE: (1, 10000)}
 
 
-def test_who_answers_whom_edges(history: Store) -> None:
-    assert rows(history, "who-answers-whom", columns=("source", "target", "replies")) == [
+def test_who_answers_whom_edges(history: Store, plane: ControlPlane) -> None:
+    assert rows(history, plane, "who-answers-whom", columns=("source", "target", "replies")) == [
         ("sage", "alice.test", 2),
         ("alice.test", "sage", 1),
         ("bob.test", "scout", 1),
@@ -129,45 +142,45 @@ def test_who_answers_whom_edges(history: Store) -> None:
         ("scout", "alice.test", 1),
         ("scout", "bob.test", 1),  # scout answering its own s2 is no edge
     ]
-    assert rows(history, "who-answers-whom", Selection(agent="scout"), columns=("source", "target")) == [
+    assert rows(history, plane, "who-answers-whom", Selection(agent="scout"), columns=("source", "target")) == [
         ("bob.test", "scout"), ("scout", "alice.test"), ("scout", "bob.test")]
-    flags = rows(history, "who-answers-whom", columns=("source_did", "source_is_agent", "target_did", "target_is_agent"))
+    flags = rows(history, plane, "who-answers-whom", columns=("source_did", "source_is_agent", "target_did", "target_is_agent"))
     assert flags[0] == (SAGE, True, ALICE, False)
 
 
-def test_threads_rebuilt_from_reply_references(history: Store) -> None:
-    assert rows(history, "threads", columns=("root", "started_by", "blips", "participants", "agents", "depth")) == [
+def test_threads_rebuilt_from_reply_references(history: Store, plane: ControlPlane) -> None:
+    assert rows(history, plane, "threads", columns=("root", "started_by", "blips", "participants", "agents", "depth")) == [
         (blip_uri("a1"), "alice.test", 6, 4, 2, 4),  # a1 → s1 → b1 → s2 → s2b
         (blip_uri("b2"), "bob.test", 3, 3, 1, 2),  # b2 → g2 → a2
         (blip_uri("a3"), "alice.test", 2, 2, 1, 1),
     ]
-    first = rows(history, "threads")[0]
+    first = rows(history, plane, "threads")[0]
     assert first["opening"] == BLIPS["a1"][2]
     assert (first["first_at"], first["last_at"]) == (day(9, 8), datetime(2025, 10, 9, 8, 1, 2))
-    assert rows(history, "threads", Selection(top=1, agent="sage"), columns=("root",)) == [(blip_uri("a1"),)]
-    assert rows(history, "threads", Selection(agent="scout"), columns=("root",)) == [(blip_uri("a1"),)]
+    assert rows(history, plane, "threads", Selection(top=1, agent="sage"), columns=("root",)) == [(blip_uri("a1"),)]
+    assert rows(history, plane, "threads", Selection(agent="scout"), columns=("root",)) == [(blip_uri("a1"),)]
 
 
-def test_thread_shape_within_a_time_range(history: Store) -> None:
+def test_thread_shape_within_a_time_range(history: Store, plane: ControlPlane) -> None:
     """Only the blips in range count; a reply whose parent is out of range starts the chain."""
     chosen = Selection(since=datetime(2025, 10, 9, 8, 0, 30, tzinfo=timezone.utc),
                        until=datetime(2025, 10, 9, 9, 0, 15, tzinfo=timezone.utc))
-    assert rows(history, "threads", chosen, columns=("root", "started_by", "blips", "depth")) == [
+    assert rows(history, plane, "threads", chosen, columns=("root", "started_by", "blips", "depth")) == [
         (blip_uri("a1"), "alice.test", 3, 2),  # b1 → s2 → s2b
         (blip_uri("b2"), "bob.test", 2, 1),  # b2 → g2
     ]
 
 
-def test_silence_rate_per_agent(history: Store) -> None:
-    assert rows(history, "silence", columns=("agent", "windows", "answered", "silent", "failed", "open",
+def test_silence_rate_per_agent(history: Store, plane: ControlPlane) -> None:
+    assert rows(history, plane, "silence", columns=("agent", "windows", "answered", "silent", "failed", "open",
                                              "silence_rate")) == [
         ("sage", 2, 1, 0, 0, 1, 0.0),
         ("scout", 3, 1, 1, 1, 0, 0.5),
     ]
 
 
-def test_error_and_retry_rates_per_agent(history: Store) -> None:
-    assert rows(history, "errors", columns=("agent", "windows_sent", "calls", "failed_calls", "error_rate",
+def test_error_and_retry_rates_per_agent(history: Store, plane: ControlPlane) -> None:
+    assert rows(history, plane, "errors", columns=("agent", "windows_sent", "calls", "failed_calls", "error_rate",
                                             "retried_windows", "retry_rate", "failing", "quarantined",
                                             "top_error")) == [
         ("sage", 1, 2, 1, 0.5, 1, 1.0, 0, 0, None),  # timed out once, answered at the second call
@@ -175,15 +188,15 @@ def test_error_and_retry_rates_per_agent(history: Store) -> None:
     ]
 
 
-def test_ledger_reports_within_a_time_range(history: Store) -> None:
+def test_ledger_reports_within_a_time_range(history: Store, plane: ControlPlane) -> None:
     chosen = Selection(until=datetime(2025, 10, 9, 8, 0, 10, tzinfo=timezone.utc))
-    assert rows(history, "silence", chosen, columns=("agent", "windows", "answered")) == [("sage", 1, 1),
+    assert rows(history, plane, "silence", chosen, columns=("agent", "windows", "answered")) == [("sage", 1, 1),
                                                                                          ("scout", 1, 1)]
-    assert rows(history, "errors", Selection(agent="scout"), columns=("agent", "calls")) == [("scout", 4)]
+    assert rows(history, plane, "errors", Selection(agent="scout"), columns=("agent", "calls")) == [("scout", 4)]
 
 
-def test_top_terms_per_day_and_per_hour(history: Store) -> None:
-    per_day = rows(history, "top-terms", columns=("period", "term", "uses", "rank"))
+def test_top_terms_per_day_and_per_hour(history: Store, plane: ControlPlane) -> None:
+    per_day = rows(history, plane, "top-terms", columns=("period", "term", "uses", "rank"))
     assert per_day[:7] == [
         (day(9), "memory", 8, 1), (day(9), "agents", 3, 2), (day(9), "blocks", 3, 3), (day(9), "protocol", 3, 4),
         (day(9), "archival", 2, 5), (day(9), "core", 2, 6), (day(9), "persists", 2, 7),
@@ -191,41 +204,44 @@ def test_top_terms_per_day_and_per_hour(history: Store) -> None:
     assert len([row for row in per_day if row[0] == day(9)]) == 10  # top 10, ties by term
     assert [row[1:3] for row in per_day if row[0] == day(10)] == [
         ("hello", 2), ("again", 1), ("agents", 1), ("alice", 1), ("edited", 1)]  # a3 as edited; d1 deleted
-    per_hour = rows(history, "top-terms", Selection(bucket=Bucket.hour, top=2), columns=("period", "term", "uses"))
+    per_hour = rows(history, plane, "top-terms", Selection(bucket=Bucket.hour, top=2), columns=("period", "term", "uses"))
     assert per_hour == [(day(9, 8), "memory", 6), (day(9, 8), "blocks", 3), (day(9, 9), "protocol", 3),
                         (day(9, 9), "memory", 2), (day(10, 10), "hello", 2), (day(10, 10), "again", 1)]
 
 
-def test_top_terms_of_one_agent(history: Store) -> None:
-    assert rows(history, "top-terms", Selection(agent="scout"), columns=("term", "uses")) == [
+def test_top_terms_of_one_agent(history: Store, plane: ControlPlane) -> None:
+    assert rows(history, plane, "top-terms", Selection(agent="scout"), columns=("term", "uses")) == [
         ("memory", 4), ("archival", 2), ("core", 2), ("blocks", 1), ("persists", 1), ("small", 1)]
 
 
-def test_top_terms_count_whole_hours(history: Store) -> None:
+def test_top_terms_count_whole_hours(history: Store, plane: ControlPlane) -> None:
     """since/until inside an hour take in that whole hour."""
     chosen = Selection(since=datetime(2025, 10, 9, 9, 30, tzinfo=timezone.utc),
                        until=datetime(2025, 10, 10, 10, 1, tzinfo=timezone.utc), top=1)
-    assert rows(history, "top-terms", chosen, columns=("period", "term", "uses")) == [
+    assert rows(history, plane, "top-terms", chosen, columns=("period", "term", "uses")) == [
         (day(9), "protocol", 3), (day(10), "hello", 2)]
 
 
-def test_top_terms_recount_an_hour_whose_blips_changed(own_history: Store) -> None:
-    before = rows(own_history, "top-terms", Selection(bucket=Bucket.hour, top=1), columns=("period", "term", "uses"))
+def test_top_terms_recount_an_hour_whose_blips_changed(own_history: Store, plane: ControlPlane) -> None:
+    before = rows(own_history, plane, "top-terms", Selection(bucket=Bucket.hour, top=1), columns=("period", "term", "uses"))
     assert before[0] == (day(9, 8), "memory", 6)
     own_history.apply(batch(commit_frame(BOB, "b1", at(9, 8, 1, 30), operation="update",
                                          content="Blocks blocks blocks blocks blocks!", cid="cid-b1-edited")))
     own_history.apply(batch(commit_frame(ALICE, "a2", at(9, 9, 30), operation="delete")))
-    after = rows(own_history, "top-terms", Selection(bucket=Bucket.hour, top=1), columns=("period", "term", "uses"))
+    after = rows(own_history, plane, "top-terms", Selection(bucket=Bucket.hour, top=1), columns=("period", "term", "uses"))
     assert after == [(day(9, 8), "blocks", 7), (day(9, 9), "memory", 2), (day(10, 10), "hello", 2)]
     with own_history.connect() as db:  # the counts kept are derived data: without them, the same answer
         db.execute("DROP TABLE analytics_terms; DROP TABLE analytics_term_hours")
-    assert rows(own_history, "top-terms", Selection(bucket=Bucket.hour, top=1),
+    assert rows(own_history, plane, "top-terms", Selection(bucket=Bucket.hour, top=1),
                 columns=("period", "term", "uses")) == after
 
 
-def test_reports_run_from_sql_text_alone_as_in_the_duckdb_cli(history: Store, tmp_path: Path) -> None:
-    """What `duckdb store.duckdb` with SET VARIABLE and `.read` does: the files need nothing from Python."""
+def test_reports_run_from_sql_text_alone_as_in_the_duckdb_cli(history: Store, tmp_path: Path, plane: ControlPlane) -> None:
+    """What `duckdb store.duckdb` with SET VARIABLE and `.read` does: the files need nothing from Python but
+    the dispatch windows, which live in the control plane (the DuckDB CLI attaches its SQLite file for them)."""
     with duckdb.connect(str(copy_of(history, tmp_path / "cli.duckdb"))) as db:
+        db.register("control_windows", scans.windows(plane))
+        db.execute(WINDOWS_VIEW)
         db.execute("SET VARIABLE agents = [{'name': 'scout', 'did': '" + SCOUT + "'}, {'name': 'sage', 'did': '"
                    + SAGE + "'}]")
         db.execute("SET VARIABLE since = '2025-10-09'")
@@ -235,16 +251,16 @@ def test_reports_run_from_sql_text_alone_as_in_the_duckdb_cli(history: Store, tm
     assert [(row[0], row[1], row[4]) for row in found["who-answers-whom"]][0] == ("sage", "alice.test", 2)
     assert [row[1] for row in found["top-terms"]][:2] == ["memory", "agents"]
     for name in reports():
-        assert found[name] == [tuple(row.values()) for row in rows(history, name, Selection(
+        assert found[name] == [tuple(row.values()) for row in rows(history, plane, name, Selection(
             since=datetime(2025, 10, 9, tzinfo=timezone.utc)))], name
 
 
 def test_an_empty_store_reports_nothing_and_says_why(tmp_path: Path) -> None:
-    store = Store(tmp_path / "empty.duckdb")
+    store, plane = Store(tmp_path / "empty.duckdb"), ControlPlane(f"sqlite:///{tmp_path / 'control.sqlite'}")
     for name, report in reports().items():
-        assert run_report(store, report, Selection(), AGENTS).num_rows == 0, name
-    assert nothing_to_report(store, "latency") == (
-        f"latency: nothing to report for this selection (0 blips and 0 dispatch windows in {store.path})")
+        assert run_report(store, plane, report, Selection(), AGENTS).num_rows == 0, name
+    assert nothing_to_report(store, plane, "latency") == (
+        f"latency: nothing to report for this selection (0 blips in {store.path}, 0 dispatch windows in {plane.name})")
 
 
 def test_a_query_duckdb_cannot_run_is_one_line_naming_it(history: Store) -> None:

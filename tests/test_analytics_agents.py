@@ -9,10 +9,23 @@ import sys
 
 import yaml
 
-from blipflow.store.history import Store
+from itertools import count
+
+from blipflow.store.history import IngestBatch, Store
 from tests.support.agent_accounts import agent_account
+from tests.support.frames import T0, blips, commit_frame
 from tests.support.ingest_process import PROJECT_ROOT
-from tests.test_publish import ingested
+
+clock = count(1)
+
+
+def ingested(store: Store, network, author, content: str, **fields) -> tuple[str, str]:
+    """A blip posted on the PDS and stored as ingest would store it."""
+    uri, cid = network.post_blip(author, content, **fields)
+    did, _, rkey = uri.removeprefix("at://").split("/")
+    store.apply(IngestBatch(blips=blips(commit_frame(did, rkey, T0 + next(clock), content=content, cid=cid,
+                                                     reply=fields.get("reply")))))
+    return uri, cid
 
 
 def test_an_agent_configured_without_its_did_is_an_agent_in_the_reports(tmp_path, atproto_network, human_account):
@@ -23,7 +36,7 @@ def test_an_agent_configured_without_its_did_is_an_agent_in_the_reports(tmp_path
                                                                  "parent": {"uri": question[0], "cid": question[1]}})
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "store": {"path": str(store.path)},
+        "store": {"path": str(store.path)}, "control": {"url": f"sqlite:///{tmp_path / 'control.sqlite'}"},
         "bluesky": {"pds_uri": atproto_network.pds_url, "plc_uri": atproto_network.plc_url},
         "agents": [scout.config("scout", "agent-1")]}))  # no did
 

@@ -17,14 +17,15 @@ import pytest
 import yaml
 from PIL import Image
 
+from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store
-from tests.support.analytics_history import SAGE, SCOUT, build_history
+from tests.support.analytics_history import SAGE, SCOUT, build_history, control_url
 from tests.support.ingest_process import PROJECT_ROOT
 
 
 def write_config(folder: Path, store_path: Path) -> Path:
     path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump({"store": {"path": str(store_path)}, "agents": [
+    path.write_text(yaml.safe_dump({"store": {"path": str(store_path)}, "control": {"url": control_url(folder)}, "agents": [
         {"name": "scout", "agent_id": "agent-scout", "did": SCOUT},
         {"name": "sage", "agent_id": "agent-sage", "did": SAGE}]}))
     return path
@@ -34,7 +35,7 @@ def write_config(folder: Path, store_path: Path) -> Path:
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("cli")
     store = Store(folder / "history.duckdb")
-    build_history(store)
+    build_history(store, ControlPlane(control_url(folder)))
     return write_config(folder, store.path)
 
 
@@ -167,5 +168,5 @@ def test_a_missing_broken_or_empty_store_says_so(tmp_path: Path) -> None:
     empty.counters()  # the file, with its tables and nothing in them
     made = blipflow(write_config(tmp_path, empty.path), "activity")
     assert (made.returncode, made.stdout) == (0, "")
-    assert made.stderr.strip() == (f"activity: nothing to report for this selection (0 blips and 0 dispatch windows in "
-                                   f"{empty.path})")
+    assert made.stderr.strip() == (f"activity: nothing to report for this selection (0 blips in {empty.path}, "
+                                   f"0 dispatch windows in {control_url(tmp_path)})")

@@ -20,19 +20,21 @@ from prefect.client.schemas.filters import (
 from prefect.states import Failed
 
 from blipflow.analytics.reports import reports
+from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store, StoreBusy, StoreError
 from flows.analytics import analytics
 from tasks.analytics import store_was_busy
-from tests.support.analytics_history import SAGE, SCOUT, build_history
+from tests.support.analytics_history import SAGE, SCOUT, build_history, control_url
 from tests.support.ingest_process import PROJECT_ROOT
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     store = Store(tmp_path / "history.duckdb")
-    build_history(store)
+    build_history(store, ControlPlane(control_url(tmp_path)))
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"store": {"path": str(store.path)}, "agents": [
+    path.write_text(yaml.safe_dump({"store": {"path": str(store.path)}, "control": {"url": control_url(tmp_path)},
+                                    "agents": [
         {"name": "scout", "agent_id": "agent-scout", "did": SCOUT},
         {"name": "sage", "agent_id": "agent-sage", "did": SAGE}]}))
     return path
@@ -100,9 +102,10 @@ def test_a_bad_day_config_or_store_fails_the_run_with_one_line(prefect_harness, 
 def test_a_report_waits_out_another_process_holding_the_store(prefect_harness, tmp_path: Path) -> None:
     """Past the lock timeout the report's task fails as StoreBusy, and Prefect runs it again."""
     store = Store(tmp_path / "history.duckdb")
-    build_history(store)
+    build_history(store, ControlPlane(control_url(tmp_path)))
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"store": {"path": str(store.path), "lock_timeout": 1}}))
+    config.write_text(yaml.safe_dump({"store": {"path": str(store.path), "lock_timeout": 1},
+                                      "control": {"url": control_url(tmp_path)}}))
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; db = duckdb.connect(sys.argv[1]); print('held', flush=True); "
                                "time.sleep(4)", str(store.path)], stdout=subprocess.PIPE, text=True)

@@ -27,7 +27,7 @@ from prefect.client.schemas.filters import (
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blipflow.config import ConfigError, load_settings
-from blipflow.store.history import Store
+from blipflow.control.engine import ControlPlane
 from blocks.atproto_account import AtprotoAccount
 from blocks.letta_server import LettaServer
 from flows.publish import publish as publish_flow
@@ -35,7 +35,7 @@ from tests.support.agent_accounts import AgentAccount, agent_account
 from tests.support.ingest_process import PROJECT_ROOT, wait_for
 from tests.support.network import list_records
 from tests.support.prefect_server import PrefectServer, free_port
-from tests.test_publish import ingested, queue
+from tests.test_publish import control_url, ingested, queue
 
 CLI = Path(sys.executable).parent / "blipflow"
 LETTA_KEY = "letta-key-4f1d9a0c7e"  # only ever in the block
@@ -73,6 +73,7 @@ def saved_blocks(prefect_server: PrefectServer, atproto_network, scout: AgentAcc
 
 def write_config(path: Path, atproto_network, **sections) -> Path:
     path.write_text(yaml.safe_dump({"store": {"path": str(path.parent / "s.duckdb")},
+                                    "control": {"url": control_url(path.parent)},
                                     "bluesky": {"pds_uri": atproto_network.pds_url, "plc_uri": atproto_network.plc_url},
                                     **sections}))
     return path
@@ -217,10 +218,10 @@ def test_a_flow_run_using_blocks_carries_no_secret_in_parameters_logs_or_artifac
     config = write_config(tmp_path / "c.yaml", atproto_network, agents=[
         {"name": "scout", "agent_id": "agent-1", "account_block": "scout-account"},
         {"name": "refused", "agent_id": "agent-2", "account_block": "refused-account"}])
-    store = Store(tmp_path / "s.duckdb")
-    question = ingested(store, atproto_network, human_account, "who holds the keys?")
-    queue(store, "scout", [question[0]], "not me, the block does")
-    queue(store, "refused", [question[0]], "never posted")
+    plane = ControlPlane(control_url(tmp_path))
+    question = ingested(plane, atproto_network, human_account, "who holds the keys?")
+    queue(plane, "scout", [question[0]], "not me, the block does")
+    queue(plane, "refused", [question[0]], "never posted")
 
     with api_of(prefect_server):
         state = publish_flow(config_file=str(config), until_idle=True, return_state=True)

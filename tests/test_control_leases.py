@@ -1,5 +1,6 @@
 """Leases on SQLite and a real PostgreSQL: one holder while unexpired, renewed by its holder, taken over
-once expired or released, and exactly one winner when processes race for one."""
+once expired or released, and exactly one winner when processes race for one; a process's claims on a set
+of them, asked on every poll, go to the database only every third of a lease's time."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from blipflow.control.engine import ControlPlane
-from blipflow.control.leases import Leases
+from blipflow.control.leases import Claims, Leases
 from tests.support.control_plane import hold_lease, take_lease
 
 TTL = timedelta(seconds=1)
+CLAIM_TTL = timedelta(seconds=3)  # claims count time themselves: a third of it must outlast a busy machine's pauses
 
 
 def test_one_holder_at_a_time_until_it_expires(control: ControlPlane) -> None:
@@ -87,3 +89,35 @@ def test_a_killed_holders_lease_is_taken_over_once_it_expires(control: ControlPl
         time.sleep(0.05)
     assert datetime.now(timezone.utc) >= expires_at - timedelta(milliseconds=50)  # not before it expired
     assert leases.held()["agent:scout"].holder == "dispatch-2"
+
+
+def test_claims_take_the_free_keep_their_own_and_take_over_what_lapsed(control: ControlPlane) -> None:
+    leases = Leases(control)
+    first = Claims(leases, "publish-1", CLAIM_TTL, prefix="publish:")
+    second = Claims(leases, "publish-2", CLAIM_TTL, prefix="publish:")
+    assert first.held(["scout", "ada"]) == {"scout", "ada"}
+    assert second.held(["scout", "ada", "bob"]) == {"bob"}
+    asked = 0
+    renew = leases.acquire
+
+    def counted(*args):  # noqa: ANN002, ANN202
+        nonlocal asked
+        asked += 1
+        return renew(*args)
+
+    leases.acquire = counted
+    for _ in range(20):  # asked on every poll, the database is asked only every third of a lease's time
+        assert first.held(["scout", "ada"]) == {"scout", "ada"}
+    assert asked <= 2  # once for each name, had a third of a lease's time gone by already
+    deadline = time.monotonic() + 2 * CLAIM_TTL.total_seconds()
+    while time.monotonic() < deadline:  # first renews as it is asked; second never gets them
+        assert first.held(["scout", "ada"]) == {"scout", "ada"}
+        assert second.held(["scout", "ada"]) == set()
+        time.sleep(0.05)
+    assert 0 < asked <= 2 * 2 * 7  # two claims, two names, three times a lease (+1): far fewer than the polls
+
+    time.sleep(CLAIM_TTL.total_seconds() + 0.4)  # first stops asking (killed): its leases lapse
+    assert second.held(["scout", "ada"]) == {"scout", "ada"}
+    assert first.held(["scout", "ada"]) == set()  # it finds them another's when it asks again
+    second.release()
+    assert Claims(leases, "publish-3", CLAIM_TTL, prefix="publish:").held(["scout"]) == {"scout"}

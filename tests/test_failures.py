@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 import blipflow.dispatch.dispatcher
 from blipflow.analytics.reports import Selection, reports, run_report
+from blipflow.control.engine import ControlPlane
 from blipflow.config import load_settings
 from blipflow.operations.status import status
 from blipflow.store.history import Store
@@ -63,7 +64,8 @@ class DownLetta:
 
 
 def write_config(folder: Path, letta: dict, agent: dict, **dispatch: object) -> Path:
-    config = {"store": {"path": str(folder / "s.duckdb")}, "letta": {"timeout": 30, **letta},
+    config = {"store": {"path": str(folder / "s.duckdb")}, "control": {"url": f"sqlite:///{folder / 'control.sqlite'}"},
+              "letta": {"timeout": 30, **letta},
               "bluesky": {"plc_uri": "http://127.0.0.1:9"}, "agents": [agent], "dispatch": dispatch}
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -90,7 +92,8 @@ def accounts(config: Path, agent: str) -> tuple[dict, dict]:
     """What `blipflow status` and the `errors` report say about the agent."""
     settings = load_settings(config)
     store = Store(settings.store.path)
-    [errors] = run_report(store, reports()["errors"], Selection(), settings.agents).to_pylist()
+    [errors] = run_report(store, ControlPlane(settings.control.url), reports()["errors"], Selection(),
+                          settings.agents).to_pylist()
     return status(store, settings)["agents"][agent], errors
 
 

@@ -21,13 +21,14 @@ import httpx
 import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store
 from tests.support.agent_accounts import agent_account
 from tests.support.fake_letta import FakeLetta
 from tests.support.ingest_process import PROJECT_ROOT, wait_for
 from tests.support.prefect_server import PrefectServer
 from tests.test_dispatch import HUMAN, post
-from tests.test_publish import ingested, queue
+from tests.test_publish import control_url, ingested, posts, queue
 
 RUN_DISPATCH_UNTIL_IDLE = ("import sys; from flows.dispatch import dispatch; "
                            "state = dispatch(config_file=sys.argv[1], until_idle=True, return_state=True); "
@@ -195,20 +196,20 @@ def test_each_reply_is_a_task_run_named_for_it_that_says_where_it_went(tmp_path,
     herald = agent_account(atproto_network, "herald")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "store": {"path": str(tmp_path / "s.duckdb")}, "bluesky": {"pds_uri": atproto_network.pds_url},
+        "control": {"url": control_url(tmp_path)}, "bluesky": {"pds_uri": atproto_network.pds_url},
         "publish": {"max_blip_length": 40},
         "agents": [herald.config("herald", "agent-1"),
                    {**herald.config("refused", "agent-2"), "app_password": "nope-nope-nope"}]}))
-    store = Store(tmp_path / "s.duckdb")
-    question = ingested(store, atproto_network, human_account, "two answers, please")
-    short, long = queue(store, "herald", [question[0]], "a short one",
+    plane = ControlPlane(control_url(tmp_path))
+    question = ingested(plane, atproto_network, human_account, "two answers, please")
+    short, long = queue(plane, "herald", [question[0]], "a short one",
                         "a long one that goes out as two blips of at most forty characters")
-    [never] = queue(store, "refused", [question[0]], "never posted")
+    [never] = queue(plane, "refused", [question[0]], "never posted")
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         state = publish(config_file=str(config), until_idle=True, return_state=True)
     assert state.message == "posted 2 replies"
 
-    uris = dict(store.query_all("SELECT reply_id, uri FROM posts WHERE part = 0"))
+    uris = {post.reply_id: post.uri for post in posts(plane) if post.part == 0}
     flow_run_id = str(state.state_details.flow_run_id)
 
     def all_three_ended() -> list[dict]:  # the server records task runs from events, a moment after they end

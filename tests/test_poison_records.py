@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from blipflow.analytics.output import JSON_TIMES
 from blipflow.analytics.reports import Selection, reports, run_report
+from blipflow.control.engine import ControlPlane
 from blipflow.config import AgentConfig, IngestConfig
 from blipflow.dispatch.prompt import HEADER_KEYS, blip_text, window_messages
 from blipflow.ingest.ingester import Ingestor
@@ -122,13 +123,18 @@ def store(tmp_path_factory) -> Store:
     return Store(tmp_path_factory.mktemp("poison") / "blipflow.duckdb")
 
 
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory) -> ControlPlane:
+    return ControlPlane(f"sqlite:///{tmp_path_factory.mktemp('poison-control') / 'control.sqlite'}")
+
+
 clock = itertools.count(T0, 1_000)
 authors = itertools.count()
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(drawn=st.lists(records(), min_size=1, max_size=4), ascii_only=st.booleans())
-def test_every_record_is_stored_or_counted_and_nothing_downstream_raises(store, drawn, ascii_only):
+def test_every_record_is_stored_or_counted_and_nothing_downstream_raises(store, plane, drawn, ascii_only):
     did = f"did:plc:poison{next(authors):018d}"  # an author of its own: examples share the store
     frames = {f"at://{did}/stream.thought.blip/k{n}": frame(did, f"k{n}", next(clock), record, depth, ascii_only)
               for n, (record, depth) in enumerate(drawn)}
@@ -207,7 +213,7 @@ def test_every_record_is_stored_or_counted_and_nothing_downstream_raises(store, 
 
     # analytics: every report runs over these blips, and its rows are readable
     for query in reports().values():
-        table = run_report(store, query, Selection(), [AGENT])
+        table = run_report(store, plane, query, Selection(), [AGENT])
         orjson.dumps(table.to_pylist(), option=JSON_TIMES)
 
 

@@ -3,10 +3,15 @@
 A report is read from its file (the first line documents it) and runs after `_prelude.sql`, which turns
 the variables of a selection into the temporary macros every report reads, so the same files run in the
 DuckDB CLI. Each report is one short connection (see store.py on sharing the file with ingest).
+
+The blips are DuckDB's; the dispatch ledger is the control plane's: a report that reads `windows` gets
+them from there (as Arrow columns, `blipflow.control.scans`) as a temporary view of that name, which
+stands in for the table the DuckDB file kept before the control plane did.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -16,6 +21,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from blipflow.config import AgentConfig, Settings
+from blipflow.control import scans
+from blipflow.control.engine import ControlPlane
 from blipflow.model.failures import BadRequest
 from blipflow.model.moments import moment_text, parse_moment
 from blipflow.network.accounts import with_learned_dids
@@ -23,6 +30,13 @@ from blipflow.store.history import Store
 
 QUERIES_FOLDER = Path(__file__).with_name("sql")  # shipped as package data
 PRELUDE = "_prelude"
+# The control plane's windows as the reports read them, typed as DuckDB's own table was.
+WINDOWS_VIEW = """
+CREATE OR REPLACE TEMP VIEW windows AS
+SELECT agent, state, created_at::TIMESTAMPTZ AS created_at, attempts::INTEGER AS attempts,
+       failures::INTEGER AS failures, error
+FROM control_windows;
+"""
 
 class Bucket(str, Enum):
     hour = "hour"
@@ -107,9 +121,20 @@ def known_agents(settings: Settings) -> list[AgentConfig]:
     return with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
 
 
-def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig]) -> pa.Table:
+def run_report(store: Store, plane: ControlPlane, report: Query, chosen: Selection,
+               agents: Sequence[AgentConfig]) -> pa.Table:
     prelude = read_query(QUERIES_FOLDER / f"{PRELUDE}.sql")
-    return store.analytics_table(report.name, prelude.sql + "\n" + report.sql, chosen.variables(agents))
+    ledger, script = {}, prelude.sql + "\n" + report.sql
+    if reads_the_ledger(report):
+        ledger["control_windows"] = scans.windows(plane)
+        script = WINDOWS_VIEW + script
+    return store.analytics_table(report.name, script, chosen.variables(agents), ledger)
+
+
+def reads_the_ledger(report: Query) -> bool:
+    """Whether the report reads the dispatch windows (outside its comments); the others never wait for them."""
+    code = "\n".join(line.split("--")[0] for line in report.sql.splitlines())
+    return re.search(r"\b(FROM|JOIN)\s+windows(_in_range\(\))?(\s|$|;|\))", code, re.IGNORECASE) is not None
 
 
 def handles_of_uris(store: Store, tables: Iterable[pa.Table]) -> dict[str, str]:
@@ -120,8 +145,7 @@ def handles_of_uris(store: Store, tables: Iterable[pa.Table]) -> dict[str, str]:
     return {did: identity.handle for did, identity in store.identities(sorted(dids)).items() if identity.handle}
 
 
-def nothing_to_report(store: Store, report: str) -> str:
+def nothing_to_report(store: Store, plane: ControlPlane, report: str) -> str:
     """Why a report came back empty, in one line."""
-    blips, windows = store.history_size()
-    held = f"{blips} blips and {windows} dispatch windows in {store.path}"
+    held = f"{store.blip_count()} blips in {store.path}, {scans.window_count(plane)} dispatch windows in {plane.name}"
     return f"{report}: nothing to report for this selection ({held})"

@@ -10,6 +10,8 @@ clock it is.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -78,3 +80,40 @@ class Leases:
         if self.plane.backend == "postgresql":
             return session.execute(select(func.clock_timestamp().cast(UtcDateTime()))).scalar_one()
         return tables.now()
+
+
+class Claims:
+    """The leases one process keeps on the work it may do (each of an agent's outbox, say): asked which of
+    some names it holds, it takes those free, keeps those it has and lets go of those it lost.
+
+    It is asked on every poll, so it goes to the database for a name at most every third of a lease's time:
+    a lease it holds is renewed well before it expires, and one another holds is tried again that often, so
+    work a stopped process held is taken over at most `ttl` plus a third of it after its last renewal."""
+
+    def __init__(self, leases: Leases, holder: str, ttl: timedelta, *, prefix: str) -> None:
+        self.leases = leases
+        self.holder = holder
+        self.ttl = ttl
+        self.prefix = prefix  # what the work is: `publish:` for the outbox of each agent
+        self._looked: dict[str, tuple[float, bool]] = {}  # name → when the database was last asked, and if held
+
+    def held(self, names: Iterable[str]) -> set[str]:
+        """Which of `names` this process holds now."""
+        moment = time.monotonic()
+        mine = set()
+        for name in names:
+            looked = self._looked.get(name)
+            if looked is None or moment - looked[0] >= self.ttl.total_seconds() / 3:
+                # Taking a lease one holds extends it; one that lapsed unclaimed is simply taken again.
+                looked = (moment, self.leases.acquire(self.prefix + name, self.holder, self.ttl))
+                self._looked[name] = looked
+            if looked[1]:
+                mine.add(name)
+        return mine
+
+    def release(self) -> None:
+        """Let go of every lease held, so that another process takes the work over at once."""
+        for name, (_, held) in self._looked.items():
+            if held:
+                self.leases.release(self.prefix + name, self.holder)
+        self._looked.clear()

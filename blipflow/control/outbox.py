@@ -8,6 +8,7 @@ is kept once, as it was first noted — and a reply is posted once its last part
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import datetime, timezone
 
 from sqlalchemy import func, select, update
@@ -20,17 +21,18 @@ from blipflow.model.replies import OutgoingReply
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-
-
 class Outbox:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
 
-    def replies(self, limit: int, reply_id: str | None = None) -> list[OutgoingReply]:
+    def replies(self, limit: int, reply_id: str | None = None, *,
+                agents: Collection[str] | None = None) -> list[OutgoingReply]:
         """Queued replies, oldest first (or the one `reply_id`, whatever its state), with the blips they
-        answer and the parts already posted."""
+        answer and the parts already posted; with `agents`, only theirs."""
         reply, blip, delivery, post = tables.Reply, tables.Blip, tables.Delivery, tables.Post
         query = select(reply).where(reply.state == "queued" if reply_id is None else reply.id == reply_id)
+        if agents is not None:
+            query = query.where(reply.agent.in_(agents))
         with self.plane.reading() as session:
             replies = session.scalars(query.order_by(reply.created_at, reply.position).limit(limit)).all()
             windows = {row.window_id for row in replies}
@@ -45,6 +47,11 @@ class Outbox:
                 posted[part.reply_id].append(Ref(part.uri, part.cid))
         return [OutgoingReply(row.id, row.agent, row.position, row.content, microseconds(row.created_at), row.state,
                               tuple(answers[row.window_id]), tuple(posted[row.id])) for row in replies]
+
+    def replies_queued_ever(self) -> int:
+        """How many replies were ever queued: it grows exactly when one is (replies are never deleted, and none
+        goes back to the queue), so a poller that found nothing due looks again only once it has grown."""
+        return self._count(tables.Reply)
 
     def record_post(self, reply_id: str, part: int, account: str, uri: str, cid: str, *, last: bool) -> None:
         """One part of a reply is on the PDS; after its last part the reply is posted."""

@@ -198,3 +198,16 @@ class Lease(SQLModel, table=True):
     holder: str
     expires_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     acquired_at: datetime = stamped()
+
+
+class Takeover(SQLModel, table=True):
+    """A DuckDB store of the previous layout — its ledger and outbox inside the file — whose ledger, outbox
+    and blips were copied here, once (see `blipflow.operations.takeover`)."""
+
+    __tablename__ = "takeovers"
+
+    store: str = Field(primary_key=True)  # the store file's absolute path
+    blips: int
+    windows: int
+    replies: int
+    taken_at: datetime = stamped()

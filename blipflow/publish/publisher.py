@@ -1,11 +1,18 @@
 """Publish: the agents' replies from the outbox to the network, each as blips of the agent's account,
 exactly once, threaded to the blips they answer.
 
+The outbox is the control plane's (`blipflow.control.outbox`): publish never opens the DuckDB file.
+
 Exactly once: every part of a reply is created under a record key computed from the reply
-(`publish_records.record_key`), and the store notes each part once the PDS has it. A publish that dies
+(`publish_records.record_key`), and the outbox notes each part once the PDS has it. A publish that dies
 in between — after the PDS took the record, before we noted it — runs again with the same key: the PDS
 then refuses the create (the reference PDS answers 500), and the record found under that key, if it is
 the very record we meant, counts as posted. So a retry, a restart or a lost answer never posts twice.
+
+Several publish processes (on several machines, with the control plane on PostgreSQL) share the outbox
+by leases, one per agent: a process posts the replies of the agents it holds, and when it stops renewing
+them (killed, cut off) another takes them over once they expire. Two processes that do post the same
+reply at once — one that lost its lease mid-reply, say — still post it once: the record keys see to it.
 
 Threading: a reply's first blip answers the newest blip of its window (`reply.parent`), in the thread
 of that blip (`reply.root`); when the window held several blips, `answers` lists them all. Each further
@@ -15,10 +22,16 @@ part of a long reply answers the part before it.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from blipflow.config import Settings
+from blipflow.control.engine import ControlPlane
+from blipflow.control.leases import Claims, Leases
+from blipflow.control.outbox import Outbox
 from blipflow.model.blip import BLIP_COLLECTION
 from blipflow.model.failures import Failure
 from blipflow.model.notices import Notice, Notify, agent_resource, nobody
@@ -35,12 +48,14 @@ from blipflow.network.accounts import (
     missing_credentials,
 )
 from blipflow.publish.records import MAX_PARTS, blip_record, record_key, split_content
-from blipflow.store.history import Store
 
 log = logging.getLogger(__name__)
 
 REPLIES_PER_ROUND = 500
 RATE_WINDOW = timedelta(minutes=1)
+# How long an agent's outbox stays with a process that stopped renewing its lease: with renewals every
+# third of it, another process takes the agent over at most 20 s after the last renewal.
+LEASE_TIME = timedelta(seconds=15)
 
 
 class ReplyRejected(Failure):
@@ -48,8 +63,6 @@ class ReplyRejected(Failure):
 
     def __init__(self, reply_id: str, reason: str) -> None:
         super().__init__(f"reply {reply_id}: {reason}", transient=False)
-
-
 
 
 @dataclass(frozen=True)
@@ -62,9 +75,10 @@ class Publication:
 
 
 class Publisher:
-    def __init__(self, store: Store, sessions: Sessions, accounts: dict[str, Account], *,
+    def __init__(self, outbox: Outbox, claims: Claims, sessions: Sessions, accounts: dict[str, Account], *,
                  max_blip_length: int, posts_per_minute: int, notify: Notify = nobody) -> None:
-        self.store = store
+        self.outbox = outbox
+        self.claims = claims  # the agents whose replies this process posts
         self.notify = notify
         self.sessions = sessions
         self.accounts = accounts  # agent name → the account it publishes as
@@ -72,10 +86,10 @@ class Publisher:
         self.posts_per_minute = posts_per_minute
         self.stopped: dict[str, str] = {}  # account name → why it publishes nothing more in this process
         self.held: set[str] = set()  # agents whose replies wait, each said once
-        self.looked_at: tuple | None = None  # the store's version when a look found nothing to post
+        self.looked_at: tuple | None = None  # (replies ever queued, agents held) when a look found nothing due
 
     @classmethod
-    def from_settings(cls, store: Store, settings: Settings, notify: Notify = nobody) -> Publisher:
+    def from_settings(cls, plane: ControlPlane, settings: Settings, notify: Notify = nobody) -> Publisher:
         accounts = {}
         for agent in settings.agents:
             missing = missing_credentials(agent, settings.bluesky)
@@ -83,20 +97,22 @@ class Publisher:
                 accounts[agent.name] = agent_account(agent, settings.bluesky)
             else:  # said once here; its replies are never tried, so nothing else says it again
                 log.warning("agent %s: %s: its replies wait in the outbox", agent.name, missing)
-        return cls(store, Sessions(timeout=settings.publish.timeout), accounts,
+        claims = Claims(Leases(plane), holder_name(), LEASE_TIME, prefix="publish:")
+        return cls(Outbox(plane), claims, Sessions(timeout=settings.publish.timeout), accounts,
                    max_blip_length=settings.publish.max_blip_length,
                    posts_per_minute=settings.publish.posts_per_minute, notify=notify)
 
     def due(self) -> list[OutgoingReply]:
-        """Queued replies that may go now, oldest first: their agent has a working account that is
-        under its rate limit.
+        """Queued replies that may go now, oldest first: their agent is this process's to publish and has
+        a working account that is under its rate limit.
 
-        Looking costs a turn at the store's lock, which ingest needs too: after a look that found
-        nothing, the store is looked at again only once some process has written to it."""
-        version = self.store.version()
-        if version == self.looked_at:
+        After a look that found nothing, the outbox is read again only once a reply was queued (a count,
+        where reading it joins every queued reply to its blips) or this process took an agent over."""
+        mine = self.claims.held(self.accounts)
+        look = (self.outbox.replies_queued_ever(), frozenset(mine))
+        if look == self.looked_at:
             return []
-        replies = [OutgoingReply.from_row(row) for row in self.store.outbox(REPLIES_PER_ROUND)]
+        replies = self.outbox.replies(REPLIES_PER_ROUND, agents=sorted(mine))
         since = datetime.now(timezone.utc) - RATE_WINDOW
         held: set[str] = set()
         budget: dict[str, int] = {}  # account handle → blips it may still post this minute
@@ -106,7 +122,7 @@ class Publisher:
             if account is None or account.name in self.stopped:
                 continue
             if account.handle not in budget:
-                budget[account.handle] = self.posts_per_minute - self.store.posts_since(account.handle, since)
+                budget[account.handle] = self.posts_per_minute - self.outbox.posts_since(account.handle, since)
             if budget[account.handle] <= 0:
                 if reply.agent not in self.held | held:
                     log.info("%s posted %d blips in the last minute: its replies wait", account, self.posts_per_minute)
@@ -116,13 +132,12 @@ class Publisher:
             due.append(reply)
         self.held = held
         # Replies held by the rate are due again with time alone; the rest only once something changed.
-        self.looked_at = version if not due and not held else None
+        self.looked_at = look if not due and not held else None
         return due
 
     def publish(self, reply: OutgoingReply) -> Publication:
         """Post every part of the reply not yet on the PDS; AccountFailed says whether a retry may help."""
-        [row] = self.store.outbox(1, reply.id)  # a retry must see the parts the last attempt posted
-        reply = OutgoingReply.from_row(row)
+        [reply] = self.outbox.replies(1, reply.id)  # a retry must see the parts the last attempt posted
         if reply.state != "queued":
             return Publication(reply.id, reply.agent, len(reply.posted), tuple(r.uri for r in reply.posted),
                                "already_posted")
@@ -139,10 +154,10 @@ class Publisher:
             for index in range(len(posted), len(parts)):
                 record = self.record(reply, parts, index, posted)
                 ref = self.put(session, reply.id, record_key(reply.id, reply.created_us, reply.position, index), record)
-                self.store.record_post(reply.id, index, account.handle, ref.uri, ref.cid, last=index == len(parts) - 1)
+                self.outbox.record_post(reply.id, index, account.handle, ref.uri, ref.cid, last=index == len(parts) - 1)
                 posted.append(ref)
         except ReplyRejected as rejected:
-            self.store.fail_reply(reply.id, str(rejected))
+            self.outbox.fail_reply(reply.id, str(rejected))
             log.error("%s", rejected)
             raise
         except AccountFailed as failure:
@@ -190,4 +205,11 @@ class Publisher:
             return ref
 
     def close(self) -> None:
+        """Log out, and hand this process's agents to the other publish processes at once."""
         self.sessions.close()
+        self.claims.release()
+
+
+def holder_name() -> str:
+    """Who holds a lease, as a person reads it: the machine and process, unique even if a pid comes back."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -675,6 +675,31 @@ class Store:
     def posts_since(self, account: str, since: datetime) -> int:
         return self.query_all("SELECT count(*) FROM posts WHERE account = ? AND posted_at >= ?", [account, since])[0][0]
 
+    # -- the previous layout's ledger, for the control plane to take over ------------------------
+
+    def ledger_table(self, table: str) -> pa.Table:
+        """Every row of one of the ledger's tables as this file kept them before the control plane did
+        (windows, deliveries, agent_progress, circuits, replies, posts), its columns by name."""
+        if table not in LEDGER_TABLES:
+            raise ValueError(f"{table} is not one of the ledger's tables {LEDGER_TABLES}")
+        with self.connect() as db:
+            return db.sql(f"SELECT * FROM {table}").to_arrow_table()
+
+    def blip_operations(self, batch: int) -> Iterator[pa.RecordBatch]:
+        """Each blip's last stored operation, in the order blips first arrived here (seq), in batches of
+        at most `batch`: uri, did, time_us, cid, deleted, record (JSON text, NULL when deleted), stored_at."""
+        with self.connect() as db:
+            reader = db.execute(
+                f"""SELECT uri, did, time_us, cid, deleted, CASE WHEN NOT deleted THEN record::VARCHAR END AS record,
+                           ingested_at AS stored_at
+                    FROM blips b WHERE b.collection = 'stream.thought.blip' ORDER BY seq""").to_arrow_reader(batch)
+            yield from reader
+
+    def last_blip_through(self, seq: int) -> str | None:
+        """The uri of the blip that arrived last among those with seq <= `seq` (None: no such blip)."""
+        rows = self.query_all("SELECT uri FROM blips WHERE seq <= ? ORDER BY seq DESC LIMIT 1", [seq])
+        return rows[0][0] if rows else None
+
     # -- identities ------------------------------------------------------------------------------
 
     def identities(self, dids: list[str]) -> dict[str, Identity]:
@@ -695,23 +720,21 @@ class Store:
 
     # -- analytics -------------------------------------------------------------------------------
 
-    def analytics_table(self, name: str, script: str, variables: Mapping[str, object]) -> pa.Table:
+    def analytics_table(self, name: str, script: str, variables: Mapping[str, object],
+                        tables: Mapping[str, pa.Table] | None = None) -> pa.Table:
         """The result of the SQL script `name`'s last statement, in one short connection, with `variables` set
-        for the script's getvariable() calls (as `SET VARIABLE` would in the DuckDB CLI). A script DuckDB
-        cannot run is a StoreError naming it, in one line."""
+        for the script's getvariable() calls (as `SET VARIABLE` would in the DuckDB CLI) and `tables` (from
+        elsewhere: the control plane's) there to read by their names. A script DuckDB cannot run is a
+        StoreError naming it, in one line."""
         with self.connect() as db:
             for variable, value in variables.items():
                 db.execute(f"SET VARIABLE {variable} = ?", [value])
+            for table_name, table in (tables or {}).items():
+                db.register(table_name, table)  # gone with the connection
             try:
                 return db.sql(script).to_arrow_table()
             except duckdb.Error as error:
                 raise StoreError(f"store {self.path}: {name}: {str(error).splitlines()[0]}") from None
-
-    def history_size(self) -> tuple[int, int]:
-        """How many blips (not deleted) and dispatch windows the store holds."""
-        return self.query_all(
-            "SELECT (SELECT count(*) FROM blips WHERE NOT deleted), (SELECT count(*) FROM windows)"
-        )[0]
 
     # -- maintenance -----------------------------------------------------------------------------
 
@@ -735,6 +758,7 @@ class Store:
             ).fetchone()
 
 
+LEDGER_TABLES = ("windows", "deliveries", "agent_progress", "circuits", "replies", "posts")
 BLIP_COLUMNS = dict(zip(ROW_COLUMNS, (pa.string(), pa.int64(), pa.string())))
 ACCOUNT_COLUMNS = {"did": pa.string(), "active": pa.bool_(), "status": pa.string()}
 DELIVERY_COLUMNS = {"agent": pa.string(), "blip_uri": pa.string(), "window_id": pa.string(), "skip_reason": pa.string()}

@@ -15,6 +15,11 @@ from typing import Any
 
 import yaml
 
+from sqlalchemy import select
+
+from blipflow.config import load_settings
+from blipflow.control import tables
+from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store
 from tests.support.ingest_process import BlipflowProcess, write_config
 
@@ -36,6 +41,7 @@ class ChatLoop:
         self.processes: dict[str, BlipflowProcess] = {}
         self.starts: dict[str, int] = {}
         self.store = Store(self.store_path)
+        self.plane = ControlPlane(load_settings(self.config).control.url)  # the outbox publish reads
 
     def start(self, *names: str) -> ChatLoop:
         for name in names or tuple(COMMANDS):
@@ -45,6 +51,16 @@ class ChatLoop:
         if "ingest" in (names or COMMANDS):
             self.processes["ingest"].wait_for_log("ingest connected to")
         return self
+
+    def reply_states(self) -> list[str]:
+        """The state of each reply in the outbox, oldest first."""
+        with self.plane.reading() as session:
+            return list(session.scalars(select(tables.Reply.state).order_by(tables.Reply.created_at)))
+
+    def posts(self) -> int:
+        """How many blips the outbox notes as posted."""
+        with self.plane.reading() as session:
+            return len(session.scalars(select(tables.Post.uri)).all())
 
     def kill(self, name: str) -> None:
         process = self.processes[name]
@@ -65,3 +81,4 @@ class ChatLoop:
             except Exception:  # noqa: BLE001 - stopped by force below
                 pass
             process.stop()
+        self.plane.dispose()

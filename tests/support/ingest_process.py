@@ -22,6 +22,7 @@ def write_config(path: Path, *, network: Any, jetstream_url: str, store_path: Pa
         "bluesky": {"pds_uri": network.pds_url, "plc_uri": network.plc_url},
         "jetstream": {"instances": [jetstream_url], "reconnect_delay": 0.2, "max_reconnect_delay": 1.0},
         "store": {"path": str(store_path)},
+        "control": {"url": f"sqlite:///{path.parent / 'control.sqlite'}"},  # never one under the checkout's data/
     }
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)

@@ -1,0 +1,29 @@
+"""Takeovers: the DuckDB stores of the previous layout whose ledger and outbox the control plane took over.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-06
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0002'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('takeovers',
+    sa.Column('store', sa.String(), nullable=False),
+    sa.Column('blips', sa.Integer(), nullable=False),
+    sa.Column('windows', sa.Integer(), nullable=False),
+    sa.Column('replies', sa.Integer(), nullable=False),
+    sa.Column('taken_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('store')
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('takeovers')
