@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from itertools import count
 
 import yaml
-
-from itertools import count
 
 from blipflow.store.history import IngestBatch, Store
 from tests.support.agent_accounts import agent_account

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import func, select
 
 from blipflow.control import tables
-
 from tests.support.agent_accounts import AgentAccount, agent_account
 from tests.support.chat_loop import ChatLoop
 from tests.support.ingest_process import wait_for

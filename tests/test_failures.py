@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 import blipflow.dispatch.dispatcher
 from blipflow.analytics.reports import Selection, reports, run_report
-from blipflow.control.engine import ControlPlane
 from blipflow.config import load_settings
+from blipflow.control.engine import ControlPlane
 from blipflow.operations.status import status
 from blipflow.store.history import Store
 from cli.app import app

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from blipflow.analytics.output import JSON_TIMES
 from blipflow.analytics.reports import Selection, reports, run_report
-from blipflow.control.engine import ControlPlane
 from blipflow.config import AgentConfig, IngestConfig
+from blipflow.control.engine import ControlPlane
 from blipflow.dispatch.prompt import HEADER_KEYS, blip_text, window_messages
 from blipflow.ingest.ingester import Ingestor
 from blipflow.ingest.jetstream import parse_event

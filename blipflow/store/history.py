@@ -690,7 +690,7 @@ class Store:
         at most `batch`: uri, did, time_us, cid, deleted, record (JSON text, NULL when deleted), stored_at."""
         with self.connect() as db:
             reader = db.execute(
-                f"""SELECT uri, did, time_us, cid, deleted, CASE WHEN NOT deleted THEN record::VARCHAR END AS record,
+                """SELECT uri, did, time_us, cid, deleted, CASE WHEN NOT deleted THEN record::VARCHAR END AS record,
                            ingested_at AS stored_at
                     FROM blips b WHERE b.collection = 'stream.thought.blip' ORDER BY seq""").to_arrow_reader(batch)
             yield from reader

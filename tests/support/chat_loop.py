@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from sqlalchemy import select
 
 from blipflow.config import load_settings
