@@ -774,9 +774,6 @@ def host() -> duckdb.DuckDBPyConnection:
     with _host_guard:
         if _host is None:
             _host = duckdb.connect(":memory:")
-            # Every unit of work checkpoints anyway (detaching does), so it may as well at its commit: a large
-            # one (an ingest batch) then goes to the file once, without first being written to the WAL.
-            _host.execute("SET checkpoint_threshold = '0b'")
             atexit.register(close_host)
         return _host
 
