@@ -97,7 +97,8 @@ class JetstreamConfig(Section):
 
 class IngestConfig(Section):
     flush_interval: float = Field(default=0.05, gt=0, description="longest a received blip waits in memory, s")
-    flush_max_events: int = Field(default=20_000, gt=0, description="flush early once this many are buffered")
+    flush_max_events: int = Field(default=20_000, gt=0, description="flush early once this many are buffered; "
+                                  "reading waits while one batch is written and a full one waits (bounds memory)")
     max_content_bytes: int = Field(default=30_000, gt=0, description="larger blips are counted and skipped")
     max_frame_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     report_interval: float = Field(default=300.0, gt=0, description="seconds between progress reports (events, artifacts)")

@@ -4,6 +4,10 @@ Events collect in memory and go to the store together with the source position t
 transaction, from a worker thread (DuckDB releases the GIL, so reading the socket goes on meanwhile).
 The stored cursor therefore never runs ahead of the stored blips: whatever moment the process dies,
 a restart replays from the cursor (minus the rewind) and the idempotent upserts drop the overlap.
+
+Memory is bounded by the batch size, not by how far the store falls behind: while one batch is being
+written, the next collects up to `flush_max_events`, and then the source waits (`backlogged`) until
+the writer takes it.
 """
 
 from __future__ import annotations
@@ -166,13 +170,15 @@ class Ingestor:
 
     def advance(self, position: int) -> None:
         """The source has handed over everything up to `position` (its resumable cursor)."""
-        self.pending.position = position
-        if self._writing is None and (
-            self.pending.events >= self.config.flush_max_events
-            or time.monotonic() - self.pending.since >= self.config.flush_interval
-        ):
+        pending = self.pending
+        pending.position = position
+        if pending.events >= self.config.flush_max_events:
             self.flush()
-        self.backlogged = self.pending.events >= 4 * self.config.flush_max_events
+            # Still full: a batch is being written (or a failed one goes first), so the source waits for the
+            # writer; memory stays at two batches however far behind the store falls.
+            self.backlogged = self.pending.events >= self.config.flush_max_events
+        elif self._writing is None and time.monotonic() - pending.since >= self.config.flush_interval:
+            self.flush()
 
     def reject(self, bad: BadFrame) -> None:
         self.stats.bad += 1
@@ -208,15 +214,15 @@ class Ingestor:
         self.notify(Notice("blipflow.ingest.progress", source_resource(self.source.cursor_key), progress))
 
     async def drain(self) -> None:
-        """Wait until the store has caught up with what is held in memory."""
+        """Wait until the write in flight is done and the full batch waiting has gone to the writer (which
+        then writes it while the source reads the next)."""
         while self.backlogged:
-            if self._writing is None:
-                self.flush()
             writing = self._writing
             if writing is not None:
                 await asyncio.wait([asyncio.wrap_future(writing)])
             self._recover_failed_write()
-            self.backlogged = self.pending.events >= 4 * self.config.flush_max_events
+            self.flush()
+            self.backlogged = self.pending.events >= self.config.flush_max_events
 
     # -- writing ---------------------------------------------------------------------------------
 

@@ -166,32 +166,40 @@ def readable_date(moment: str) -> str:
 
 
 def strong_ref(ref: str) -> str:
-    """SQL: whether the JSON `ref` is a strong reference, the text at-uri of a record and the text of a cid."""
-    return (f"(json_type({ref}, '$.uri') = 'VARCHAR' AND regexp_full_match({ref}->>'uri', '{RECORD_URI_PATTERN}') "
-            f"AND json_type({ref}, '$.cid') = 'VARCHAR' AND regexp_full_match({ref}->>'cid', '{CID_PATTERN}'))")
+    """SQL: whether `ref`, a struct of JSON `uri` and `cid`, is a strong reference: the text at-uri of a record
+    and the text of a cid (JSON strings, never a number or a list that would read as text)."""
+    return (f"(json_type({ref}.uri) = 'VARCHAR' AND regexp_full_match({ref}.uri->>'$', '{RECORD_URI_PATTERN}') "
+            f"AND json_type({ref}.cid) = 'VARCHAR' AND regexp_full_match({ref}.cid->>'$', '{CID_PATTERN}'))")
 
+
+# What the store reads of an event and of its record, each parsed once (reading fields one by one with `->`
+# parsed the record again for every one of them: most of the write's time). A field of another type reads as
+# NULL where a struct is expected, and as its JSON text where text is: the patterns below refuse that text.
+EVENT_FIELDS = ('{"did": "VARCHAR", "commit": {"rev": "VARCHAR", "operation": "VARCHAR", "collection": "VARCHAR", '
+                '"rkey": "VARCHAR", "cid": "VARCHAR", "record": "JSON"}}')
+STRONG_REF_FIELDS = '{"uri": "JSON", "cid": "JSON"}'
+RECORD_FIELDS = (f'{{"content": "VARCHAR", "createdAt": "VARCHAR", '
+                 f'"reply": {{"root": {STRONG_REF_FIELDS}, "parent": {STRONG_REF_FIELDS}}}}}')
 
 # Later operations win; replaying an operation already applied changes nothing.
-# Columns come out of the event JSON here, in one parse per row, rather than in Python. A value of the wrong
-# type or shape is stored as NULL, never as something readers trip on: a createdAt that is not a date every
-# reader can hold (see blip.py), a reply reference that is not an at-uri with a cid (either part missing or
-# malformed drops the reference; a reply that names no valid parent is just a blip).
+# Columns come out of the event JSON here, rather than in Python (off the GIL, so the socket is read
+# meanwhile). A value of the wrong type or shape is stored as NULL, never as something readers trip on: a
+# createdAt that is not a date every reader can hold (see blip.py), a reply reference that is not an at-uri
+# with a cid (either part missing or malformed drops the reference; a reply that names no valid parent is
+# just a blip).
 UPSERT_BLIPS = f"""
 INSERT INTO blips (uri, did, collection, rkey, cid, rev, time_us, operation, deleted, created_at, content,
                    reply_root_uri, reply_root_cid, reply_parent_uri, reply_parent_cid, record)
-SELECT uri, e.did, e.commit.collection, e.commit.rkey, e.commit.cid, e.commit.rev, time_us, e.commit.operation,
-       e.commit.operation = 'delete', {readable_date("moment")}, e.commit.record->>'content',
-       CASE WHEN root_ok THEN root->>'uri' END, CASE WHEN root_ok THEN root->>'cid' END,
-       CASE WHEN parent_ok THEN parent->>'uri' END, CASE WHEN parent_ok THEN parent->>'cid' END,
-       e.commit.record
-FROM (SELECT *, {strong_ref("root")} AS root_ok, {strong_ref("parent")} AS parent_ok,
-             TRY_CAST(CASE WHEN regexp_full_match(created, '{CREATED_AT_PATTERN}') THEN created END AS TIMESTAMPTZ)
-             AS moment
-      FROM (SELECT uri, time_us, e, e.commit.record->>'createdAt' AS created,
-                   e.commit.record->'reply'->'root' AS root, e.commit.record->'reply'->'parent' AS parent
-            FROM (SELECT uri, time_us, from_json(event, '{{"did": "VARCHAR", "commit": {{"rev": "VARCHAR",
-                    "operation": "VARCHAR", "collection": "VARCHAR", "rkey": "VARCHAR", "cid": "VARCHAR",
-                    "record": "JSON"}}}}') AS e FROM incoming)))
+SELECT uri, did, c.collection, c.rkey, c.cid, c.rev, time_us, c.operation, c.operation = 'delete',
+       {readable_date("moment")}, r.content,
+       CASE WHEN root_ok THEN r.reply.root.uri->>'$' END, CASE WHEN root_ok THEN r.reply.root.cid->>'$' END,
+       CASE WHEN parent_ok THEN r.reply.parent.uri->>'$' END, CASE WHEN parent_ok THEN r.reply.parent.cid->>'$' END,
+       c.record
+FROM (SELECT *, {strong_ref("r.reply.root")} AS root_ok, {strong_ref("r.reply.parent")} AS parent_ok,
+             TRY_CAST(CASE WHEN regexp_full_match(r.createdAt, '{CREATED_AT_PATTERN}') THEN r.createdAt END
+                      AS TIMESTAMPTZ) AS moment
+      FROM (SELECT uri, time_us, e.did, e.commit AS c, from_json(e.commit.record, '{RECORD_FIELDS}') AS r
+            FROM (SELECT uri, time_us, from_json(event, '{EVENT_FIELDS}') AS e FROM incoming)))
 ON CONFLICT (uri) DO UPDATE SET
     cid = excluded.cid, rev = excluded.rev, time_us = excluded.time_us, operation = excluded.operation,
     deleted = excluded.deleted,
