@@ -128,7 +128,7 @@ def test_another_process_reads_and_writes_the_store_while_ingest_runs(running_in
     erin = atproto_network.create_account("erin")
     script = (
         "import sys\n"
-        "from blipflow.store import Store\n"
+        "from blipflow.store.history import Store\n"
         "store = Store(sys.argv[1], lock_timeout=30)\n"
         "for i in range(40):\n"
         "    store.add_counters({'test.concurrent_writes': 1})\n"

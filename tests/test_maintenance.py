@@ -39,7 +39,7 @@ def write_config(tmp_path: Path, network=None, **sections) -> Path:
 
 def killed_mid_write(store: Store) -> None:
     """A process that commits to the store and dies before closing it, leaving its write-ahead log."""
-    code = ("import os; from blipflow.store import Store\n"
+    code = ("import os; from blipflow.store.history import Store\n"
             f"with Store({str(store.path)!r}).connect() as db:\n"
             "    db.execute(\"INSERT INTO counters VALUES ('written.before.the.kill', 7)\")\n"
             "    os._exit(0)\n")
