@@ -107,7 +107,7 @@ def test_a_first_run_of_matplotlib_leaves_the_output_to_blipflow(config: Path, t
 
 
 def test_the_command_logs_its_own_news_and_only_warnings_from_libraries() -> None:
-    speak = ("import logging; from blipflow.console_logging import show_own_messages_only; show_own_messages_only()\n"
+    speak = ("import logging; from blipflow.process.console_logging import show_own_messages_only; show_own_messages_only()\n"
              "for name in ('blipflow.dispatch', 'flows.serving', 'tasks.x', 'blocks.y', 'matplotlib.font_manager', 'httpx'):\n"
              "    logging.getLogger(name).info('news from %s', name)\n"
              "logging.getLogger('duckdb').warning('a warning from duckdb')\n")
