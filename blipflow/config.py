@@ -106,6 +106,10 @@ class StoreConfig(Section):
     lock_timeout: float = Field(default=60.0, gt=0, description="how long to wait for another process's lock, s")
 
 
+class ControlConfig(Section):
+    url: str | None = Field(default=None, description="sqlite:///… or postgresql+psycopg://…; default: beside the store")
+
+
 class DispatchConfig(Section):
     poll_interval: float = Field(default=0.05, gt=0, description="how often to check whether the store changed, s")
     max_steps: int = Field(default=10, ge=1, description="Letta steps an agent may take per window")
@@ -195,6 +199,7 @@ class Settings(BaseSettings):
     jetstream: JetstreamConfig = Field(default_factory=JetstreamConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)

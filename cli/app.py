@@ -37,6 +37,8 @@ from blipflow.config import (
     load_settings,
     read_blocks_with,
 )
+from blipflow.control.engine import ControlPlane, ControlPlaneError
+from blipflow.control.ledger import Ledger
 from blipflow.ingest.source import SourceUnavailable
 from blipflow.model.blip import Blip, with_identity
 from blipflow.model.failures import BadRequest, Failure
@@ -194,12 +196,16 @@ def status(
     from blipflow.operations.status import status as status_report
 
     loaded = settings()
-    report = status_report(existing_store(loaded), loaded)
+    report = status_report(existing_store(loaded), control_plane(loaded), loaded)
     typer.echo(json.dumps(report) if output is Output.json else render(report))
 
 
 def existing_store(loaded: Settings) -> Store:
     return Store.existing(loaded.store)
+
+
+def control_plane(loaded: Settings) -> ControlPlane:
+    return ControlPlane.from_settings(loaded)
 
 
 # -- windows set aside -----------------------------------------------------------------------------
@@ -223,7 +229,7 @@ def list_windows(
     output: Annotated[Output, typer.Option(help="human, or one JSON object per line")] = Output.human,
 ) -> None:
     """Windows that failed (waiting to be sent again) or were quarantined, oldest first."""
-    for record in existing_store(settings()).window_records(["failed", "quarantined"]):
+    for record in Ledger(control_plane(settings())).window_records(["failed", "quarantined"]):
         if output is Output.json:
             typer.echo(json.dumps(dataclasses.asdict(record), default=datetime.isoformat))
         else:
@@ -245,7 +251,7 @@ def drop_window(window_id: Annotated[str, typer.Argument(help="the window's id (
 
 
 def hand_window(window_id: str, state: str, done: str) -> None:
-    record = existing_store(settings()).retry_or_drop_window(window_id, state)
+    record = Ledger(control_plane(settings())).retry_or_drop_window(window_id, state)
     if record is None:
         raise Failure(f"window {window_id}: no such window", transient=False)
     if record.state not in ("failed", "quarantined"):
@@ -514,6 +520,6 @@ def main() -> None:
     show_own_messages_only()
     try:
         app()  # usage errors get Typer's own message and exit code
-    except (ConfigError, StoreError, SourceUnavailable, Failure, BadRequest) as error:
+    except (ConfigError, StoreError, ControlPlaneError, SourceUnavailable, Failure, BadRequest) as error:
         typer.echo(f"blipflow: {error}", err=True)
         sys.exit(2 if isinstance(error, (ConfigError, BadRequest)) else 1)

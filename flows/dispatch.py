@@ -11,6 +11,7 @@ from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
 from blipflow.config import Settings, load_settings
+from blipflow.control.engine import ControlPlane
 from blipflow.dispatch.dispatcher import Delivery, Dispatcher
 from blipflow.letta.gateway import LettaGateway
 from blipflow.model.failures import Failure
@@ -25,13 +26,12 @@ from tasks.words import counted
 
 
 def build_dispatcher(settings: Settings, notify: Notify = nobody) -> Dispatcher:
-    store = Store.from_config(settings.store)
-    resolver = IdentityResolver.from_settings(store, settings)
+    resolver = IdentityResolver.from_settings(Store.from_config(settings.store), settings)
     gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
     # Agents' DIDs keep their own blips from them and measure agent-only chains; learned from handles if not given.
     agents = with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
-    return Dispatcher(store, gateway, resolver, agents, settings.dispatch, letta_timeout=settings.letta.timeout,
-                      notify=notify)
+    return Dispatcher(ControlPlane.from_settings(settings), gateway, resolver, agents, settings.dispatch,
+                      letta_timeout=settings.letta.timeout, notify=notify)
 
 
 @flow(name="dispatch")
@@ -63,6 +63,7 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
         TableReport("dispatch-windows", "Windows this run delivered: agent, blips, replies, Letta time, outcome"),
         delivery_row,
     )
+    dispatcher.close()
     logger.info("dispatch stopped after delivering %d windows", delivered)
     return Completed(message=f"delivered {counted(delivered, 'window')}", data=delivered)
 

@@ -12,7 +12,7 @@ from prefect.utilities.annotations import quote
 
 from blipflow.config import AgentConfig, load_settings
 from blipflow.publish.publisher import Publication, Publisher
-from blipflow.store.history import Store
+from blipflow.control.engine import ControlPlane
 from flows.lanes import results_in_lanes
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.publish import publish_reply
@@ -32,7 +32,7 @@ def publish(config_file: str | None = None, until_idle: bool = False) -> State[i
     if not settings.agents:
         logger.warning("no agents configured: nothing to publish")
         return Completed(message="no agents configured: nothing to publish", data=0)
-    publisher = Publisher.from_settings(Store.from_config(settings.store), settings, notify=emit)
+    publisher = Publisher.from_settings(ControlPlane.from_settings(settings), settings, notify=emit)
     try:
         posted = counted_and_reported(
             results_in_lanes(

@@ -2,7 +2,7 @@
 exactly once, threaded to the blips they answer.
 
 Exactly once: every part of a reply is created under a record key computed from the reply
-(`publish_records.record_key`), and the store notes each part once the PDS has it. A publish that dies
+(`publish_records.record_key`), and the control plane's outbox notes each part once the PDS has it. A publish that dies
 in between — after the PDS took the record, before we noted it — runs again with the same key: the PDS
 then refuses the create (the reference PDS answers 500), and the record found under that key, if it is
 the very record we meant, counts as posted. So a retry, a restart or a lost answer never posts twice.
@@ -35,7 +35,8 @@ from blipflow.network.accounts import (
     missing_credentials,
 )
 from blipflow.publish.records import MAX_PARTS, blip_record, record_key, split_content
-from blipflow.store.history import Store
+from blipflow.control.engine import ControlPlane
+from blipflow.control.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,10 @@ class Publication:
 
 
 class Publisher:
-    def __init__(self, store: Store, sessions: Sessions, accounts: dict[str, Account], *,
+    def __init__(self, plane: ControlPlane, sessions: Sessions, accounts: dict[str, Account], *,
                  max_blip_length: int, posts_per_minute: int, notify: Notify = nobody) -> None:
-        self.store = store
+        self.plane = plane
+        self.outbox = Outbox(plane)
         self.notify = notify
         self.sessions = sessions
         self.accounts = accounts  # agent name → the account it publishes as
@@ -72,10 +74,10 @@ class Publisher:
         self.posts_per_minute = posts_per_minute
         self.stopped: dict[str, str] = {}  # account name → why it publishes nothing more in this process
         self.held: set[str] = set()  # agents whose replies wait, each said once
-        self.looked_at: tuple | None = None  # the store's version when a look found nothing to post
+        self.looked_at: tuple | None = None  # the control plane's version when a look found nothing to post
 
     @classmethod
-    def from_settings(cls, store: Store, settings: Settings, notify: Notify = nobody) -> Publisher:
+    def from_settings(cls, plane: ControlPlane, settings: Settings, notify: Notify = nobody) -> Publisher:
         accounts = {}
         for agent in settings.agents:
             missing = missing_credentials(agent, settings.bluesky)
@@ -83,7 +85,7 @@ class Publisher:
                 accounts[agent.name] = agent_account(agent, settings.bluesky)
             else:  # said once here; its replies are never tried, so nothing else says it again
                 log.warning("agent %s: %s: its replies wait in the outbox", agent.name, missing)
-        return cls(store, Sessions(timeout=settings.publish.timeout), accounts,
+        return cls(plane, Sessions(timeout=settings.publish.timeout), accounts,
                    max_blip_length=settings.publish.max_blip_length,
                    posts_per_minute=settings.publish.posts_per_minute, notify=notify)
 
@@ -91,12 +93,12 @@ class Publisher:
         """Queued replies that may go now, oldest first: their agent has a working account that is
         under its rate limit.
 
-        Looking costs a turn at the store's lock, which ingest needs too: after a look that found
-        nothing, the store is looked at again only once some process has written to it."""
-        version = self.store.version()
+        After a look that found nothing, the outbox is looked at again only once some process has
+        written to the control plane."""
+        version = self.plane.version()
         if version == self.looked_at:
             return []
-        replies = [OutgoingReply.from_row(row) for row in self.store.outbox(REPLIES_PER_ROUND)]
+        replies = self.outbox.replies(REPLIES_PER_ROUND)
         since = datetime.now(timezone.utc) - RATE_WINDOW
         held: set[str] = set()
         budget: dict[str, int] = {}  # account handle → blips it may still post this minute
@@ -106,7 +108,7 @@ class Publisher:
             if account is None or account.name in self.stopped:
                 continue
             if account.handle not in budget:
-                budget[account.handle] = self.posts_per_minute - self.store.posts_since(account.handle, since)
+                budget[account.handle] = self.posts_per_minute - self.outbox.posts_since(account.handle, since)
             if budget[account.handle] <= 0:
                 if reply.agent not in self.held | held:
                     log.info("%s posted %d blips in the last minute: its replies wait", account, self.posts_per_minute)
@@ -121,8 +123,7 @@ class Publisher:
 
     def publish(self, reply: OutgoingReply) -> Publication:
         """Post every part of the reply not yet on the PDS; AccountFailed says whether a retry may help."""
-        [row] = self.store.outbox(1, reply.id)  # a retry must see the parts the last attempt posted
-        reply = OutgoingReply.from_row(row)
+        [reply] = self.outbox.replies(1, reply.id)  # a retry must see the parts the last attempt posted
         if reply.state != "queued":
             return Publication(reply.id, reply.agent, len(reply.posted), tuple(r.uri for r in reply.posted),
                                "already_posted")
@@ -139,10 +140,10 @@ class Publisher:
             for index in range(len(posted), len(parts)):
                 record = self.record(reply, parts, index, posted)
                 ref = self.put(session, reply.id, record_key(reply.id, reply.created_us, reply.position, index), record)
-                self.store.record_post(reply.id, index, account.handle, ref.uri, ref.cid, last=index == len(parts) - 1)
+                self.outbox.record_post(reply.id, index, account.handle, ref.uri, ref.cid, last=index == len(parts) - 1)
                 posted.append(ref)
         except ReplyRejected as rejected:
-            self.store.fail_reply(reply.id, str(rejected))
+            self.outbox.fail_reply(reply.id, str(rejected))
             log.error("%s", rejected)
             raise
         except AccountFailed as failure:
