@@ -361,7 +361,7 @@ def show_report(name: str, report: Query, chosen: Selection, output: OutputForma
         check_chart(name, chart)
     loaded = settings()
     store = existing_store(loaded)
-    table = run_report(store, report, chosen, known_agents(loaded))
+    table = run_report(store, report, chosen, known_agents(loaded), control_plane(loaded))
     if table.num_rows == 0:
         typer.echo(nothing_to_report(store, name), err=True)
         return
@@ -411,7 +411,8 @@ def analytics_html(
     loaded = settings()
     store = existing_store(loaded)
     agents = known_agents(loaded)
-    results = {name: (report, run_report(store, report, chosen, agents)) for name, report in reports().items()}
+    plane = control_plane(loaded)
+    results = {name: (report, run_report(store, report, chosen, agents, plane)) for name, report in reports().items()}
     if not any(table.num_rows for _, table in results.values()):
         typer.echo(nothing_to_report(store, "every report"), err=True)
     handles = handles_of_uris(store, [table for _, table in results.values()])

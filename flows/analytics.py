@@ -20,6 +20,7 @@ from blipflow.analytics.reports import (
     reports,
 )
 from blipflow.config import ConfigError, load_settings
+from blipflow.control.engine import ControlPlane
 from blipflow.model.failures import BadRequest
 from blipflow.network.accounts import AccountFailed
 from blipflow.store.history import Store, StoreError
@@ -41,7 +42,8 @@ def analytics(config_file: str | None = None, day: str | None = None, export_dir
         logger.error("%s", error)
         return Failed(message=str(error))
     chosen = day_selection(covered)
-    results = {name: (report, report_rows(store, report, chosen, agents)) for name, report in reports().items()}
+    plane = ControlPlane.from_settings(settings)
+    results = {name: (report, report_rows(store, report, chosen, agents, plane)) for name, report in reports().items()}
     publish_artifacts(results, covered)
     if html_dir:
         handles = handles_of_uris(store, [table for _, table in results.values()])

@@ -15,6 +15,7 @@ from blipflow.analytics.export import ExportSummary, export_parquet
 from blipflow.analytics.output import json_rows, markdown_table
 from blipflow.analytics.reports import Query, Selection, run_report
 from blipflow.config import AgentConfig
+from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store, StoreBusy
 
 ARTIFACT_ROWS = 50  # per report in the daily Markdown; the table artifacts keep up to ARTIFACT_TABLE_ROWS
@@ -34,8 +35,9 @@ def store_was_busy(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="analytics-report", task_run_name="report {report.name}", retries=2, retry_delay_seconds=[10, 60],
       retry_condition_fn=store_was_busy, cache_policy=NO_CACHE)  # a Store and Arrow tables: nothing to hash
-def report_rows(store: Store, report: Query, chosen: Selection, agents: list[AgentConfig]) -> pa.Table:
-    return run_report(store, report, chosen, agents)
+def report_rows(store: Store, report: Query, chosen: Selection, agents: list[AgentConfig],
+                plane: ControlPlane) -> pa.Table:
+    return run_report(store, report, chosen, agents, plane)
 
 
 @task(name="analytics-artifacts", cache_policy=NO_CACHE)

@@ -9,8 +9,8 @@ import time
 
 import yaml
 
-from blipflow.store.history import Store
 from tests.support.agent_accounts import agent_account
+from tests.support.fed_stores import FedStores
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
 from tests.support.network import list_records
 from tests.test_publish import ingested, queue
@@ -60,7 +60,7 @@ def test_a_publish_run_says_once_that_an_agent_has_no_app_password(tmp_path, atp
         "bluesky": {"pds_uri": atproto_network.pds_url, "plc_uri": atproto_network.plc_url},
         "agents": [{**scout.config("nopass", "agent-1"), "app_password": None, "did": scout.did},
                    {**other.config("other", "agent-2"), "did": other.did}]}))
-    store = Store(tmp_path / "s.duckdb")
+    store = FedStores.beside(tmp_path / "s.duckdb")
     question = ingested(store, atproto_network, human_account, "both of you, please")
     [waiting] = queue(store, "nopass", [question[0]], "never without a password")
     queue(store, "other", [question[0]], "posted")
@@ -76,4 +76,4 @@ def test_a_publish_run_says_once_that_an_agent_has_no_app_password(tmp_path, atp
     assert len(said) == 1, "\n".join(said)
     assert (f"agent nopass: {scout.handle} has no app password (set its app_password): its replies wait in the outbox"
             in said[0])
-    assert store.query_all("SELECT state FROM replies WHERE id = ?", [waiting]) == [("queued",)]
+    assert store.rows("SELECT state FROM replies WHERE id = :id", id=waiting) == [("queued",)]

@@ -72,9 +72,9 @@ def test_an_agent_answers_a_human_once_threaded_and_the_answer_comes_back_throug
                                      "parent": {"uri": question, "cid": question_cid}}
     ingested = wait_for(lambda: stored_blip(loop, answer.uri), 20, "the answer ingested")
     assert ingested == (scout.did, "Hello, human!", question, question)  # the thread can be rebuilt
-    assert loop.store.query_all("SELECT skip_reason FROM deliveries WHERE blip_uri = ?", [answer.uri]) == [
+    assert loop.rows("SELECT skip_reason FROM deliveries WHERE blip_uri = :uri", uri=answer.uri) == [
         ("own_blip",)]  # its own answer is never sent back to it
-    assert loop.store.query_all("SELECT state FROM replies") == [("posted",)]
+    assert loop.rows("SELECT state FROM replies") == [("posted",)]
     no_secrets_in(loop, scout)
 
 
@@ -94,10 +94,10 @@ def test_two_agents_answer_the_human_never_themselves_and_the_loop_guard_ends_th
         parents = sorted(record.value["reply"]["parent"]["uri"] for record in records(me))
         theirs = [record.uri for record in records(other) if record.value["reply"]["parent"]["uri"] == question]
         assert parents == sorted([question, *theirs])  # the human's blip and the other agent's answer to it
-    skips = dict(loop.store.query_all("SELECT skip_reason, count(*) FROM deliveries WHERE skip_reason IS NOT NULL "
-                                      "GROUP BY ALL"))
+    skips = dict(loop.rows("SELECT skip_reason, count(*) FROM deliveries WHERE skip_reason IS NOT NULL "
+                           "GROUP BY skip_reason"))
     assert skips == {"own_blip": 4, "agent_chain_too_deep": 2}
-    assert loop.store.query_all("SELECT agent, count(*) FROM replies WHERE state = 'posted' GROUP BY ALL ORDER BY 1") == [
+    assert loop.rows("SELECT agent, count(*) FROM replies WHERE state = 'posted' GROUP BY agent ORDER BY 1") == [
         ("ada", 2), ("bob", 2)]
     no_secrets_in(loop, ada, bob)
 
@@ -115,12 +115,12 @@ def test_publish_killed_after_the_pds_took_the_record_posts_it_exactly_once_afte
         assert front.held.wait(90), "the create never reached the PDS"
         loop.kill("publish")  # the PDS has the record; the process dies before it notes it
         assert [r.value["content"] for r in records(scout)] == ["Once."]
-        assert loop.store.query_all("SELECT state FROM replies") == [("queued",)]
-        assert loop.store.query_all("SELECT count(*) FROM posts") == [(0,)]
+        assert loop.rows("SELECT state FROM replies") == [("queued",)]
+        assert loop.rows("SELECT count(*) FROM posts") == [(0,)]
         front.release_held()
 
         loop.start("publish")
-        wait_for(lambda: loop.store.query_all("SELECT state FROM replies") == [("posted",)], 60, "the reply posted")
+        wait_for(lambda: loop.rows("SELECT state FROM replies") == [("posted",)], 60, "the reply posted")
         assert settled_count(scout, 1) == 1
         assert front.calls() == [200, 500]  # the second create found the key taken, by the same record
         assert f"{records(scout)[0].uri} was already posted" in loop.logs()
@@ -142,12 +142,12 @@ def test_replies_wait_while_the_pds_is_down_and_go_out_once_it_is_back(
     wait_for(lambda: letta_server.model.chat_requests(since=seq), 60, "the blip to reach the agent's model")
     atproto_network.stop_pds()
     try:
-        wait_for(lambda: ("queued",) in loop.store.query_all("SELECT state FROM replies"), 60, "the reply queued")
+        wait_for(lambda: ("queued",) in loop.rows("SELECT state FROM replies"), 60, "the reply queued")
         loop.processes["publish"].wait_for_log("cannot reach its PDS", timeout=30)
         time.sleep(3)  # a few failed attempts while the PDS is away
     finally:
         atproto_network.start_pds()
-    wait_for(lambda: loop.store.query_all("SELECT state FROM replies") == [("posted",)] * 2, 90, "the reply posted")
+    wait_for(lambda: loop.rows("SELECT state FROM replies") == [("posted",)] * 2, 90, "the reply posted")
     assert settled_count(scout, 2) == 2
     assert sorted(r.value["content"] for r in records(scout)) == ["Ready.", "Slow but sure."]
     assert loop.logs().count("logged in to") == 1  # the session outlived the PDS's restart

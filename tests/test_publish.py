@@ -7,20 +7,26 @@ from __future__ import annotations
 import logging
 import threading
 from itertools import count
+from pathlib import Path
 
 import pytest
 import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlalchemy import select
 
 from blipflow.config import AgentConfig, Settings
 from blipflow.network.accounts import AccountFailed, learn_did, with_learned_dids
 from blipflow.network.accounts import agent_account as account_of
 from blipflow.publish.publisher import Publisher, ReplyRejected
 from blipflow.publish.records import record_key
-from blipflow.store.history import IngestBatch, Store
+from blipflow.control import tables
+from blipflow.control.ledger import Ledger
+from blipflow.control.outbox import Outbox
+from blipflow.store.history import IngestBatch
 from flows.publish import publish as publish_flow
 from tasks.publish import publish_reply
 from tests.support.agent_accounts import AgentAccount, agent_account
+from tests.support.fed_stores import FedStores
 from tests.support.frames import T0, blips, commit_frame
 from tests.support.network import list_records
 from tests.support.pds_proxy import PdsProxy
@@ -45,10 +51,15 @@ def proxy(atproto_network):
 def publisher_for(tmp_path, network, *agents: dict, **publish) -> Publisher:
     settings = Settings(store={"path": tmp_path / "s.duckdb"}, bluesky={"pds_uri": network.pds_url},
                         agents=list(agents), publish=publish)
-    return Publisher.from_settings(Store.from_config(settings.store), settings)
+    return Publisher.from_settings(FedStores.beside(settings.store.path).plane, settings)
 
 
-def ingested(store: Store, network, author, content: str, **fields) -> tuple[str, str]:
+def stores_of(publisher: Publisher) -> FedStores:
+    """The stores the publisher works on (its control plane is the default one, beside the store)."""
+    return FedStores.beside(Path(publisher.plane.url.database).with_name("s.duckdb"))
+
+
+def ingested(store: FedStores, network, author, content: str, **fields) -> tuple[str, str]:
     """A blip posted on the PDS and stored as ingest would store it."""
     uri, cid = network.post_blip(author, content, **fields)
     did, _, rkey = uri.removeprefix("at://").split("/")
@@ -57,10 +68,11 @@ def ingested(store: Store, network, author, content: str, **fields) -> tuple[str
     return uri, cid
 
 
-def queue(store: Store, agent: str, answering: list[str], *replies: str) -> list[str]:
+def queue(store: FedStores, agent: str, answering: list[str], *replies: str) -> list[str]:
     """Replies of `agent` in the outbox, answering one window of the blips `answering`."""
-    window = store.decide(agent, {}, answering)
-    store.finish_window(window, agent, list(replies), 1.0)
+    ledger = Ledger(store.plane)
+    window = ledger.decide(agent, {}, answering)
+    ledger.finish_window(window, agent, list(replies), 1.0)
     return [f"{window}:{position}" for position in range(len(replies))]
 
 
@@ -72,14 +84,20 @@ def blips_of(account: AgentAccount) -> list:
     return list_records(account.account)
 
 
-def state(store: Store, reply_id: str) -> tuple:
-    return store.query_all("SELECT state, error FROM replies WHERE id = ?", [reply_id])[0]
+def state(store: FedStores, reply_id: str) -> tuple:
+    return store.rows("SELECT state, error FROM replies WHERE id = :id", id=reply_id)[0]
+
+
+def key_of(store: FedStores, reply_id: str) -> tuple[int, int]:
+    """The reply's creation time in µs and its position: what its record key is made of."""
+    [reply] = Outbox(store.plane).replies(1, reply_id)
+    return reply.created_us, reply.position
 
 
 def test_a_reply_is_a_blip_of_the_agents_account_threaded_to_what_it_answers(tmp_path, atproto_network, human_account,
                                                                            scout, proxy):
     publisher = publisher_for(tmp_path, atproto_network, scout.config("scout", "agent-1", proxy.url))
-    store = publisher.store
+    store = stores_of(publisher)
     question = ingested(store, atproto_network, human_account, "what is a blip?")
     follow_up = ingested(store, atproto_network, human_account, "and who reads it?",
                          reply={"root": {"uri": question[0], "cid": question[1]},
@@ -98,8 +116,7 @@ def test_a_reply_is_a_blip_of_the_agents_account_threaded_to_what_it_answers(tmp
     assert record["reply"]["root"] == {"uri": question[0], "cid": question[1]}  # in that blip's thread
     assert record["answers"] == [{"uri": question[0], "cid": question[1]}, {"uri": follow_up[0], "cid": follow_up[1]}]
     assert published[0].uris[0].startswith(f"at://{scout.did}/stream.thought.blip/")
-    assert published[0].uris[0].endswith(record_key(first, *store.query_all(
-        "SELECT epoch_us(created_at), position FROM replies WHERE id = ?", [first])[0], 0))
+    assert published[0].uris[0].endswith(record_key(first, *key_of(store, first), 0))
     assert state(store, first) == ("posted", None) and state(store, second) == ("posted", None)
     assert publish_all(publisher) == []
     assert proxy.calls("com.atproto.server.createSession") == [200]  # logged in once for every post
@@ -107,10 +124,10 @@ def test_a_reply_is_a_blip_of_the_agents_account_threaded_to_what_it_answers(tmp
 
 def test_a_long_reply_goes_out_as_a_chain_of_parts(tmp_path, atproto_network, human_account, scout):
     publisher = publisher_for(tmp_path, atproto_network, scout.config("scout", "agent-1"), max_blip_length=40)
-    question = ingested(publisher.store, atproto_network, human_account, "tell me everything")
+    question = ingested(stores_of(publisher), atproto_network, human_account, "tell me everything")
     text = ("The first part says one thing. The second part says another. "
             "And the third part closes the thought without dropping a word.")
-    [reply_id] = queue(publisher.store, "scout", [question[0]], text)
+    [reply_id] = queue(stores_of(publisher), "scout", [question[0]], text)
 
     [publication] = publish_all(publisher)
 
@@ -123,15 +140,15 @@ def test_a_long_reply_goes_out_as_a_chain_of_parts(tmp_path, atproto_network, hu
     for previous, part in zip(parts, parts[1:]):
         assert part.value["reply"]["parent"] == {"uri": previous.uri, "cid": previous.cid}
         assert part.value["reply"]["root"] == {"uri": question[0], "cid": question[1]}
-    assert publisher.store.query_all("SELECT part, uri FROM posts WHERE reply_id = ? ORDER BY part", [reply_id]) == [
+    assert stores_of(publisher).rows("SELECT part, uri FROM posts WHERE reply_id = :reply ORDER BY part", reply=reply_id) == [
         (index, uri) for index, uri in enumerate(publication.uris)]
 
 
 def test_an_answer_lost_after_the_pds_took_the_record_does_not_post_twice(tmp_path, atproto_network, human_account,
                                                                           scout, proxy, caplog):
     publisher = publisher_for(tmp_path, atproto_network, scout.config("scout", "agent-1", proxy.url))
-    question = ingested(publisher.store, atproto_network, human_account, "are you there?")
-    queue(publisher.store, "scout", [question[0]], "Here, once.")
+    question = ingested(stores_of(publisher), atproto_network, human_account, "are you there?")
+    queue(stores_of(publisher), "scout", [question[0]], "Here, once.")
     before = len(blips_of(scout))
     proxy.drop_answers(1)
 
@@ -146,8 +163,8 @@ def test_an_answer_lost_after_the_pds_took_the_record_does_not_post_twice(tmp_pa
 def test_a_second_process_repeating_a_create_the_pds_already_took_posts_nothing_more(
         tmp_path, atproto_network, human_account, scout, proxy):
     first = publisher_for(tmp_path, atproto_network, scout.config("scout", "agent-1", proxy.url))
-    question = ingested(first.store, atproto_network, human_account, "anyone?")
-    [reply_id] = queue(first.store, "scout", [question[0]], "Exactly one of me.")
+    question = ingested(stores_of(first), atproto_network, human_account, "anyone?")
+    [reply_id] = queue(stores_of(first), "scout", [question[0]], "Exactly one of me.")
     before = len(blips_of(scout))
     proxy.hold_answers(1)
     [reply] = first.due()
@@ -162,20 +179,19 @@ def test_a_second_process_repeating_a_create_the_pds_already_took_posts_nothing_
     assert proxy.calls() == [200, 500]  # the reference PDS answers a create under a taken key with a 500
     assert publication.outcome == "posted"
     assert len(blips_of(scout)) == before + 1
-    assert state(second.store, reply_id) == ("posted", None)
+    assert state(stores_of(second), reply_id) == ("posted", None)
     proxy.release_held()  # the first attempt's connection closes at last: it finds the record there too
     stuck.join(30)
     assert [p.uris for p in late] == [publication.uris]
     assert len(blips_of(scout)) == before + 1
-    assert second.store.query_all("SELECT count(*) FROM posts WHERE reply_id = ?", [reply_id]) == [(1,)]
+    assert stores_of(second).rows("SELECT count(*) FROM posts WHERE reply_id = :reply", reply=reply_id) == [(1,)]
 
 
 def test_a_key_holding_another_record_fails_the_reply_with_one_line(tmp_path, atproto_network, human_account, scout):
     publisher = publisher_for(tmp_path, atproto_network, scout.config("scout", "agent-1"))
-    question = ingested(publisher.store, atproto_network, human_account, "collide?")
-    [reply_id] = queue(publisher.store, "scout", [question[0]], "mine")
-    created_us, position = publisher.store.query_all(
-        "SELECT epoch_us(created_at), position FROM replies WHERE id = ?", [reply_id])[0]
+    question = ingested(stores_of(publisher), atproto_network, human_account, "collide?")
+    [reply_id] = queue(stores_of(publisher), "scout", [question[0]], "mine")
+    created_us, position = key_of(stores_of(publisher), reply_id)
     rkey = record_key(reply_id, created_us, position, 0)
     atproto_network.client_for(scout.account).com.atproto.repo.create_record({
         "repo": scout.did, "collection": "stream.thought.blip", "rkey": rkey,
@@ -186,7 +202,7 @@ def test_a_key_holding_another_record_fails_the_reply_with_one_line(tmp_path, at
 
     assert str(rejected.value) == (f"reply {reply_id}: record key {rkey} already holds another record "
                                    f"(at://{scout.did}/stream.thought.blip/{rkey})")
-    assert state(publisher.store, reply_id) == ("failed", str(rejected.value))
+    assert state(stores_of(publisher), reply_id) == ("failed", str(rejected.value))
     assert publisher.due() == []
 
 
@@ -196,9 +212,9 @@ def test_a_refused_password_stops_that_account_only_in_one_line_without_secrets(
     wrong = "wrong-app-password-5150"
     publisher = publisher_for(tmp_path, atproto_network, {**scout.config("scout", "agent-1"), "app_password": wrong},
                               other.config("other", "agent-2"))
-    question = ingested(publisher.store, atproto_network, human_account, "hello both")
-    [refused] = queue(publisher.store, "scout", [question[0]], "never posted")
-    queue(publisher.store, "other", [question[0]], "posted anyway")
+    question = ingested(stores_of(publisher), atproto_network, human_account, "hello both")
+    [refused] = queue(stores_of(publisher), "scout", [question[0]], "never posted")
+    queue(stores_of(publisher), "other", [question[0]], "posted anyway")
 
     with caplog.at_level(logging.INFO, logger="blipflow"):
         outcomes = []
@@ -213,7 +229,7 @@ def test_a_refused_password_stops_that_account_only_in_one_line_without_secrets(
         "(HTTP 401 AuthenticationRequired)",
         "posted",
     ]
-    assert state(publisher.store, refused) == ("queued", None)  # it waits for working credentials
+    assert state(stores_of(publisher), refused) == ("queued", None)  # it waits for working credentials
     assert [reply.agent for reply in publisher.due()] == []
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [f"{outcomes[0]}; its replies wait until blipflow runs again with working credentials"]
@@ -223,15 +239,15 @@ def test_a_refused_password_stops_that_account_only_in_one_line_without_secrets(
 
 def test_each_account_posts_at_most_its_rate(tmp_path, atproto_network, human_account, scout, caplog):
     publisher = publisher_for(tmp_path, atproto_network, scout.config("scout", "agent-1"), posts_per_minute=2)
-    question = ingested(publisher.store, atproto_network, human_account, "count with me")
-    queue(publisher.store, "scout", [question[0]], "one", "two", "three")
+    question = ingested(stores_of(publisher), atproto_network, human_account, "count with me")
+    queue(stores_of(publisher), "scout", [question[0]], "one", "two", "three")
 
     with caplog.at_level(logging.INFO, logger="blipflow"):
         posted = publish_all(publisher) + publish_all(publisher) + publish_all(publisher)
 
     assert [p.reply[-1] for p in posted] == ["0", "1"]
     assert f"account scout ({scout.handle}) posted 2 blips in the last minute: its replies wait" in caplog.text
-    assert publisher.store.query_all("SELECT count(*) FROM replies WHERE state = 'queued'") == [(1,)]
+    assert stores_of(publisher).rows("SELECT count(*) FROM replies WHERE state = 'queued'") == [(1,)]
 
 
 def test_dids_are_learned_from_handles_and_bad_accounts_are_one_line(atproto_network, scout):
@@ -260,9 +276,9 @@ def test_prefect_retries_transient_pds_failures_and_not_refusals(tmp_path, atpro
                                                                  proxy, prefect_server):
     publisher = publisher_for(tmp_path, atproto_network, scout.config("scout", "agent-1", proxy.url),
                               {**scout.config("refused", "agent-2", proxy.url), "app_password": "nope-nope-nope"})
-    question = ingested(publisher.store, atproto_network, human_account, "retry me")
-    queue(publisher.store, "scout", [question[0]], "after two 503s")
-    queue(publisher.store, "refused", [question[0]], "never")
+    question = ingested(stores_of(publisher), atproto_network, human_account, "retry me")
+    queue(stores_of(publisher), "scout", [question[0]], "after two 503s")
+    queue(stores_of(publisher), "refused", [question[0]], "never")
     proxy.fail_requests(503, 2)
     task = publish_reply.with_options(retry_delay_seconds=0)
 
@@ -284,7 +300,7 @@ def test_the_publish_flow_posts_each_agent_in_its_own_lane(tmp_path, atproto_net
     config.write_text(yaml.safe_dump({
         "store": {"path": str(tmp_path / "s.duckdb")}, "bluesky": {"pds_uri": atproto_network.pds_url},
         "agents": [scout.config("scout", "agent-1", proxy.url), other.config("other", "agent-2")]}))
-    store = Store(tmp_path / "s.duckdb")
+    store = FedStores.beside(tmp_path / "s.duckdb")
     question = ingested(store, atproto_network, human_account, "both of you, please")
     [stuck] = queue(store, "scout", [question[0]], "late but there")
     [free] = queue(store, "other", [question[0]], "on time")
@@ -293,7 +309,9 @@ def test_the_publish_flow_posts_each_agent_in_its_own_lane(tmp_path, atproto_net
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         assert publish_flow(config_file=str(config), until_idle=True) == 2
 
-    posted_at = dict(store.query_all("SELECT reply_id, epoch(posted_at) FROM posts"))
+    with store.plane.reading() as session:
+        posted_at = {reply_id: moment.timestamp() for reply_id, moment
+                     in session.execute(select(tables.Post.reply_id, tables.Post.posted_at))}
     assert posted_at[stuck] - posted_at[free] > 7  # `other` went first, not after scout's retries
     assert proxy.calls() == [200]
     assert [r.value["content"] for r in blips_of(other)] == ["on time"]
@@ -303,11 +321,11 @@ def test_an_idle_publisher_reads_the_store_only_after_someone_wrote_to_it(tmp_pa
                                                                           scout):
     publisher = publisher_for(tmp_path, atproto_network, scout.config("scout", "agent-1"))
     reads = []
-    outbox = publisher.store.outbox
-    publisher.store.outbox = lambda *args: reads.append(args) or outbox(*args)
-    question = ingested(publisher.store, atproto_network, human_account, "wake up")
+    outbox = publisher.outbox.replies
+    publisher.outbox.replies = lambda *args: reads.append(args) or outbox(*args)
+    question = ingested(stores_of(publisher), atproto_network, human_account, "wake up")
     assert publisher.due() == [] and len(reads) == 1
     assert publisher.due() == [] and publisher.due() == [] and len(reads) == 1  # nothing written meanwhile
-    [reply_id] = queue(publisher.store, "scout", [question[0]], "awake")
+    [reply_id] = queue(stores_of(publisher), "scout", [question[0]], "awake")
     assert [reply.id for reply in publisher.due()] == [reply_id] and len(reads) == 2
     assert [reply.id for reply in publisher.due()] == [reply_id] and len(reads) == 3  # due: looked at every time

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from blipflow.analytics.ledger import ledger_relations
 from blipflow.config import AgentConfig, Settings
+from blipflow.control.engine import ControlPlane
 from blipflow.model.failures import BadRequest
 from blipflow.model.moments import moment_text, parse_moment
 from blipflow.network.accounts import with_learned_dids
@@ -107,9 +109,13 @@ def known_agents(settings: Settings) -> list[AgentConfig]:
     return with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
 
 
-def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig]) -> pa.Table:
+def run_report(store: Store, report: Query, chosen: Selection, agents: Sequence[AgentConfig],
+               plane: ControlPlane | None = None) -> pa.Table:
+    """The report's rows; the windows it weighs are the control plane's (`plane`), or without one those
+    the store itself holds (a store of the layout before the control plane)."""
     prelude = read_query(QUERIES_FOLDER / f"{PRELUDE}.sql")
-    return store.analytics_table(report.name, prelude.sql + "\n" + report.sql, chosen.variables(agents))
+    relations = None if plane is None else ledger_relations(plane)
+    return store.analytics_table(report.name, prelude.sql + "\n" + report.sql, chosen.variables(agents), relations)
 
 
 def handles_of_uris(store: Store, tables: Iterable[pa.Table]) -> dict[str, str]:

@@ -33,7 +33,7 @@ AGENT_LEASE = "dispatch:agent:"
 PROCESS_LEASE = "dispatch:process:"
 LEASE_SECONDS = 15.0
 RENEW_EVERY = 4.0  # seconds between rounds of renewing and taking leases
-MARGIN = 3.0  # seconds before its expiry that a lease is no longer counted on
+MARGIN = 0.2  # of a lease: so long before its expiry it is no longer counted on (3 s of the default 15)
 
 # One holder per process: a dispatcher built again in the same process carries on with the same leases.
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -88,7 +88,7 @@ class AgentShares:
     def keep(self) -> None:
         """One round: renew what is held, let go of what is beyond the share, take free agents up to it."""
         started = time.monotonic()
-        until = started + self.ttl.total_seconds() - MARGIN
+        until = started + self.ttl.total_seconds() * (1 - MARGIN)
         self.leases.acquire(PROCESS_LEASE + self.holder, self.holder, self.ttl)
         leases = self.leases.held()
         alive = [name for name, lease in leases.items()

@@ -708,13 +708,17 @@ class Store:
 
     # -- analytics -------------------------------------------------------------------------------
 
-    def analytics_table(self, name: str, script: str, variables: Mapping[str, object]) -> pa.Table:
+    def analytics_table(self, name: str, script: str, variables: Mapping[str, object],
+                        relations: Mapping[str, pa.Table] | None = None) -> pa.Table:
         """The result of the SQL script `name`'s last statement, in one short connection, with `variables` set
-        for the script's getvariable() calls (as `SET VARIABLE` would in the DuckDB CLI). A script DuckDB
-        cannot run is a StoreError naming it, in one line."""
+        for the script's getvariable() calls (as `SET VARIABLE` would in the DuckDB CLI) and `relations` read
+        under their names (before the store's own tables of those names). A script DuckDB cannot run is a
+        StoreError naming it, in one line."""
         with self.connect() as db:
             for variable, value in variables.items():
                 db.execute(f"SET VARIABLE {variable} = ?", [value])
+            for relation, table in (relations or {}).items():
+                db.register(relation, table)
             try:
                 return db.sql(script).to_arrow_table()
             except duckdb.Error as error:

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store
+from tests.support.fed_stores import control_rows
 from tests.support.ingest_process import BlipflowProcess, write_config
 
 COMMANDS = {"ingest": ["run"], "dispatch": ["dispatch"], "publish": ["publish-replies"]}
@@ -36,6 +38,11 @@ class ChatLoop:
         self.processes: dict[str, BlipflowProcess] = {}
         self.starts: dict[str, int] = {}
         self.store = Store(self.store_path)
+        self.control = ControlPlane(f"sqlite:///{folder / 'control.sqlite'}")  # the default, beside the store
+
+    def rows(self, sql: str, **params: Any) -> list[tuple]:
+        """The rows of a query on the control plane (the ledger and the outbox)."""
+        return control_rows(self.control, sql, **params)
 
     def start(self, *names: str) -> ChatLoop:
         for name in names or tuple(COMMANDS):
