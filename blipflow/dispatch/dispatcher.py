@@ -137,6 +137,7 @@ class Dispatcher:
         self.planned_version, self.replan_at = version, clock + REPLAN_EVERY
         now = datetime.now(timezone.utc)
         held = self.shares.held()
+        self.taken_up &= held  # an agent served again after another process had it: its circuit anew
         self.restore_circuits(held - self.taken_up, clock, now)
         planned: dict[str, Window] = {}
         allowed = {name for name in held if self.breaker_allows(name, clock)}

@@ -15,6 +15,7 @@ with a margin, so that an agent whose renewal is overdue is taken for lost befor
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import os
@@ -56,7 +57,10 @@ class AgentShares:
         """Take the first share now, then keep it from a background thread."""
         if self._thread is None:
             self.keep()
-            self._thread = threading.Thread(target=self._keep_until_stopped, name="blipflow-leases", daemon=True)
+            # in the caller's context, so that what the thread logs is the caller's (a flow run's, say)
+            context = contextvars.copy_context()
+            self._thread = threading.Thread(target=context.run, args=(self._keep_until_stopped,),
+                                            name="blipflow-leases", daemon=True)
             self._thread.start()
 
     def stop(self, *, release: bool = True) -> None:
