@@ -92,7 +92,6 @@ class Dispatcher:
         *,
         letta_timeout: float,
         notify: Notify = nobody,
-        lease_seconds: float | None = None,
     ) -> None:
         self.plane = plane
         self.blips, self.ledger, self.outbox, self.circuits = Blips(plane), Ledger(plane), Outbox(plane), Circuits(plane)
@@ -109,8 +108,7 @@ class Dispatcher:
             agent.name: Breaker(agent.name, config.breaker_failures, config.breaker_cooldown) for agent in agents
         }
         self.quarantine_after = config.quarantine_after
-        self.shares = AgentShares(Leases(plane), self.agents, idle=self.idle,
-                                  **({} if lease_seconds is None else {"lease_seconds": lease_seconds}))
+        self.shares = AgentShares(Leases(plane), self.agents, idle=self.idle)
         self.taken_up: set[str] = set()  # agents whose circuit this process took up from the control plane
         self.delivering: set[str] = set()  # agents with a window being delivered by this process now
         self.started = False
