@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from blipflow.analytics.export import MARKER, export_parquet
+from blipflow.analytics.ledger import ledger_relations
 from blipflow.analytics.reports import (
     QUERIES_FOLDER,
     Bucket,
@@ -35,6 +36,7 @@ from tests.support.analytics_history import (
     at,
     blip_uri,
     build_history,
+    history_plane,
 )
 from tests.support.frames import batch, commit_frame
 
@@ -55,16 +57,17 @@ def own_history(history: Store, tmp_path: Path) -> Store:
 
 
 def copy_of(store: Store, path: Path) -> Path:
-    """The store's file, with its write-ahead log if one is left."""
-    shutil.copy(store.path, path)
-    wal = store.path.with_name(store.path.name + ".wal")
-    if wal.exists():
-        shutil.copy(wal, path.with_name(path.name + ".wal"))
+    """The store's file, with its write-ahead log if one is left, and the control plane beside it."""
+    copies = {store.path.name: path.name, store.path.name + ".wal": path.name + ".wal",
+              "control.sqlite": "control.sqlite", "control.sqlite-wal": "control.sqlite-wal"}
+    for name, copy in copies.items():
+        if store.path.with_name(name).exists():
+            shutil.copy(store.path.with_name(name), path.with_name(copy))
     return path
 
 
 def rows(store: Store, report: str, chosen: Selection = Selection(), *, columns: tuple[str, ...] = ()) -> list:
-    table = run_report(store, reports()[report], chosen, AGENTS)
+    table = run_report(store, reports()[report], chosen, AGENTS, history_plane(store))
     if not columns:
         return table.to_pylist()
     return [tuple(row[column] for column in columns) for row in table.to_pylist()]
@@ -114,7 +117,7 @@ def test_latency_distribution_per_agent(history: Store) -> None:
 
 
 def test_latency_without_configured_agents_counts_every_author(history: Store) -> None:
-    table = run_report(history, reports()["latency"], Selection(), [])
+    table = run_report(history, reports()["latency"], Selection(), [], history_plane(history))
     # bob answered scout's s1 after 57.5 s, alice sage's g2 after 10 s
     assert {row["did"]: (row["replies"], row["median_ms"]) for row in table.to_pylist()} == {
         SCOUT: (2, 2000), SAGE: (2, 7000), BOB: (1, 57500), ALICE: (1, 10000)}
@@ -226,6 +229,8 @@ def test_top_terms_recount_an_hour_whose_blips_changed(own_history: Store) -> No
 def test_reports_run_from_sql_text_alone_as_in_the_duckdb_cli(history: Store, tmp_path: Path) -> None:
     """What `duckdb store.duckdb` with SET VARIABLE and `.read` does: the files need nothing from Python."""
     with duckdb.connect(str(copy_of(history, tmp_path / "cli.duckdb"))) as db:
+        # the windows are the control plane's: a session brings them in under the name the reports read
+        db.register("windows", ledger_relations(history_plane(history))["windows"])
         db.execute("SET VARIABLE agents = [{'name': 'scout', 'did': '" + SCOUT + "'}, {'name': 'sage', 'did': '"
                    + SAGE + "'}]")
         db.execute("SET VARIABLE since = '2025-10-09'")

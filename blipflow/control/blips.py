@@ -9,7 +9,6 @@ transaction, so the numbers are handed out in commit order there too.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import String, bindparam, case, select, text
@@ -59,8 +58,10 @@ class Blips:
 
     def add_within(self, session: Session, facts: Iterable[BlipFacts], *, stored_at: datetime | None = None) -> None:
         """`add`, as part of the caller's transaction (which must be one that writes)."""
-        rows = [{**asdict(fact), "mentions": list(fact.mentions), "tags": list(fact.tags), "refs": list(fact.refs),
-                 "stored_at": stored_at or now(), "updated_at": now()} for fact in facts]
+        stored, updated = stored_at or now(), now()
+        # vars(), not asdict(): asdict deep-copies every value, most of a feed's time (measured)
+        rows = [{**vars(fact), "mentions": list(fact.mentions), "tags": list(fact.tags), "refs": list(fact.refs),
+                 "stored_at": stored, "updated_at": updated} for fact in facts]
         if not rows:
             return
         blip = tables.Blip.__table__

@@ -25,7 +25,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from blipflow.config import AgentConfig
+from blipflow.control import tables
+from blipflow.control.engine import ControlPlane
+from blipflow.control.ledger import Ledger
 from blipflow.store.history import Identity, Store
+from tests.support.fed_stores import FedStores
 from tests.support.frames import batch, commit_frame, uri
 
 ALICE = "did:plc:alice000000000000000000"
@@ -81,48 +85,56 @@ def create_frame(rkey: str) -> bytes:
                         created_at=datetime.fromtimestamp(time_us / 1e6, timezone.utc).isoformat())
 
 
+def history_plane(store: Store) -> ControlPlane:
+    """The control plane of the store's install: where it is by default, beside the store."""
+    return FedStores.beside(store.path).plane
+
+
 def build_history(store: Store) -> None:
-    store.apply(batch(*(create_frame(rkey) for rkey in BLIPS)))
+    """The history in the store and, as ingest and dispatch leave them, its blips and windows in the
+    control plane beside it."""
+    stores = FedStores(store, history_plane(store))
+    stores.apply(batch(*(create_frame(rkey) for rkey in BLIPS)))
     rkey, time_us, content = EDITED
-    store.apply(batch(commit_frame(ALICE, rkey, time_us, operation="update", content=content, cid="cid-a3-edited")))
+    stores.apply(batch(commit_frame(ALICE, rkey, time_us, operation="update", content=content, cid="cid-a3-edited")))
     rkey, time_us = DELETED
-    store.apply(batch(commit_frame(ALICE, rkey, time_us, operation="delete")))
+    stores.apply(batch(commit_frame(ALICE, rkey, time_us, operation="delete")))
     store.save_identities([
         Identity(ALICE, "alice.test", "Alice", None, None),
         Identity(BOB, "bob.test", None, None, None),
         Identity(SCOUT, "scout.agents.test", "Scout", None, None),  # the agent's name wins over its handle
     ])
-    record_windows(store)
+    record_windows(Ledger(stores.plane))
     with store.connect() as db:  # as a live ingest would have: each blip received when it was posted
         db.executemany("UPDATE blips SET ingested_at = make_timestamptz(?) WHERE uri = ?",
                        [(time_us, blip_uri(rkey)) for rkey, (_, time_us, _, _) in BLIPS.items()])
 
 
-def record_windows(store: Store) -> None:
+def record_windows(ledger: Ledger) -> None:
     opened: dict[str, int] = {}
 
     def window(agent: str, rkeys: list[str], opened_at: int) -> str:
-        window_id = store.decide(agent, {}, [blip_uri(rkey) for rkey in rkeys])
+        window_id = ledger.decide(agent, {}, [blip_uri(rkey) for rkey in rkeys])
         assert window_id is not None
         opened[window_id] = opened_at
         return window_id
 
     answered = window("scout", ["a1"], at(9, 8, 0, 1))
-    store.mark_sending(answered)
-    store.finish_window(answered, "scout", ["Memory persists in archival blocks."], 1200.0)
+    ledger.mark_sending(answered)
+    ledger.finish_window(answered, "scout", ["Memory persists in archival blocks."], 1200.0)
     silent = window("scout", ["g1"], at(9, 8, 0, 30))
-    store.mark_sending(silent)
-    store.finish_window(silent, "scout", [], 800.0)
+    ledger.mark_sending(silent)
+    ledger.finish_window(silent, "scout", [], 800.0)
     failing = window("scout", ["b2"], at(9, 9, 0, 5))
     for _ in range(2):
-        store.mark_sending(failing)
-        store.fail_window(failing, "letta 500", settled=True)
+        ledger.mark_sending(failing)
+        ledger.fail_window(failing, "letta 500", settled=True)
     retried = window("sage", ["b2"], at(9, 8, 0, 2))
-    store.mark_sending(retried)
-    store.fail_window(retried, "timed out", settled=False)
-    store.mark_sending(retried)
-    store.finish_window(retried, "sage", ["A protocol for memory, yes."], 3000.0)
+    ledger.mark_sending(retried)
+    ledger.fail_window(retried, "timed out", settled=False)
+    ledger.mark_sending(retried)
+    ledger.finish_window(retried, "sage", ["A protocol for memory, yes."], 3000.0)
     window("sage", ["a3"], at(10, 10, 0, 1))
-    with store.connect() as db:
-        db.executemany("UPDATE windows SET created_at = make_timestamptz(?) WHERE id = ?",
-                       [(time_us, window_id) for window_id, time_us in opened.items()])
+    with ledger.plane.writing() as session:
+        for window_id, time_us in opened.items():
+            session.get(tables.Window, window_id).created_at = datetime.fromtimestamp(time_us / 1e6, timezone.utc)
