@@ -79,12 +79,14 @@ def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_
     import yaml
 
     from blipflow.ingest.simulator import simulate_frames
-    from blipflow.store.history import IngestBatch, Store
+    from blipflow.store.history import IngestBatch
+    from tests.support.fed_stores import FedStores
     from tests.support.frames import blips
 
-    store = Store(work / "bench.duckdb")
+    stores = FedStores.beside(work / "bench.duckdb")
+    store = stores.store
     frames = [f for f in simulate_frames(args.blips * 2) if b'"operation":"create"' in f][: args.blips]
-    store.apply(IngestBatch(blips=blips(*frames)))
+    stores.apply(IngestBatch(blips=blips(*frames)))
     agents = [{"name": f"agent{n}", "agent_id": create_agent(), "batch_size": args.batch_size,
                "max_wait_seconds": 0, "max_replies_per_minute": 1_000_000,
                "backlog_seconds": 10**9} for n in range(args.agents)]
@@ -106,11 +108,7 @@ def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_
     elapsed = time.time() - started
     assert delivered == expected, f"{delivered} windows delivered, {expected} expected"
 
-    rows = store.query_all("""
-        SELECT w.agent, epoch(w.sent_at), epoch(w.finished_at), w.letta_ms,
-               (SELECT epoch(min(b.ingested_at)) FROM deliveries d JOIN blips b ON b.uri = d.blip_uri
-                WHERE d.window_id = w.id)
-        FROM windows w WHERE w.state IN ('answered', 'silent') ORDER BY w.agent, w.finished_at""")
+    rows = answered_windows(stores.plane)
     overhead, to_request, letta = [], [], []
     previous: dict[str, float] = {}
     for agent, sent, finished, letta_ms, oldest in rows:
@@ -134,6 +132,24 @@ def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_
     }
 
 
+def answered_windows(plane) -> list[tuple]:
+    """(agent, sent, finished, letta_ms, when its oldest blip was stored) of each answered or silent window,
+    times in epoch seconds, by agent and finish."""
+    from sqlalchemy import func, select
+
+    from blipflow.control import tables
+
+    window, delivery, blip = tables.Window, tables.Delivery, tables.Blip
+    oldest = (select(func.min(blip.stored_at)).join(delivery, delivery.blip_uri == blip.uri)
+              .where(delivery.window_id == window.id).scalar_subquery())
+    query = (select(window.agent, window.sent_at, window.finished_at, window.letta_ms, oldest.label("oldest"))
+             .where(window.state.in_(["answered", "silent"])).order_by(window.agent, window.finished_at))
+    with plane.reading() as session:
+        return [(agent, sent.timestamp(), finished.timestamp(), letta_ms,
+                 tables.UtcDateTime().process_result_value(first, None).timestamp())
+                for agent, sent, finished, letta_ms, first in session.execute(query)]
+
+
 def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_url: str) -> dict:
     """Store-to-request latency as a person sees it: blips arrive while dispatch is running."""
     import signal
@@ -142,10 +158,12 @@ def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent,
     import yaml
 
     from blipflow.ingest.simulator import simulate_frames
-    from blipflow.store.history import IngestBatch, Store
+    from blipflow.store.history import IngestBatch
+    from tests.support.fed_stores import FedStores
     from tests.support.frames import blips
 
-    store = Store(work / "live.duckdb")
+    stores = FedStores.beside(work / "live.duckdb")
+    store = stores.store
     config = work / "live.yaml"
     config.write_text(yaml.safe_dump({
         "store": {"path": str(store.path)}, "letta": {"base_url": letta_url, "timeout": 120},
@@ -160,18 +178,15 @@ def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent,
         time.sleep(8)  # the flow run starts (Prefect client, imports)
         frames = [f for f in simulate_frames(args.live * 2) if b'"operation":"create"' in f][: args.live]
         for frame in frames:
-            store.apply(IngestBatch(blips=blips(frame)))
+            stores.apply(IngestBatch(blips=blips(frame)))
             time.sleep(0.5)
         deadline = time.time() + 60
-        while time.time() < deadline and store.query_all(
-                "SELECT count(*) FROM windows WHERE state IN ('answered', 'silent')")[0][0] < args.live:
+        while time.time() < deadline and len(answered_windows(stores.plane)) < args.live:
             time.sleep(0.2)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(60)
-    rows = store.query_all("""
-        SELECT (epoch(w.sent_at) - epoch(b.ingested_at)) * 1000, w.letta_ms FROM windows w
-        JOIN deliveries d ON d.window_id = w.id JOIN blips b ON b.uri = d.blip_uri""")
+    rows = [((sent - oldest) * 1000, letta_ms) for _, sent, _, letta_ms, oldest in answered_windows(stores.plane)]
     latencies = [latency for latency, _ in rows]
     return {
         "bench": "dispatch-live",

@@ -117,6 +117,21 @@ def main() -> None:
             network.stop()
 
 
+def stage_times(plane) -> dict[str, tuple]:
+    """uri → (stored, sent, letta_ms, finished, posted) of each blip answered, times in epoch seconds."""
+    from sqlalchemy import select
+
+    from blipflow.control import tables
+
+    blip, delivery, window, reply, post = tables.Blip, tables.Delivery, tables.Window, tables.Reply, tables.Post
+    query = (select(blip.uri, blip.stored_at, window.sent_at, window.letta_ms, window.finished_at, post.posted_at)
+             .join(delivery, delivery.blip_uri == blip.uri).join(window, window.id == delivery.window_id)
+             .join(reply, reply.window_id == window.id).join(post, post.reply_id == reply.id))
+    with plane.reading() as session:
+        return {uri: (stored.timestamp(), sent.timestamp(), letta_ms, finished.timestamp(), posted.timestamp())
+                for uri, stored, sent, letta_ms, finished, posted in session.execute(query)}
+
+
 def measure(loops: int, network, human, loop, watcher: StreamWatcher) -> None:
     client = network.client_for(human)
     rounds: list[tuple[str, float, tuple[float, float]]] = []
@@ -126,11 +141,7 @@ def measure(loops: int, network, human, loop, watcher: StreamWatcher) -> None:
         answered = watcher.wait_for_answer_to(uri, 120)
         if n:
             rounds.append((uri, created, answered))
-    store = loop.store
-    rows = {uri: rest for uri, *rest in store.query_all("""
-        SELECT b.uri, epoch(b.ingested_at), epoch(w.sent_at), w.letta_ms, epoch(w.finished_at), epoch(p.posted_at)
-        FROM blips b JOIN deliveries d ON d.blip_uri = b.uri JOIN windows w ON w.id = d.window_id
-        JOIN replies r ON r.window_id = w.id JOIN posts p ON p.reply_id = r.id""")}
+    rows = stage_times(loop.control)
     overhead, letta, stages = [], [], {name: [] for name in (
         "pds_to_store", "store_to_letta", "letta", "window_closing", "answer_to_posted", "posted_to_standin",
         "standin_to_reader")}

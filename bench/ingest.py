@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from blipflow.config import Settings  # noqa: E402
+from blipflow.control.engine import ControlPlane  # noqa: E402
+from blipflow.ingest.feed import Feed  # noqa: E402
 from blipflow.ingest.ingester import Ingestor, make_source  # noqa: E402
 from blipflow.ingest.simulator import simulate_frames  # noqa: E402
 from blipflow.ingest.source import PassiveSink  # noqa: E402
@@ -67,11 +69,13 @@ async def measure_raw(url: str, events: int) -> float:
     return elapsed
 
 
-async def measure_store(url: str, events: int, store_path: Path) -> tuple[float, int]:
+async def measure_store(url: str, events: int, store_path: Path, feed: bool) -> tuple[float, int]:
     settings = settings_for(url, store_path)
     store = Store(store_path)
     store.apply(IngestBatch(cursor_key="jetstream", cursor=0))  # replay the stand-in's log from its start
-    ingestor = Ingestor(store, make_source(settings, "jetstream"), settings.ingest)
+    # with `feed`, as `blipflow run` ingests: each batch goes on into the control plane (SQLite beside the store)
+    fed = Feed(ControlPlane.from_settings(settings), store) if feed else None
+    ingestor = Ingestor(store, make_source(settings, "jetstream"), settings.ingest, feed=fed)
 
     async def stop_when_all_received() -> None:
         while ingestor.stats.received < events:
@@ -123,13 +127,13 @@ def resident_mb() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def child(mode: str, url: str, events: int) -> None:
+def child(mode: str, url: str, events: int, feed: bool) -> None:
     if mode == "raw":
         with RssSampler() as rss:
             result = {"seconds": asyncio.run(measure_raw(url, events))}
     else:
         with tempfile.TemporaryDirectory() as folder, RssSampler() as rss:
-            seconds, stored = asyncio.run(measure_store(url, events, Path(folder) / "bench.duckdb"))
+            seconds, stored = asyncio.run(measure_store(url, events, Path(folder) / "bench.duckdb", feed))
         result = {"seconds": seconds, "stored": stored}
     result["rss_mb_max"] = peak_resident_mb()
     usage = resource.getrusage(resource.RUSAGE_SELF)  # CPU of the whole child, imports included
@@ -138,9 +142,9 @@ def child(mode: str, url: str, events: int) -> None:
     print(json.dumps(result))
 
 
-def run_child(mode: str, url: str, events: int) -> dict:
+def run_child(mode: str, url: str, events: int, feed: bool = False) -> dict:
     output = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--url", url, "--events", str(events)],
+        [sys.executable, __file__, "--child", mode, "--url", url, "--events", str(events), *(["--feed"] if feed else [])],
         check=True, capture_output=True, text=True, cwd=ROOT,
     )
     return json.loads(output.stdout.strip().splitlines()[-1])
@@ -152,9 +156,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--child", choices=["raw", "store"])
     parser.add_argument("--url")
+    parser.add_argument("--feed", action="store_true", help="feed the control plane too, as `blipflow run` does")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.url, args.events)
+        child(args.child, args.url, args.events, args.feed)
         return
 
     from tests.support.jetstream_standin import JetstreamStandin
@@ -167,7 +172,7 @@ def main() -> None:
             raw, stored = [], []
             for _ in range(args.rounds):
                 raw.append(run_child("raw", standin.url, args.events))
-                stored.append(run_child("store", standin.url, args.events))
+                stored.append(run_child("store", standin.url, args.events, args.feed))
                 print(f"raw {args.events / raw[-1]['seconds']:,.0f}/s  store {args.events / stored[-1]['seconds']:,.0f}/s",
                       file=sys.stderr)
         finally:
@@ -178,6 +183,7 @@ def main() -> None:
     raw_per_s = args.events / best_raw["seconds"]
     print(json.dumps({
         "bench": "ingest",
+        "feed": args.feed,
         "events": args.events,
         "stored": best["stored"],
         "events_per_s": round(events_per_s),

@@ -110,7 +110,7 @@ class StoreConfig(Section):
 
 
 class ControlConfig(Section):
-    url: str = Field(default="sqlite:///data/control.sqlite", description="SQLite file, or postgresql+psycopg://…")
+    url: str | None = Field(default=None, description="sqlite:///… or postgresql+psycopg://…; default: beside the store")
 
 
 class DispatchConfig(Section):

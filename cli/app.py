@@ -38,6 +38,7 @@ from blipflow.config import (
     read_blocks_with,
 )
 from blipflow.control.engine import ControlPlane, ControlPlaneError
+from blipflow.control.ledger import Ledger
 from blipflow.ingest.source import SourceUnavailable
 from blipflow.model.blip import Blip, with_identity
 from blipflow.model.failures import BadRequest, Failure
@@ -188,7 +189,7 @@ def status(
     from blipflow.operations.status import status as status_report
 
     loaded = settings()
-    report = status_report(existing_store(loaded), loaded)
+    report = status_report(existing_store(loaded), ControlPlane.from_settings(loaded), loaded)
     typer.echo(json.dumps(report) if output is Output.json else render(report))
 
 
@@ -217,7 +218,7 @@ def list_windows(
     output: Annotated[Output, typer.Option(help="human, or one JSON object per line")] = Output.human,
 ) -> None:
     """Windows that failed (waiting to be sent again) or were quarantined, oldest first."""
-    for record in existing_store(settings()).window_records(["failed", "quarantined"]):
+    for record in Ledger(ControlPlane.from_settings(settings())).window_records(["failed", "quarantined"]):
         if output is Output.json:
             typer.echo(json.dumps(dataclasses.asdict(record), default=datetime.isoformat))
         else:
@@ -239,7 +240,7 @@ def drop_window(window_id: Annotated[str, typer.Argument(help="the window's id (
 
 
 def hand_window(window_id: str, state: str, done: str) -> None:
-    record = existing_store(settings()).retry_or_drop_window(window_id, state)
+    record = Ledger(ControlPlane.from_settings(settings())).retry_or_drop_window(window_id, state)
     if record is None:
         raise Failure(f"window {window_id}: no such window", transient=False)
     if record.state not in ("failed", "quarantined"):
@@ -315,7 +316,7 @@ def take_over_store() -> None:
     from blipflow.operations.takeover import take_over
 
     loaded = settings()
-    plane = ControlPlane(loaded.control.url)
+    plane = ControlPlane.from_settings(loaded)
     try:
         taken = take_over(plane, loaded.store)
     finally:
@@ -367,7 +368,7 @@ def show_report(name: str, report: Query, chosen: Selection, output: OutputForma
     if chart is not None:
         check_chart(name, chart)
     loaded = settings()
-    store, plane = existing_store(loaded), ControlPlane(loaded.control.url)
+    store, plane = existing_store(loaded), ControlPlane.from_settings(loaded)
     table = run_report(store, plane, report, chosen, known_agents(loaded))
     if table.num_rows == 0:
         typer.echo(nothing_to_report(store, plane, name), err=True)
@@ -416,7 +417,7 @@ def analytics_html(
 
     chosen = selection_asked(since, until, agent, bucket, top)
     loaded = settings()
-    store, plane = existing_store(loaded), ControlPlane(loaded.control.url)
+    store, plane = existing_store(loaded), ControlPlane.from_settings(loaded)
     agents = known_agents(loaded)
     results = {name: (report, run_report(store, plane, report, chosen, agents)) for name, report in reports().items()}
     if not any(table.num_rows for _, table in results.values()):

@@ -36,7 +36,7 @@ def analytics(config_file: str | None = None, day: str | None = None, export_dir
     try:
         covered = report_day(day)
         settings = load_settings(config_file)
-        store, plane = Store.existing(settings.store), ControlPlane(settings.control.url)
+        store, plane = Store.existing(settings.store), ControlPlane.from_settings(settings)
         agents = known_agents(settings)
     except (BadRequest, ConfigError, StoreError, AccountFailed) as error:
         logger.error("%s", error)

@@ -6,6 +6,9 @@ reaches its agents well under a second after it is stored, instead of waiting fo
 
 from __future__ import annotations
 
+import logging
+from logging import Logger, LoggerAdapter
+
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
@@ -18,20 +21,22 @@ from blipflow.model.notices import Notify, nobody
 from blipflow.network.accounts import with_learned_dids
 from blipflow.network.identity import IdentityResolver
 from blipflow.store.history import Store
+from flows.control import control_plane
 from flows.lanes import results_in_lanes
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.dispatch import deliver_window
 from tasks.words import counted
 
+log = logging.getLogger(__name__)
 
-def build_dispatcher(settings: Settings, notify: Notify = nobody) -> Dispatcher:
-    store = Store.from_config(settings.store)
-    resolver = IdentityResolver.from_settings(store, settings)
+
+def build_dispatcher(settings: Settings, notify: Notify = nobody, logger: Logger | LoggerAdapter = log) -> Dispatcher:
+    resolver = IdentityResolver.from_settings(Store.from_config(settings.store), settings)
     gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
     # Agents' DIDs keep their own blips from them and measure agent-only chains; learned from handles if not given.
     agents = with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
-    return Dispatcher(store, gateway, resolver, agents, settings.dispatch, letta_timeout=settings.letta.timeout,
-                      notify=notify)
+    return Dispatcher(control_plane(settings, logger), gateway, resolver, agents, settings.dispatch,
+                      letta_timeout=settings.letta.timeout, notify=notify)
 
 
 @flow(name="dispatch")
@@ -48,7 +53,7 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
         logger.warning("no agents configured: nothing to dispatch")
         return Completed(message="no agents configured: nothing to dispatch", data=0)
     try:
-        dispatcher = build_dispatcher(settings, notify=emit)
+        dispatcher = build_dispatcher(settings, notify=emit, logger=logger)
     except Failure as failure:  # an agent's DID could not be learned from its account: one line, no traceback
         logger.error("%s", failure)
         return Failed(message=str(failure))
@@ -63,6 +68,7 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
         TableReport("dispatch-windows", "Windows this run delivered: agent, blips, replies, Letta time, outcome"),
         delivery_row,
     )
+    dispatcher.close()
     logger.info("dispatch stopped after delivering %d windows", delivered)
     return Completed(message=f"delivered {counted(delivered, 'window')}", data=delivered)
 

@@ -12,9 +12,8 @@ from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
 from blipflow.config import AgentConfig, load_settings
-from blipflow.control.engine import ControlPlane
-from blipflow.operations.takeover import take_over
 from blipflow.publish.publisher import Publication, Publisher
+from flows.control import control_plane
 from flows.lanes import results_in_lanes
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.publish import publish_reply
@@ -34,10 +33,7 @@ def publish(config_file: str | None = None, until_idle: bool = False) -> State[i
     if not settings.agents:
         logger.warning("no agents configured: nothing to publish")
         return Completed(message="no agents configured: nothing to publish", data=0)
-    plane = ControlPlane(settings.control.url)
-    taken = take_over(plane, settings.store)  # a store of the previous layout, the first time only
-    if not taken.already and taken.windows + taken.replies:
-        logger.info("took over %d windows and %d replies from %s", taken.windows, taken.replies, taken.store)
+    plane = control_plane(settings, logger)
     publisher = Publisher.from_settings(plane, settings, notify=emit)
     try:
         posted = counted_and_reported(

@@ -109,7 +109,7 @@ def test_the_deployments_run_the_loop_under_a_worker(
 
         dispatch = run_of(client, deployments["dispatch"], config_file=config, until_idle=True)
         assert state_of(client, dispatch, "Completed") == "Completed"
-        assert loop.store.query_all("SELECT agent, state FROM windows") == [("deployed", "answered")]
+        assert loop.rows("SELECT agent, state FROM windows") == [("deployed", "answered")]
         publish = run_of(client, deployments["publish"], config_file=config, until_idle=True)
         assert state_of(client, publish, "Completed") == "Completed"
         [answer] = list_records(scout.account)

@@ -8,7 +8,9 @@ import sys
 
 import yaml
 
+from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store
+from tests.support.fed_stores import FedStores
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
 from tests.test_dispatch import HUMAN, post
 
@@ -23,7 +25,7 @@ def test_killing_dispatch_mid_window_delivers_each_blip_exactly_once(tmp_path, l
         "bluesky": {"plc_uri": "http://127.0.0.1:9"},
         "agents": [{"name": "scout", "agent_id": agent_id}],
     }))
-    store = Store(store_path)
+    store = FedStores(Store(store_path), ControlPlane(f"sqlite:///{tmp_path / 'control.sqlite'}"))
     post(store, HUMAN, "a slow question [[sleep:6]]")
     seq = letta_server.model.last_seq()
 
@@ -37,9 +39,9 @@ def test_killing_dispatch_mid_window_delivers_each_blip_exactly_once(tmp_path, l
         wait_for(model_calls, 60, "the window to reach the model")
         first.signal(signal.SIGKILL)  # mid-call: Letta goes on answering, nobody records it
         first.wait(10)
-        assert store.query_all("SELECT state FROM windows") == [("sending",)]
+        assert store.rows("SELECT state FROM windows") == [("sending",)]
         second = BlipflowProcess(config, ["dispatch"], prefect_server.env(), tmp_path / "second.log")
-        wait_for(lambda: store.query_all("SELECT state FROM windows") == [("answered",)], 90, "the window answered")
+        wait_for(lambda: store.rows("SELECT state FROM windows") == [("answered",)], 90, "the window answered")
         second.signal(signal.SIGINT)
         assert second.wait(30) == 0
     finally:
@@ -49,7 +51,7 @@ def test_killing_dispatch_mid_window_delivers_each_blip_exactly_once(tmp_path, l
     assert len(model_calls()) == 1  # the agent was asked once
     history = letta_server.client().agents.messages.list(agent_id, limit=50)
     assert sum(1 for m in history if m.message_type == "user_message") == 1  # and remembers it once
-    [(reply,)] = store.query_all("SELECT content FROM replies")
+    [(reply,)] = store.rows("SELECT content FROM replies")
     assert reply.endswith("</content>\n</blip>") and reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "a slow question"
     assert "dispatch stopped after delivering 1 windows" in second.log()
 

@@ -7,11 +7,14 @@ from datetime import timedelta
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from sqlalchemy import select
+
+from blipflow.control import tables
 from blipflow.letta.gateway import AgentCallFailed
-from blipflow.store.history import Store
 from tasks.dispatch import deliver_window
 from tests.support.fake_letta import FakeLetta
-from tests.test_dispatch import HUMAN, dispatcher_for, post
+from tests.support.fed_stores import FedStores
+from tests.test_dispatch import HUMAN, dispatcher_for, fed, post
 
 OTHER_HUMAN = "did:plc:otherhuman00000000000000"
 
@@ -27,7 +30,7 @@ def test_transient_failures_are_retried_and_permanent_ones_are_not(tmp_path, pre
         dispatcher = dispatcher_for(tmp_path, fake, {"name": "scout", "agent_id": agent_id},
                                     {"name": "ghost", "agent_id": "agent-unknown"})
         # fails on the first call (three model attempts), answers on the second
-        post(dispatcher.store, HUMAN, "flaky [[status:503*3]]")
+        post(fed(dispatcher), HUMAN, "flaky [[status:503*3]]")
         with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
             states = {window.agent: deliver(dispatcher, window) for window in dispatcher.plan()}
         assert states["scout"].is_completed()
@@ -35,7 +38,7 @@ def test_transient_failures_are_retried_and_permanent_ones_are_not(tmp_path, pre
         assert fake.calls == 1  # the failed call recorded nothing; the retry was answered once
         assert states["ghost"].is_failed()
         assert "agent ghost: no such agent on the Letta server (HTTP 404)" in states["ghost"].message
-        assert dispatcher.store.query_all("SELECT agent, state, attempts FROM windows ORDER BY agent") == [
+        assert fed(dispatcher).rows("SELECT agent, state, attempts FROM windows ORDER BY agent") == [
             ("ghost", "failed", 1), ("scout", "answered", 2)]
     finally:
         fake.stop()
@@ -47,7 +50,7 @@ def test_a_timed_out_window_is_not_sent_again_while_it_may_still_be_answered(tmp
         agent_id = fake.create_agent()
         dispatcher = dispatcher_for(tmp_path, fake, {"name": "scout", "agent_id": agent_id})
         dispatcher.gateway.client = dispatcher.gateway.client.with_options(timeout=0.5)
-        post(dispatcher.store, HUMAN, "slow [[sleep:1.5]]")
+        post(fed(dispatcher), HUMAN, "slow [[sleep:1.5]]")
         [window] = dispatcher.plan()
         try:
             dispatcher.deliver(window)
@@ -61,7 +64,7 @@ def test_a_timed_out_window_is_not_sent_again_while_it_may_still_be_answered(tmp
         assert again.id == window.id
         assert dispatcher.deliver(again).outcome == "recovered"
         assert fake.calls == 1
-        [(reply,)] = dispatcher.store.query_all("SELECT content FROM replies")
+        [(reply,)] = fed(dispatcher).rows("SELECT content FROM replies")
         assert reply.startswith("echo: ") and reply.endswith("</content>\n</blip>")
         assert reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "slow"
     finally:
@@ -76,16 +79,20 @@ def test_an_agent_waiting_for_a_retry_holds_up_no_other(tmp_path, prefect_server
         config = fake.config(tmp_path, [
             {"name": "flaky", "agent_id": fake.create_agent(), "wanted_dids": [HUMAN]},
             {"name": "steady", "agent_id": fake.create_agent(), "wanted_dids": [OTHER_HUMAN]}])
-        store = Store(tmp_path / "s.duckdb")
+        store = FedStores.beside(tmp_path / "s.duckdb")
         post(store, HUMAN, "flaky [[status:503*6]]")  # two calls fail: retried after 1 s, then after 5 s more
         for n in range(3):
             post(store, OTHER_HUMAN, f"steady {n}")
         with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
             assert dispatch(config_file=str(config), until_idle=True) == 4
-        finished = dict(store.query_all(
-            "SELECT agent, list(finished_at ORDER BY finished_at) FROM windows WHERE state = 'answered' GROUP BY agent"))
+        window = tables.Window
+        finished: dict[str, list] = {}
+        with store.plane.reading() as session:
+            for agent, finished_at in session.execute(select(window.agent, window.finished_at)
+                                                      .where(window.state == "answered").order_by(window.finished_at)):
+                finished.setdefault(agent, []).append(finished_at)
         [flaky_done] = finished["flaky"]
         assert len(finished["steady"]) == 3 and max(finished["steady"]) < flaky_done - timedelta(seconds=3)
-        assert store.query_all("SELECT attempts FROM windows WHERE agent = 'flaky'") == [(3,)]
+        assert store.rows("SELECT attempts FROM windows WHERE agent = 'flaky'") == [(3,)]
     finally:
         fake.stop()

@@ -74,7 +74,7 @@ def test_an_agent_answers_a_human_once_threaded_and_the_answer_comes_back_throug
                                      "parent": {"uri": question, "cid": question_cid}}
     ingested = wait_for(lambda: stored_blip(loop, answer.uri), 20, "the answer ingested")
     assert ingested == (scout.did, "Hello, human!", question, question)  # the thread can be rebuilt
-    assert loop.store.query_all("SELECT skip_reason FROM deliveries WHERE blip_uri = ?", [answer.uri]) == [
+    assert loop.rows("SELECT skip_reason FROM deliveries WHERE blip_uri = :uri", uri=answer.uri) == [
         ("own_blip",)]  # its own answer is never sent back to it
     assert loop.reply_states() == ["posted"]
     no_secrets_in(loop, scout)
@@ -96,8 +96,8 @@ def test_two_agents_answer_the_human_never_themselves_and_the_loop_guard_ends_th
         parents = sorted(record.value["reply"]["parent"]["uri"] for record in records(me))
         theirs = [record.uri for record in records(other) if record.value["reply"]["parent"]["uri"] == question]
         assert parents == sorted([question, *theirs])  # the human's blip and the other agent's answer to it
-    skips = dict(loop.store.query_all("SELECT skip_reason, count(*) FROM deliveries WHERE skip_reason IS NOT NULL "
-                                      "GROUP BY ALL"))
+    skips = dict(loop.rows("SELECT skip_reason, count(*) FROM deliveries WHERE skip_reason IS NOT NULL "
+                           "GROUP BY skip_reason"))
     assert skips == {"own_blip": 4, "agent_chain_too_deep": 2}
     with loop.plane.reading() as session:
         assert session.execute(select(tables.Reply.agent, func.count()).where(tables.Reply.state == "posted")

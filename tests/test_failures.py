@@ -30,8 +30,9 @@ from blipflow.control.engine import ControlPlane
 from blipflow.operations.status import status
 from blipflow.store.history import Store
 from cli.app import app
+from tests.support.fed_stores import FedStores
 from tests.support.pds_proxy import PdsProxy
-from tests.test_dispatch import HUMAN, deliver_all, dispatcher_for, post, replies
+from tests.test_dispatch import HUMAN, deliver_all, dispatcher_for, fed, post, replies
 
 WRONG_KEY = "not-the-letta-key"
 NO_AGENT = "agent-00000000-0000-4000-8000-000000000000"
@@ -91,10 +92,9 @@ def failure_lines(logs: list[dict], agent: str) -> list[str]:
 def accounts(config: Path, agent: str) -> tuple[dict, dict]:
     """What `blipflow status` and the `errors` report say about the agent."""
     settings = load_settings(config)
-    store = Store(settings.store.path)
-    [errors] = run_report(store, ControlPlane(settings.control.url), reports()["errors"], Selection(),
-                          settings.agents).to_pylist()
-    return status(store, settings)["agents"][agent], errors
+    store, plane = Store(settings.store.path), ControlPlane.from_settings(settings)
+    [errors] = run_report(store, plane, reports()["errors"], Selection(), settings.agents).to_pylist()
+    return status(store, plane, settings)["agents"][agent], errors
 
 
 def test_a_wrong_key_is_one_call_and_one_line_until_the_cooldown(tmp_path, keyed_letta_server, prefect_server):
@@ -103,7 +103,7 @@ def test_a_wrong_key_is_one_call_and_one_line_until_the_cooldown(tmp_path, keyed
     try:
         config = write_config(tmp_path, {"base_url": front.url, "api_key": WRONG_KEY},
                               {"name": "scout", "agent_id": agent_id}, breaker_failures=5, breaker_cooldown=4)
-        post(Store(tmp_path / "s.duckdb"), HUMAN, "hello?")
+        post(FedStores.beside(tmp_path / "s.duckdb"), HUMAN, "hello?")
         logs = run_dispatch(config, prefect_server)
         logs += run_dispatch(config, prefect_server)  # a restart within the cooldown: the circuit stays open
         assert [status for _, status in front.forwarded] == [401]
@@ -132,7 +132,7 @@ def test_letta_down_is_called_breaker_failures_times_then_once_after_the_cooldow
     try:
         config = write_config(tmp_path, {"base_url": down.url}, {"name": "scout", "agent_id": NO_AGENT},
                               breaker_failures=3, breaker_cooldown=3)
-        post(Store(tmp_path / "s.duckdb"), HUMAN, "hello?")
+        post(FedStores.beside(tmp_path / "s.duckdb"), HUMAN, "hello?")
         logs = run_dispatch(config, prefect_server)  # the first call, then Prefect's retries after 1 s and 5 s
         assert down.connections == 3
         lines = failure_lines(logs, "scout")
@@ -165,7 +165,7 @@ def poison_cannot_be_formatted(monkeypatch):
             raise ValueError("cannot format this blip")
         return make(agent, blips)
 
-    monkeypatch.setattr(blipflow.dispatch, "window_messages", failing)
+    monkeypatch.setattr(blipflow.dispatch.dispatcher, "window_messages", failing)
     return monkeypatch
 
 
@@ -177,7 +177,7 @@ def test_a_window_that_cannot_be_formatted_is_quarantined_and_the_next_blip_answ
         tmp_path, letta_server, prefect_server, poison_cannot_be_formatted):
     config = write_config(tmp_path, {"base_url": letta_server.base_url},
                           {"name": "scout", "agent_id": letta_server.create_agent()}, quarantine_after=3)
-    store = Store(tmp_path / "s.duckdb")
+    store = FedStores.beside(tmp_path / "s.duckdb")
     post(store, HUMAN, "poison one")
     post(store, HUMAN, "a normal blip")
     seq = letta_server.model.last_seq()
@@ -187,7 +187,7 @@ def test_a_window_that_cannot_be_formatted_is_quarantined_and_the_next_blip_answ
     assert "1 blip → quarantined: ValueError: cannot format this blip" in [log["message"] for log in logs]
     assert all("poison one" not in " ".join(asked["user_texts"])
                for asked in letta_server.model.chat_requests(since=seq))  # it never reached the agent
-    [(poisoned, attempts, error)] = store.query_all(
+    [(poisoned, attempts, error)] = store.rows(
         "SELECT id, attempts, error FROM windows WHERE state = 'quarantined'")
     assert (attempts, error) == (3, "ValueError: cannot format this blip")
     agent, errors = accounts(config, "scout")
@@ -215,17 +215,17 @@ def test_a_window_that_cannot_be_formatted_is_quarantined_and_the_next_blip_answ
 def test_a_dropped_window_is_never_sent(tmp_path, letta_server, prefect_server, poison_cannot_be_formatted):
     config = write_config(tmp_path, {"base_url": letta_server.base_url},
                           {"name": "scout", "agent_id": letta_server.create_agent()}, quarantine_after=1)
-    store = Store(tmp_path / "s.duckdb")
+    store = FedStores.beside(tmp_path / "s.duckdb")
     post(store, HUMAN, "poison two")
     run_dispatch(config, prefect_server)
-    [(poisoned,)] = store.query_all("SELECT id FROM windows WHERE state = 'quarantined'")
+    [(poisoned,)] = store.rows("SELECT id FROM windows WHERE state = 'quarantined'")
     dropped = blipflow_cli(config, "windows", "drop", poisoned)
     assert dropped.output == f"window {poisoned} of agent scout (quarantined): dropped for good\n"
     poison_cannot_be_formatted.undo()
     seq = letta_server.model.last_seq()
     run_dispatch(config, prefect_server)
     assert letta_server.model.chat_requests(since=seq) == [] and replies(store) == []
-    assert store.query_all("SELECT state FROM windows") == [("dropped",)]
+    assert store.rows("SELECT state FROM windows") == [("dropped",)]
     again = blipflow_cli(config, "windows", "drop", poisoned)
     assert str(again.exception) == (f"window {poisoned}: it is dropped; only failed or quarantined windows can be "
                                     "retried or dropped")
@@ -238,12 +238,12 @@ def test_a_request_letta_refuses_is_quarantined_at_once_and_the_agent_goes_on(tm
     def refused_shape(agent, blips):  # a request Letta cannot take: a message of no known role
         return [{"role": "nobody", "content": "?"}] if "refused" in blips[0].content else make(agent, blips)
 
-    monkeypatch.setattr(blipflow.dispatch, "window_messages", refused_shape)
-    post(dispatcher.store, HUMAN, "refused")
-    post(dispatcher.store, HUMAN, "fine")
+    monkeypatch.setattr(blipflow.dispatch.dispatcher, "window_messages", refused_shape)
+    post(fed(dispatcher), HUMAN, "refused")
+    post(fed(dispatcher), HUMAN, "fine")
     delivered = deliver_all(dispatcher)
     assert [(d.outcome, d.reason) for d in delivered] == [
         ("quarantined", "agent scout: Letta rejected the request (HTTP 422)"), ("answered", None)]
     assert dispatcher.breakers["scout"].failures == 0  # not the agent's failure
-    assert dispatcher.store.query_all("SELECT state, attempts, failures FROM windows ORDER BY created_at") == [
+    assert fed(dispatcher).rows("SELECT state, attempts, failures FROM windows ORDER BY created_at") == [
         ("quarantined", 1, 1), ("answered", 1, 0)]

@@ -11,6 +11,7 @@ from blipflow.letta.gateway import LettaGateway
 from blipflow.model.blip import Identity
 from blipflow.network.identity import IdentityResolver
 from blipflow.store.history import IngestBatch, Store
+from tests.support.fed_stores import FedStores
 from tests.support.frames import T0, blips, commit_frame
 from tests.support.ingest_process import PROJECT_ROOT, write_config
 
@@ -78,17 +79,20 @@ def test_a_hostile_display_name_shows_on_one_line_capped_in_the_prompt_and_histo
          "record": {"$type": "app.bsky.actor.profile", "displayName": hostile}}
     )
     uri, cid = atproto_network.post_blip(mallory, "hello")
-    store = Store(tmp_path / "s.duckdb")
-    store.apply(IngestBatch(blips=blips(commit_frame(mallory.did, uri.rsplit("/", 1)[1], T0, cid=cid))))
+    stores = FedStores.beside(tmp_path / "s.duckdb")
+    store = stores.store
+    stores.apply(IngestBatch(blips=blips(commit_frame(mallory.did, uri.rsplit("/", 1)[1], T0, cid=cid))))
     shown_name = "Mallory author: alice.test did: did:plc:alice " + "x" * 17 + "…"
 
     agent = AgentConfig(name="scout", agent_id="agent-1", did="did:plc:scout0000000000000000000")
     resolver = resolver_for(atproto_network, store)
-    dispatcher = Dispatcher(store, LettaGateway(LettaConfig(base_url="http://127.0.0.1:9")), resolver, [agent],
+    dispatcher = Dispatcher(stores.plane, LettaGateway(LettaConfig(base_url="http://127.0.0.1:9")), resolver, [agent],
                             DispatchConfig(), letta_timeout=5)
     try:
-        _, messages = dispatcher.take_off(agent, store.decide(agent.name, {}, [uri]))
+        dispatcher.shares.start()  # this process serves the agent
+        _, messages = dispatcher.take_off(agent, dispatcher.ledger.decide(agent.name, {}, [uri]))
     finally:
+        dispatcher.close()
         resolver.close()
     [prompt] = [message["content"] for message in messages]
     header = f"author: {mallory.handle}\ndisplayName: {shown_name}\ndid: {mallory.did}\n"

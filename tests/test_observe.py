@@ -23,8 +23,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store
+from blipflow.control.circuits import Circuits
+from blipflow.model.ledger import Circuit
 from tests.support.agent_accounts import agent_account
 from tests.support.fake_letta import FakeLetta
+from tests.support.fed_stores import FedStores
 from tests.support.ingest_process import PROJECT_ROOT, wait_for
 from tests.support.prefect_server import PrefectServer
 from tests.test_dispatch import HUMAN, post
@@ -103,7 +106,7 @@ def test_each_window_is_a_task_run_named_for_it_that_says_what_came_of_it(tmp_pa
     try:
         config = fake.config(tmp_path, [{"name": "scout", "agent_id": fake.create_agent(),
                                          "max_replies_per_minute": 100}])
-        store = Store(tmp_path / "s.duckdb")
+        store = FedStores.beside(tmp_path / "s.duckdb")
         for n in range(10):  # enough windows of one agent that Prefect used to link some to an earlier one
             post(store, HUMAN, f"hello {n} [[silent]]" if n == 3 else f"hello {n}")
         flow_run_id, delivered = dispatched_until_idle(prefect_server, config)
@@ -111,7 +114,7 @@ def test_each_window_is_a_task_run_named_for_it_that_says_what_came_of_it(tmp_pa
         fake.stop()
     assert delivered == 10
 
-    windows = store.query_all("SELECT id, state FROM windows ORDER BY created_at")
+    windows = store.rows("SELECT id, state FROM windows ORDER BY created_at")
     task_runs = task_runs_of(prefect_server, flow_run_id)
     assert sorted(run["name"] for run in task_runs) == sorted(f"scout: 1 blip ({window[:8]})" for window, _ in windows)
     assert all(WINDOW_NAME.match(run["name"]) for run in task_runs)
@@ -143,7 +146,7 @@ def test_the_dispatch_table_follows_within_seconds(tmp_path, prefect_server):
     fake = FakeLetta().start()
     try:
         config = fake.config(tmp_path, [{"name": "scout", "agent_id": fake.create_agent()}])
-        store = Store(tmp_path / "s.duckdb")
+        store = FedStores.beside(tmp_path / "s.duckdb")
         with long_running_dispatch(prefect_server, config, tmp_path / "dispatch.log") as run:
             for n in (1, 2):
                 post(store, HUMAN, f"question {n}")
@@ -161,9 +164,10 @@ def test_a_long_running_dispatch_says_while_an_agents_circuit_is_open(tmp_path, 
     try:
         config = fake.config(tmp_path, [{"name": "sleeper", "agent_id": fake.create_agent()}],
                              dispatch={"breaker_cooldown": 3})
-        store = Store(tmp_path / "s.duckdb")
+        store = FedStores.beside(tmp_path / "s.duckdb")
         # as an earlier process left it, with the failure that opened it
-        store.save_circuit("sleeper", "open", 1, datetime.now(timezone.utc), "Letta refused the API key (HTTP 401)")
+        Circuits(store.plane).save("sleeper", Circuit("open", 1, datetime.now(timezone.utc),
+                                                      "Letta refused the API key (HTTP 401)"))
         post(store, HUMAN, "anyone there?")
         with long_running_dispatch(prefect_server, config, tmp_path / "dispatch.log") as run:
             blocked = ("RUNNING", "blocked: sleeper (circuit open: Letta refused the API key (HTTP 401); "
@@ -173,7 +177,7 @@ def test_a_long_running_dispatch_says_while_an_agents_circuit_is_open(tmp_path, 
                      "the run's state message to say sleeper is blocked, then nothing")
     finally:
         fake.stop()
-    assert store.query_all("SELECT state FROM windows") == [("answered",)]
+    assert store.rows("SELECT state FROM windows") == [("answered",)]
 
 
 def test_a_publish_run_says_which_agents_have_no_account_to_post_as(tmp_path, prefect_server):
@@ -238,7 +242,7 @@ def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_s
         config = fake.config(tmp_path, [{"name": "scout", "agent_id": fake.create_agent()},
                                         {"name": "ghost", "agent_id": "agent-unknown"}],
                              dispatch={"breaker_failures": 1})
-        post(Store(tmp_path / "s.duckdb"), HUMAN, "anyone there?")
+        post(FedStores.beside(tmp_path / "s.duckdb"), HUMAN, "anyone there?")
         assert dispatched_until_idle(prefect_server, config)[1] == 1
     finally:
         fake.stop()

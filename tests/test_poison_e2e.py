@@ -29,7 +29,7 @@ def test_a_blip_dated_beyond_year_9999_is_stored_undated_and_the_agent_answers_t
     assert answer.value["content"] == "Still here."
     assert answer.value["reply"]["root"] == {"uri": question, "cid": question_cid}
     assert loop.store.query_all("SELECT uri, created_at FROM blips WHERE uri = ?", [poison]) == [(poison, None)]
-    assert loop.store.query_all("SELECT count(*) FROM windows WHERE state NOT IN ('answered', 'silent')") == [(0,)]
+    assert loop.rows("SELECT count(*) FROM windows WHERE state NOT IN ('answered', 'silent')") == [(0,)]
 
     shown = subprocess.run([sys.executable, "-m", "cli", "-c", str(loop.config), "history"], cwd=PROJECT_ROOT,
                            env=loop.env, capture_output=True, text=True, timeout=60)

@@ -13,9 +13,11 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.states import Cancelled
 
-from blipflow.store.history import Store
+from blipflow.control.circuits import Circuits
+from blipflow.model.ledger import Circuit
 from tests.support.browser import Browser
 from tests.support.fake_letta import FakeLetta
+from tests.support.fed_stores import FedStores
 from tests.support.ingest_process import wait_for
 from tests.support.prefect_server import PrefectServer, api_client, deploy_all
 from tests.test_dispatch import HUMAN, post
@@ -81,8 +83,9 @@ def test_a_dispatch_run_page_says_what_each_window_came_to_and_which_agent_is_bl
         config = fake.config(tmp_path, [{"name": "scout", "agent_id": fake.create_agent()},
                                         {"name": "ghost", "agent_id": fake.create_agent()}],
                              dispatch={"breaker_cooldown": 600})
-        store = Store(tmp_path / "s.duckdb")
-        store.save_circuit("ghost", "open", 5, datetime.now(timezone.utc))  # as an earlier process left it
+        store = FedStores.beside(tmp_path / "s.duckdb")
+        # as an earlier process left it
+        Circuits(store.plane).save("ghost", Circuit("open", 5, datetime.now(timezone.utc), None))
         post(store, HUMAN, "hello there")
         post(store, HUMAN, "nothing to say to this [[silent]]")
         with long_running_dispatch(prefect_server, config, tmp_path / "dispatch.log") as run:

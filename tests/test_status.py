@@ -10,27 +10,32 @@ from datetime import datetime, timezone
 import yaml
 from typer.testing import CliRunner
 
-from blipflow.store.history import IngestBatch, Store
+from blipflow.control.circuits import Circuits
+from blipflow.control.ledger import Ledger
+from blipflow.model.ledger import Circuit
+from blipflow.store.history import IngestBatch
 from cli.app import app
+from tests.support.fed_stores import FedStores
 from tests.support.frames import T0, blips, commit_frame, uri
 
 HUMAN = "did:plc:human0000000000000000000"
 
 
 def test_status_reports_ingest_agents_and_circuits(tmp_path):
-    store = Store(tmp_path / "s.duckdb")
+    stores = FedStores.beside(tmp_path / "s.duckdb")
+    store, ledger = stores.store, Ledger(stores.plane)
     frames = [commit_frame(HUMAN, f"k{n}", T0 + n, content=f"blip {n}") for n in range(4)]
-    store.apply(IngestBatch(blips=blips(*frames), counters={"ingest.connects": 2, "ingest.bad.not_json": 3,
-                                                              "identity.cache_hits": 3, "identity.cache_misses": 1}))
-    answered = store.decide("scout", {}, [uri(HUMAN, "k0")])
-    store.mark_sending(answered)
-    store.finish_window(answered, "scout", ["hello", "again"], 200.0)
-    quiet = store.decide("scout", {}, [uri(HUMAN, "k1")])
-    store.finish_window(quiet, "scout", [], 100.0)
-    broken = store.decide("scout", {}, [uri(HUMAN, "k2")])
-    store.fail_window(broken, "agent scout: no such agent on the Letta server (HTTP 404)", settled=True)
-    store.save_circuit("scout", "open", 5, datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc),
-                       "no such agent on the Letta server (HTTP 404)")
+    stores.apply(IngestBatch(blips=blips(*frames), counters={"ingest.connects": 2, "ingest.bad.not_json": 3,
+                                                               "identity.cache_hits": 3, "identity.cache_misses": 1}))
+    answered = ledger.decide("scout", {}, [uri(HUMAN, "k0")])
+    ledger.mark_sending(answered)
+    ledger.finish_window(answered, "scout", ["hello", "again"], 200.0)
+    quiet = ledger.decide("scout", {}, [uri(HUMAN, "k1")])
+    ledger.finish_window(quiet, "scout", [], 100.0)
+    broken = ledger.decide("scout", {}, [uri(HUMAN, "k2")])
+    ledger.fail_window(broken, "agent scout: no such agent on the Letta server (HTTP 404)", settled=True)
+    Circuits(stores.plane).save("scout", Circuit("open", 5, datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc),
+                                                 "no such agent on the Letta server (HTTP 404)"))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"store": {"path": str(store.path)},
                                       "agents": [{"name": "scout", "agent_id": "agent-1"},

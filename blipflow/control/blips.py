@@ -9,10 +9,10 @@ transaction, so the numbers are handed out in commit order there too.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import String, bindparam, case, select, text
+from sqlmodel import Session
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
@@ -53,8 +53,15 @@ class Blips:
     def add(self, facts: Iterable[BlipFacts], *, stored_at: datetime | None = None) -> None:
         """Store blip operations; a later one (by the source's clock) wins, and replaying one changes nothing.
         A deletion keeps the blip's place and date but leaves it nothing to hand anyone."""
-        rows = [{**asdict(fact), "mentions": list(fact.mentions), "tags": list(fact.tags), "refs": list(fact.refs),
-                 "stored_at": stored_at or now(), "updated_at": now()} for fact in facts]
+        with self.plane.writing() as session:
+            self.add_within(session, facts, stored_at=stored_at)
+
+    def add_within(self, session: Session, facts: Iterable[BlipFacts], *, stored_at: datetime | None = None) -> None:
+        """`add`, as part of the caller's transaction (which must be one that writes)."""
+        stored, updated = stored_at or now(), now()
+        # vars(), not asdict(): asdict deep-copies every value, most of a feed's time (measured)
+        rows = [{**vars(fact), "mentions": list(fact.mentions), "tags": list(fact.tags), "refs": list(fact.refs),
+                 "stored_at": stored, "updated_at": updated} for fact in facts]
         if not rows:
             return
         blip = tables.Blip.__table__
@@ -67,10 +74,9 @@ class Blips:
                   "created_at": case((insert.excluded.deleted, blip.c.created_at), else_=insert.excluded.created_at)},
             where=insert.excluded.time_us > blip.c.time_us,
         )
-        with self.plane.writing() as session:
-            if self.plane.backend == "postgresql":
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
-            session.execute(statement, rows)
+        if self.plane.backend == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
+        session.execute(statement, rows)
 
     def undelivered(self, agent: str, agent_dids: list[str], limit: int) -> list[Candidate]:
         """Blips not yet decided for `agent`, oldest first, each with the length of the agent-only reply

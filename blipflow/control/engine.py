@@ -17,11 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlmodel import Session
+
+from blipflow.config import Settings
 
 DEFAULT_PATH = Path("data/control.sqlite")
 DEFAULT_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another's transaction to end
@@ -47,6 +49,11 @@ class ControlPlane:
         self.engine = self._create_engine(busy_timeout)
         self._migrated = False
         self._migrating = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ControlPlane:
+        """The configured control plane, else a SQLite file beside the history store."""
+        return cls(settings.control.url or default_url(settings.store.path.with_name(DEFAULT_PATH.name)))
 
     @property
     def backend(self) -> str:
@@ -120,6 +127,24 @@ class ControlPlane:
             raise ControlPlaneError(f"control plane {self.name}: cannot connect: {reason}") from None
         with connection:
             yield connection.execution_options(writing=writing)
+
+    def version(self) -> tuple:
+        """Changes whenever any process commits a write: pollers compare it to skip a round in which
+        nothing could have changed. SQLite appends every commit to its write-ahead log (a checkpoint
+        rewrites the file); PostgreSQL hands each writing transaction the next transaction id."""
+        if self.backend == "sqlite":
+            path = Path(self.url.database)
+            marks = []
+            for file in (path, path.with_name(path.name + "-wal")):
+                try:
+                    stat = file.stat()
+                except FileNotFoundError:
+                    marks.append(None)
+                else:
+                    marks.append((stat.st_mtime_ns, stat.st_size))
+            return tuple(marks)
+        with self.reading() as session:
+            return (session.execute(text("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")).scalar_one(),)
 
     def upsert(self, table: Any) -> Any:
         """INSERT for this database, with its ON CONFLICT clauses (SQLite's and PostgreSQL's read alike)."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -26,6 +28,21 @@ from blipflow.model.ledger import Window, WindowRecord
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class AgentFigures:
+    """What the ledger holds of one agent's windows, for `blipflow status`."""
+
+    answered: int = 0
+    silent: int = 0
+    failed: int = 0
+    quarantined: int = 0
+    waiting: int = 0  # pending or being sent
+    calls: int = 0  # attempts that ended
+    failed_calls: int = 0
+    retries: int = 0  # attempts after a window's first
+    letta_ms_p50: float | None = None  # over answered and silent windows
+    letta_ms_p95: float | None = None
+    last_finished_at: datetime | None = None
 
 
 
@@ -149,6 +166,32 @@ class Ledger:
                 row.state, row.retry_at, row.strikes = state, None, 0
             return record
 
+    def figures(self) -> dict[str, AgentFigures]:
+        """Every agent's figures, by agent name."""
+        window = tables.Window
+
+        def counted(*states: str) -> object:
+            return func.sum(case((window.state.in_(states), 1), else_=0))
+
+        totals = select(window.agent, counted("answered"), counted("silent"), counted("failed"),
+                        counted("quarantined"), counted("pending", "sending"), func.sum(window.attempts),
+                        func.sum(window.failures), func.sum(case((window.attempts > 1, window.attempts - 1), else_=0)),
+                        func.max(window.finished_at)).group_by(window.agent)
+        timed = (select(window.agent, window.letta_ms)
+                 .where(window.state.in_(["answered", "silent"]), window.letta_ms.is_not(None)))
+        with self.plane.reading() as session:
+            rows = session.execute(totals).all()
+            times: dict[str, list[float]] = defaultdict(list)
+            for agent, letta_ms in session.execute(timed):
+                times[agent].append(letta_ms)
+        figures = {}
+        for agent, answered, silent, failed, quarantined, waiting, calls, failed_calls, retries, last in rows:
+            spent = sorted(times[agent])
+            figures[agent] = AgentFigures(answered, silent, failed, quarantined, waiting, calls or 0, failed_calls or 0,
+                                          retries or 0, quantile(spent, 0.5), quantile(spent, 0.95),
+                                          None if last is None else tables.UtcDateTime().process_result_value(last, None))
+        return figures
+
     def _update(self, window_id: str, **values: object) -> None:
         with self.plane.writing() as session:
             session.execute(update(tables.Window).where(tables.Window.id == window_id).values(**values))
@@ -161,3 +204,14 @@ def window_of(row: tables.Window) -> Window:
 def record_of(row: tables.Window) -> WindowRecord:
     return WindowRecord(row.id, row.agent, row.state, row.size, row.created_at, row.attempts, row.failures, row.error,
                         row.retry_at)
+
+
+def quantile(ordered: list[float], fraction: float) -> float | None:
+    """The value at `fraction` of the way through `ordered`, interpolated between neighbours (as
+    DuckDB's quantile_cont and PostgreSQL's percentile_cont compute it)."""
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * fraction
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)

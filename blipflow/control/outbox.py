@@ -76,6 +76,17 @@ class Outbox:
         """Blips the account posted since then (publish's rate limit)."""
         return self._count(tables.Post, tables.Post.account == account, tables.Post.posted_at >= since)
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """How many replies each agent has in each state (queued, posted, failed)."""
+        reply = tables.Reply
+        query = (select(reply.agent, reply.state, func.count()).group_by(reply.agent, reply.state)
+                 .order_by(reply.agent, reply.state))
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        with self.plane.reading() as session:
+            for agent, state, count in session.execute(query):
+                counts[agent][state] = count
+        return dict(counts)
+
     def _count(self, table: type, *where: object) -> int:
         with self.plane.reading() as session:
             return session.execute(select(func.count()).select_from(table).where(*where)).scalar_one()

@@ -211,3 +211,12 @@ class Takeover(SQLModel, table=True):
     windows: int
     replies: int
     taken_at: datetime = stamped()
+class FeedPosition(SQLModel, table=True):
+    """How far ingest has fed the control plane from what it stored: every blip the history store wrote in
+    a batch begun at or after `stored_since` may not be here yet (a restart feeds it from there)."""
+
+    __tablename__ = "feed_positions"
+
+    name: str = Field(primary_key=True)  # the history store fed from
+    stored_since: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    updated_at: datetime = stamped()

@@ -14,6 +14,10 @@ cannot be reached at all (a refused key, an unknown agent: the circuit opens at 
 window's own making (a bug, data the code cannot handle, a request Letta refuses) does not count against
 the agent: after `quarantine_after` of them the window is quarantined and the agent goes on with its next.
 A failed window is not planned again before its `retry_at`, the end of the cooldown.
+
+Everything dispatch reads and writes is in the control plane (blips, the ledger, circuits, the outbox):
+several dispatch processes share it, each serving the agents whose leases it holds (`shares`). The
+history store (DuckDB) is opened only for the identity cache, to name the authors in a window's messages.
 """
 
 from __future__ import annotations
@@ -26,23 +30,31 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from blipflow.config import AgentConfig, DispatchConfig
+from blipflow.control.blips import Blips
+from blipflow.control.circuits import Circuits
+from blipflow.control.engine import ControlPlane, ControlPlaneError
+from blipflow.control.leases import Leases
+from blipflow.control.ledger import Ledger
+from blipflow.control.outbox import Outbox
 from blipflow.coordination.policy import decide
 from blipflow.dispatch.breaker import Breaker
 from blipflow.dispatch.prompt import window_messages
+from blipflow.dispatch.shares import AgentShares
 from blipflow.letta.gateway import AgentCallFailed, Answer, LettaGateway, StillAnswering
 from blipflow.model.blip import Blip, Identity, with_identity
 from blipflow.model.failures import Failure
-from blipflow.model.ledger import Window
+from blipflow.model.ledger import Circuit, Window
 from blipflow.model.notices import Notice, Notify, agent_resource, nobody
 from blipflow.network.identity import IdentityResolver
-from blipflow.store.history import Store, StoreError
+from blipflow.store.history import StoreError
 
 log = logging.getLogger(__name__)
 
 CANDIDATES_PER_ROUND = 64
 IN_FLIGHT_MARGIN = 5.0  # seconds beyond the Letta timeout
 RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be answered there
-REPLAN_EVERY = 1.0  # seconds: the longest a round is skipped for want of news in the store
+REPLAN_EVERY = 1.0  # seconds: the longest a round is skipped for want of news in the control plane
+UNDER_WAY = ["pending", "sending", "failed"]  # a window in these states is still to be sent (again)
 
 
 
@@ -54,7 +66,9 @@ class Delivery:
     blips: int
     replies: int
     letta_ms: float
-    outcome: str  # answered | silent | recovered | quarantined | in_flight (looked at again later)
+    # answered | silent | recovered | quarantined | in_flight (looked at again later) | handed_over (the
+    # agent is another process's now, which sends the window)
+    outcome: str
     reason: str | None = None  # why a window was quarantined
 
 
@@ -63,10 +77,14 @@ class WindowFailed(Failure):
     window, the error and how many attempts it has had."""
 
 
+class HandedOver(Exception):
+    """The agent's lease is no longer this process's: the window is left to the process that has it."""
+
+
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        plane: ControlPlane,
         gateway: LettaGateway,
         resolver: IdentityResolver,
         agents: list[AgentConfig],
@@ -75,7 +93,8 @@ class Dispatcher:
         letta_timeout: float,
         notify: Notify = nobody,
     ) -> None:
-        self.store = store
+        self.plane = plane
+        self.blips, self.ledger, self.outbox, self.circuits = Blips(plane), Ledger(plane), Outbox(plane), Circuits(plane)
         self.notify = notify
         self.gateway = gateway
         self.resolver = resolver
@@ -89,6 +108,9 @@ class Dispatcher:
             agent.name: Breaker(agent.name, config.breaker_failures, config.breaker_cooldown) for agent in agents
         }
         self.quarantine_after = config.quarantine_after
+        self.shares = AgentShares(Leases(plane), self.agents, idle=self.idle)
+        self.taken_up: set[str] = set()  # agents whose circuit this process took up from the control plane
+        self.delivering: set[str] = set()  # agents with a window being delivered by this process now
         self.started = False
         self.held: dict[str, str | None] = {}
         self.planned_version: tuple | None = None
@@ -98,43 +120,64 @@ class Dispatcher:
         """The windows to deliver now, at most one per agent so that each reads its windows in order: a
         window that a crash or a failure left behind (once the agent's circuit lets calls through again),
         else a new window if one is ready. New windows are opened only as they are about to be sent, so
-        the policy decides with what it knows at that moment.
+        the policy decides with what it knows at that moment. Only the agents this process holds the
+        leases of are planned for.
 
-        A round when nothing was written to the store since the last one is skipped without opening
-        it, except once every REPLAN_EVERY seconds, when waits (max_wait, rate limits, cooldowns) end."""
+        A round when nothing was written to the control plane since the last one is skipped, except once
+        every REPLAN_EVERY seconds, when waits (max_wait, rate limits, cooldowns) end."""
         clock = time.monotonic()
-        version = self.store.version()
+        if not self.started:
+            self.take_up(datetime.now(timezone.utc))
+            self.started = True
+        version = self.plane.version()
         if version == self.planned_version and clock < self.replan_at:
             return []
         self.planned_version, self.replan_at = version, clock + REPLAN_EVERY
         now = datetime.now(timezone.utc)
+        held = self.shares.held()
+        self.taken_up &= held  # an agent served again after another process had it: its circuit anew
+        self.restore_circuits(held - self.taken_up, clock, now)
         planned: dict[str, Window] = {}
-        with self.store.session():
-            if not self.started:
-                self.take_up(clock, now)
-                self.started = True
-            allowed = {name for name in self.agents if self.breaker_allows(name, clock)}
-            waiting = [Window(*row) for row in self.store.windows_in(["pending", "sending", "failed"])]
-            for window in waiting:
-                if window.agent in allowed:
-                    planned.setdefault(window.agent, window)
-            busy = {window.agent for window in waiting}
-            for name in sorted(allowed - busy):
-                window = self.open_window(self.agents[name], now)
-                if window is not None:
-                    planned[name] = window
+        allowed = {name for name in held if self.breaker_allows(name, clock)}
+        waiting = self.ledger.windows_in(UNDER_WAY)
+        for window in waiting:
+            if window.agent in allowed:
+                planned.setdefault(window.agent, window)
+        busy = {window.agent for window in waiting}
+        for name in sorted(allowed - busy):
+            window = self.open_window(self.agents[name], now)
+            if window is not None:
+                planned[name] = window
         return [window for window in planned.values()
                 if window.due(now) and self.rechecks.get(window.id, 0.0) <= clock]
 
-    def take_up(self, clock: float, now: datetime) -> None:
-        """Start where the ledger stands: a newly added agent joins the conversation (with its backlog),
-        and an agent whose circuit an earlier process left open stays alone for the rest of its cooldown."""
+    def take_up(self, now: datetime) -> None:
+        """Start where the control plane stands: a newly added agent joins the conversation (with its
+        backlog), and this process takes its share of the agents."""
         for agent in self.agents.values():
-            self.store.join(agent.name, now - timedelta(seconds=agent.backlog_seconds))
-        for agent, circuit in self.store.circuits().items():
-            if agent in self.breakers:
+            self.ledger.join(agent.name, now - timedelta(seconds=agent.backlog_seconds))
+        self.shares.start()
+
+    def restore_circuits(self, agents: set[str], clock: float, now: datetime) -> None:
+        """An agent whose circuit another process (or an earlier one) left open stays alone for the rest of
+        its cooldown, whichever process serves it now."""
+        if not agents:
+            return
+        circuits = self.circuits.all()
+        for agent in agents:
+            circuit = circuits.get(agent)
+            if circuit is not None:
                 ago = None if circuit.opened_at is None else (now - circuit.opened_at).total_seconds()
                 self.breakers[agent].restore(circuit.state, circuit.failures, ago, circuit.reason, clock)
+        self.taken_up |= agents
+
+    def idle(self, agent: str) -> bool:
+        """Whether no window of the agent is under way (planned, being sent, or failed and to be sent again)."""
+        return agent not in self.delivering and not self.ledger.windows_in(UNDER_WAY, agent)
+
+    def close(self) -> None:
+        """Hand this process's agents to the others at once (they would otherwise wait for the leases to run out)."""
+        self.shares.stop()
 
     def breaker_allows(self, agent: str, clock: float) -> bool:
         with self.circuit_recorded(agent):
@@ -152,7 +195,7 @@ class Dispatcher:
                 opened_at = None
                 if breaker.opened_at is not None:
                     opened_at = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - breaker.opened_at)
-                self.store.save_circuit(agent, breaker.state, breaker.failures, opened_at, breaker.reason)
+                self.circuits.save(agent, Circuit(breaker.state, breaker.failures, opened_at, breaker.reason))
             if breaker.state != before[0]:
                 self.notify(Notice(f"blipflow.agent.circuit.{breaker.state}", agent_resource(agent),
                                    {"failures": breaker.failures, "cooldown_seconds": breaker.cooldown,
@@ -160,19 +203,19 @@ class Dispatcher:
 
     def open_window(self, agent: AgentConfig, now: datetime) -> Window | None:
         while True:
-            candidates = self.store.undelivered(agent.name, self.agent_dids, CANDIDATES_PER_ROUND)
+            candidates = self.blips.undelivered(agent.name, self.agent_dids, CANDIDATES_PER_ROUND)
             if not candidates:
                 return None
-            replied = self.store.replies_since(agent.name, now - timedelta(minutes=1))
+            replied = self.outbox.replies_since(agent.name, now - timedelta(minutes=1))
             decision = decide(agent, candidates, replies_last_minute=replied, now=now)
             if decision.held != self.held.get(agent.name):
                 self.held[agent.name] = decision.held
                 if decision.held:
                     log.info("holding back: %s", decision.held)
-            window_id = self.store.decide(agent.name, decision.skips, decision.window)
+            window_id = self.ledger.decide(agent.name, decision.skips, decision.window)
             if window_id is not None:
                 return Window(window_id, agent.name, "pending", len(decision.window))
-            if not decision.skips:
+            if not decision.skips and not decision.window:
                 return None
 
     def maybe_in_flight(self, window: Window, now: datetime) -> bool:
@@ -182,26 +225,35 @@ class Dispatcher:
         """Send one window and store the answer. A failed attempt is recorded and raised as a Failure that
         says whether trying again at once may help; the last one a window may have quarantines it."""
         agent = self.agents[window.agent]
+        self.delivering.add(agent.name)
+        try:
+            return self.delivered(agent, window)
+        finally:
+            self.delivering.discard(agent.name)
+
+    def delivered(self, agent: AgentConfig, window: Window) -> Delivery:
         breaker = self.breakers[agent.name]
         try:
             answer, outcome = self.call(agent, window.id)
+        except HandedOver:
+            return Delivery(window.id, agent.name, window.size, 0, 0.0, "handed_over")
         except StillAnswering:
             # Letta has it: looked at again in a few seconds, not after the cooldown a failure set.
-            self.store.clear_retry_at(window.id)
+            self.ledger.clear_retry_at(window.id)
             self.rechecks[window.id] = time.monotonic() + RECHECK_SECONDS
             return Delivery(window.id, agent.name, window.size, 0, 0.0, "in_flight")
         except AgentCallFailed as failure:
             if failure.transient or failure.whole_agent:
                 raise self.agent_failed(window, failure) from None
             return self.window_failed(window, failure, settled=failure.settled)
-        except StoreError:
-            raise  # the store is busy or broken: nothing to do with the window (the task's retry may pass)
+        except (StoreError, ControlPlaneError):
+            raise  # a database busy or broken: nothing to do with the window (the task's retry may pass)
         except Exception as error:  # noqa: BLE001 - a bug or data the code cannot handle: the window's, not the agent's
             # Letta may have it if the failure came after the call: it is looked up there before a resend.
             return self.window_failed(window, error, settled=False)
         with self.circuit_recorded(agent.name):
             breaker.succeeded()
-        self.store.finish_window(window.id, agent.name, answer.replies, answer.letta_ms)
+        self.ledger.finish_window(window.id, agent.name, answer.replies, answer.letta_ms)
         outcome = outcome or ("answered" if answer.replies else "silent")
         return Delivery(window.id, agent.name, window.size, len(answer.replies), answer.letta_ms, outcome)
 
@@ -215,7 +267,7 @@ class Dispatcher:
         if opened:
             failure = AgentCallFailed(window.agent, f"{failure.reason}; circuit open, next try in {breaker.cooldown:g} s",
                                       transient=False, settled=failure.settled, whole_agent=failure.whole_agent)
-        self.store.fail_window(window.id, str(failure), settled=failure.settled, retry_at=retry_at)
+        self.ledger.fail_window(window.id, str(failure), settled=failure.settled, retry_at=retry_at)
         return failure
 
     def window_failed(self, window: Window, error: Exception, *, settled: bool) -> Delivery:
@@ -225,11 +277,11 @@ class Dispatcher:
         what = str(error) if isinstance(error, Failure) else f"{type(error).__name__}: {error}"
         what = what.strip().splitlines()[0] if what.strip() else type(error).__name__
         retry_at = datetime.now(timezone.utc) + timedelta(seconds=self.breakers[window.agent].cooldown)
-        strikes = self.store.fail_window(window.id, what, settled=settled, retry_at=retry_at, strike=True)
+        strikes = self.ledger.fail_window(window.id, what, settled=settled, retry_at=retry_at, strike=True)
         if strikes < self.quarantine_after and not isinstance(error, AgentCallFailed):
             raise WindowFailed(f"window {window.id} of agent {window.agent}: {what} "
                                f"(attempt {strikes} of {self.quarantine_after})", transient=True) from error
-        self.store.quarantine_window(window.id)
+        self.ledger.quarantine_window(window.id)
         log.warning("window %s of agent %s quarantined after %d failed attempts: %s (`blipflow windows retry|drop`)",
                     window.id, window.agent, strikes, what)
         return Delivery(window.id, window.agent, window.size, 0, 0.0, "quarantined", reason=what)
@@ -247,17 +299,15 @@ class Dispatcher:
 
     def take_off(self, agent: AgentConfig, window_id: str, *, again: bool = False) -> tuple[Window, list[dict] | None]:
         """The window as it is now (a retry must see what the last attempt left) and its messages, with
-        the window marked `sending` — all in one open of the store when the authors are in the identity
-        cache, as they nearly always are. No messages for an unsettled window unless sending it `again`."""
-        with self.store.session():
-            window = Window(*self.store.window(window_id))
-            if window.unsettled() and not again:
-                return window, None
-            blips = self.store.window_blips(window_id)
-            identities, stale = self.resolver.cached([blip.did for blip in blips])
-            if not stale:
-                return window, self.marked_sending(agent, window_id, blips, identities)
-        identities.update(self.resolver.refresh(stale, identities))
+        the window marked `sending`. No messages for an unsettled window unless sending it `again`; none
+        at all once the agent is another process's (HandedOver)."""
+        if not self.shares.holds(agent.name):
+            raise HandedOver(agent.name)
+        window = self.ledger.window(window_id)
+        if window.unsettled() and not again:
+            return window, None
+        blips = self.blips.window_blips(window_id)
+        identities = self.resolver.resolve([blip.did for blip in blips])
         return window, self.marked_sending(agent, window_id, blips, identities)
 
     def marked_sending(self, agent: AgentConfig, window_id: str, blips: list[Blip],
@@ -265,5 +315,7 @@ class Dispatcher:
         """The window's messages, and the window marked `sending` once they are made: a window they
         cannot be made of (a bug, data the code cannot handle) is not taken for sent."""
         messages = window_messages(agent, [with_identity(blip, identities[blip.did]) for blip in blips])
-        self.store.mark_sending(window_id)
+        if not self.shares.holds(agent.name):  # resolving identities may have taken long
+            raise HandedOver(agent.name)
+        self.ledger.mark_sending(window_id)
         return messages

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from blipflow.config import IngestConfig, Settings
+from blipflow.control.engine import ControlPlane
+from blipflow.ingest.feed import Feed
 from blipflow.ingest.firehose import FirehoseSource
 from blipflow.ingest.jetstream import JetstreamSource
 from blipflow.ingest.source import Source
@@ -128,8 +130,9 @@ class Ingestor:
     """Consumes a source (as its EventSink) and writes to the store."""
 
     def __init__(self, store: Store, source: Source, config: IngestConfig, notify: Notify = nobody,
-                 start_at: int | None = None) -> None:
+                 start_at: int | None = None, feed: Feed | None = None) -> None:
         self.store = store
+        self.feed = feed  # the control plane, fed each batch once it is stored
         self.source = source
         self.config = config
         self.notify = notify
@@ -243,7 +246,10 @@ class Ingestor:
         counters["ingest.blips_written"] += len(taken.blips)
         batch = taken.batch(self.source.cursor_key)
         batch.counters = counters
+        began_at = datetime.now(timezone.utc)
         self.store.apply(batch)
+        if self.feed is not None:
+            self.feed.stored(taken.blips.values(), began_at)
         self.stats.last_flush_seconds = time.monotonic() - started
 
     def _written(self, taken: Pending, future: Future[None]) -> None:
@@ -272,6 +278,8 @@ class Ingestor:
     async def run(self) -> None:
         """Ingest until `stop()` (or the source gives up); flushes everything received before returning."""
         self._loop = asyncio.get_running_loop()
+        if self.feed is not None:
+            await asyncio.to_thread(self.feed.catch_up)
         stored = await asyncio.to_thread(self.store.cursor, self.source.cursor_key)
         cursor = self.start_at if self.start_at is not None else stored if stored is not None else self.source.first_cursor
         if cursor is None:
@@ -367,7 +375,8 @@ async def run_ingest(settings: Settings, source_name: str = "jetstream", notify:
     With `since` (see `since_cursor`), from there rather than from the stored cursor or the live end."""
     store = Store.from_config(settings.store)
     start_at = None if since is None else since_cursor(since, source_name)
-    ingestor = Ingestor(store, make_source(settings, source_name), settings.ingest, notify, start_at)
+    feed = Feed(ControlPlane.from_settings(settings), store)
+    ingestor = Ingestor(store, make_source(settings, source_name), settings.ingest, notify, start_at, feed)
     with stop_on_signals(ingestor.stop):
         try:
             await ingestor.run()

@@ -67,6 +67,10 @@ class IdentityResolver:
         again: unknown or older than the TTL, unless they failed a moment ago. Only reads and counts,
         so it can share a store session with other work."""
         wanted = sorted(set(dids))
+        with self.store.session():  # one open of the store for the read and the count
+            return self._cached(wanted)
+
+    def _cached(self, wanted: list[str]) -> tuple[dict[str, Identity], list[str]]:
         known = self.store.identities(wanted)
         now = datetime.now(timezone.utc)
         fresh_after = now - self.ttl

@@ -1,6 +1,7 @@
-"""`blipflow status`: how the pipeline is doing, from what the store records.
+"""`blipflow status`: how the pipeline is doing, from what the store and the control plane record.
 
-Everything here is read from the store, so it works while ingest and dispatch run (in other processes)
+Ingest's figures come from the history store, the agents' (windows, replies, circuits) from the control
+plane. Everything here is read from them, so it works while ingest and dispatch run (in other processes)
 and after they have stopped: processing rates, lag behind the stream, connection health, bad input,
 the identity cache, and per agent its windows, response times, failures and circuit.
 """
@@ -11,10 +12,17 @@ from datetime import datetime
 from typing import Any
 
 from blipflow.config import Settings
+from blipflow.control.circuits import Circuits
+from blipflow.control.engine import ControlPlane
+from blipflow.control.ledger import AgentFigures, Ledger
+from blipflow.control.outbox import Outbox
+from blipflow.model.ledger import Circuit
 from blipflow.store.history import Store
 
+CLOSED = Circuit("closed", 0, None, None)
 
-def status(store: Store, settings: Settings) -> dict[str, Any]:
+
+def status(store: Store, plane: ControlPlane, settings: Settings) -> dict[str, Any]:
     figures = store.status_figures()
     [(blips, last_5_min, last_hour, last_stored_at)] = figures["blips"]
     counters = dict(figures["counters"])
@@ -40,7 +48,8 @@ def status(store: Store, settings: Settings) -> dict[str, Any]:
             "misses": misses,
             "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
         },
-        "agents": agents_status(settings, figures),
+        "control_plane": plane.name,
+        "agents": agents_status(settings, Ledger(plane).figures(), Circuits(plane).all(), Outbox(plane).counts()),
     }
 
 
@@ -54,38 +63,33 @@ def newest_event(cursors: list[tuple]) -> dict[str, float | None]:
     return {"lag_seconds": rounded(lag), "last_event_seconds_ago": rounded(ago)}
 
 
-def agents_status(settings: Settings, figures: dict[str, list[tuple]]) -> dict[str, dict[str, Any]]:
+def agents_status(settings: Settings, windows: dict[str, AgentFigures], circuits: dict[str, Circuit],
+                  replies: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
     """Configured agents first, then any the ledger knows from an earlier configuration."""
-    windows = {row[0]: row[1:] for row in figures["windows"]}
-    circuits = {row[0]: row[1:] for row in figures["circuits"]}
-    replies: dict[str, dict[str, int]] = {}
-    for agent, state, count in figures["replies"]:
-        replies.setdefault(agent, {})[state] = count
     names = [agent.name for agent in settings.agents]
     names += sorted((set(windows) | set(circuits)) - set(names))
     result = {}
     for name in names:
-        (answered, silent, failed, quarantined, waiting, calls, failed_calls, retries, letta_p50, letta_p95,
-         last_answer) = windows.get(name, (0, 0, 0, 0, 0, 0, 0, 0, None, None, None))
-        state, failures, opened_at, reason = circuits.get(name, ("closed", 0, None, None))
-        done = answered + silent + failed + quarantined
+        figures, circuit = windows.get(name, AgentFigures()), circuits.get(name, CLOSED)
+        done = figures.answered + figures.silent + figures.failed + figures.quarantined
+        spoke = figures.answered + figures.silent
         result[name] = {
             "configured": name in {agent.name for agent in settings.agents},
-            "circuit": state,
-            "failures_in_a_row": failures,
-            "circuit_opened_at": iso(opened_at),
-            "circuit_reason": reason,
-            "windows": {"answered": answered, "silent": silent, "failed": failed, "quarantined": quarantined,
-                        "waiting": waiting},
-            "silence_rate": round(silent / (answered + silent), 3) if answered + silent else None,
-            "error_rate": round((failed + quarantined) / done, 3) if done else None,
+            "circuit": circuit.state,
+            "failures_in_a_row": circuit.failures,
+            "circuit_opened_at": iso(circuit.opened_at),
+            "circuit_reason": circuit.reason,
+            "windows": {"answered": figures.answered, "silent": figures.silent, "failed": figures.failed,
+                        "quarantined": figures.quarantined, "waiting": figures.waiting},
+            "silence_rate": round(figures.silent / spoke, 3) if spoke else None,
+            "error_rate": round((figures.failed + figures.quarantined) / done, 3) if done else None,
             # attempts to deliver a window, as the errors report counts them: each failed one is one log line
-            "calls": int(calls or 0),
-            "failed_calls": int(failed_calls or 0),
-            "retries": int(retries or 0),
-            "letta_ms_p50": rounded(letta_p50),
-            "letta_ms_p95": rounded(letta_p95),
-            "last_answer_at": iso(last_answer),
+            "calls": figures.calls,
+            "failed_calls": figures.failed_calls,
+            "retries": figures.retries,
+            "letta_ms_p50": rounded(figures.letta_ms_p50),
+            "letta_ms_p95": rounded(figures.letta_ms_p95),
+            "last_answer_at": iso(figures.last_finished_at),
             "replies": replies.get(name, {}),
         }
     return result
@@ -97,6 +101,7 @@ def render(report: dict[str, Any]) -> str:
     bad = ", ".join(f"{reason} {count}" for reason, count in ingest["bad_input"].items()) or "none"
     lines = [
         f"store       {report['store']}",
+        f"control     {report['control_plane']}",
         f"blips       {ingest['blips']} stored; {ingest['blips_per_minute_last_5_min']}/min (5 min), "
         f"{ingest['blips_per_minute_last_hour']}/min (hour); last at {ingest['last_stored_at'] or '-'}",
         f"stream      {stream_position(ingest)}; {ingest['connects']} connects, "

@@ -250,6 +250,19 @@ class IngestBatch:
     newest_received_at: float | None = None
 
 
+@dataclass(frozen=True)
+class StoredOperation:
+    """The operation on a blip that the store applied last, as the control plane's feed reads it back."""
+
+    uri: str
+    did: str
+    time_us: int
+    cid: str | None
+    record: str | None  # the record's JSON; None for a deletion
+    stored_at: datetime  # when the blip was first stored
+    updated_at: datetime  # when this operation was (the start of the batch that wrote it)
+
+
 class Store:
     @classmethod
     def from_config(cls, config: StoreConfig) -> Store:
@@ -444,6 +457,19 @@ class Store:
         )
         return [Blip(*row) for row in rows]
 
+    def blips_written_since(self, since: datetime, after: tuple[datetime, str] | None,
+                            limit: int) -> list[StoredOperation]:
+        """Blips written (stored or changed) at or after `since`, in the order they were written, a page of
+        `limit` at a time: `after` is the (updated_at, uri) of the last one of the page before."""
+        after_at, after_uri = after or (since, "")
+        rows = self.query_all(
+            """SELECT uri, did, time_us, cid, CASE WHEN NOT deleted THEN record::VARCHAR END, ingested_at, updated_at
+               FROM blips WHERE collection = 'stream.thought.blip' AND updated_at >= $since
+                 AND (updated_at, uri) > ($after_at, $after_uri)
+               ORDER BY updated_at, uri LIMIT $limit""",
+            {"since": since, "after_at": after_at, "after_uri": after_uri, "limit": limit})
+        return [StoredOperation(*row) for row in rows]
+
     def blip_count(self) -> int:
         return self.query_all("SELECT count(*) FROM blips WHERE NOT deleted")[0][0]
 
@@ -625,19 +651,6 @@ class Store:
                               greatest(0, epoch_us(now()) - epoch_us(newest_received_at)) / 1e6
                        FROM cursors ORDER BY newest_received_at DESC NULLS LAST, source"""),
                 "counters": self.query_all("SELECT name, value FROM counters ORDER BY name"),
-                "windows": self.query_all(
-                    """SELECT agent,
-                              count(*) FILTER (state = 'answered'), count(*) FILTER (state = 'silent'),
-                              count(*) FILTER (state = 'failed'), count(*) FILTER (state = 'quarantined'),
-                              count(*) FILTER (state IN ('pending', 'sending')),
-                              sum(attempts), sum(failures), sum(greatest(attempts - 1, 0)),
-                              median(letta_ms) FILTER (state IN ('answered', 'silent')),
-                              quantile_cont(letta_ms, 0.95) FILTER (state IN ('answered', 'silent')),
-                              max(finished_at)
-                       FROM windows GROUP BY agent ORDER BY agent"""),
-                "replies": self.query_all("SELECT agent, state, count(*) FROM replies GROUP BY ALL ORDER BY ALL"),
-                "circuits": self.query_all(
-                    "SELECT agent, state, failures, opened_at, reason FROM circuits ORDER BY agent"),
             }
 
     def replies_since(self, agent: str, since: datetime) -> int:

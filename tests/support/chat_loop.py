@@ -20,6 +20,7 @@ from blipflow.config import load_settings
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store
+from tests.support.fed_stores import control_rows
 from tests.support.ingest_process import BlipflowProcess, write_config
 
 COMMANDS = {"ingest": ["run"], "dispatch": ["dispatch"], "publish": ["publish-replies"]}
@@ -40,7 +41,11 @@ class ChatLoop:
         self.processes: dict[str, BlipflowProcess] = {}
         self.starts: dict[str, int] = {}
         self.store = Store(self.store_path)
-        self.plane = ControlPlane(load_settings(self.config).control.url)  # the outbox publish reads
+        self.plane = ControlPlane.from_settings(load_settings(self.config))  # the ledger and the outbox
+
+    def rows(self, sql: str, **params: Any) -> list[tuple]:
+        """The rows of a query on the control plane (the ledger and the outbox)."""
+        return control_rows(self.plane, sql, **params)
 
     def start(self, *names: str) -> ChatLoop:
         for name in names or tuple(COMMANDS):
