@@ -11,7 +11,6 @@ import yaml
 
 from blipflow.control.engine import ControlPlane
 from tests.support.agent_accounts import agent_account
-from tests.support.fed_stores import FedStores
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
 from tests.support.network import list_records
 from tests.test_publish import control_url, ingested, queue, state

@@ -6,7 +6,6 @@ import time
 from datetime import timedelta
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
-
 from sqlalchemy import select
 
 from blipflow.control import tables

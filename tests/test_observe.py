@@ -21,9 +21,8 @@ import httpx
 import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from blipflow.control.engine import ControlPlane
-from blipflow.store.history import Store
 from blipflow.control.circuits import Circuits
+from blipflow.control.engine import ControlPlane
 from blipflow.model.ledger import Circuit
 from tests.support.agent_accounts import agent_account
 from tests.support.fake_letta import FakeLetta
