@@ -6,7 +6,13 @@ Per window, overhead is the time outside the Letta call: each agent's windows go
 so a window's cycle is the time since the agent's previous window finished, and overhead is that
 cycle minus the Letta call. store_to_request is the time from a window's oldest blip being stored (or
 the run starting, for blips stored before it) to the window being sent: with every blip stored up front,
-that is mostly time spent queueing behind the agent's earlier windows. Last line: one JSON object.
+that is mostly time spent queueing behind the agent's earlier windows.
+
+Throughput is what the run sustained once under way, against the agents' own limit: windows_per_s counts
+the windows finished between the first and the last tenth of them (the start-up and the tail, when fewer
+agents have work, are left out), and limit_per_s is lanes ÷ Letta's latency (the fake's, or the real
+server's median), what the agents could take if dispatch cost nothing. task_runs is how many task runs
+the Prefect server recorded. Last line: one JSON object.
 
     python bench/dispatch.py [--agents 20] [--blips 2000] [--batch-size 5] [--fake-latency-ms 50]
 """
@@ -119,19 +125,31 @@ def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_
         overhead.append(cycle_ms - letta_ms)
         letta.append(letta_ms)
         to_request.append((sent - max(oldest, started)) * 1000)
+    latency_s = (args.fake_latency_ms if args.fake_latency_ms is not None else statistics.median(letta)) / 1000
+    windows_per_s = sustained_rate(sorted(finished for _, _, finished, _, _ in rows))
+    limit_per_s = args.agents / latency_s
     return {
         "bench": "dispatch",
         "letta": "fake" if args.fake_latency_ms is not None else "real",
         "agents": args.agents,
         "blips": args.blips,
         "windows": len(rows),
-        "task_runs": count_task_runs(api_url),
         "seconds": round(elapsed, 1),
         "overhead_ms_p50": round(statistics.median(overhead), 1),
         "overhead_ms_p95": round(percentile(overhead, 0.95), 1),
         "letta_ms_p50": round(statistics.median(letta), 1),
         "store_to_request_ms_p50": round(statistics.median(to_request), 1),
+        "windows_per_s": round(windows_per_s, 1),
+        "limit_per_s": round(limit_per_s, 1),
+        "ratio": round(windows_per_s / limit_per_s, 3),
+        "task_runs": count_task_runs(api_url),
     }
+
+
+def sustained_rate(finished: list[float]) -> float:
+    """Windows per second between the first and the last tenth of the finish times, sorted."""
+    first, last = len(finished) // 10, len(finished) - 1 - len(finished) // 10
+    return (last - first) / (finished[last] - finished[first])
 
 
 def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_url: str) -> dict:
@@ -185,10 +203,17 @@ def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent,
 
 
 def count_task_runs(api_url: str) -> int:
+    """The task runs the server recorded, once the count has stopped growing (it records them from the
+    events the run sent, a moment after they arrive)."""
     request = urllib.request.Request(f"{api_url}/task_runs/count", data=b"{}", method="POST",
                                      headers={"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return int(json.loads(response.read()))
+    counts = [-1]
+    while True:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            counts.append(int(json.loads(response.read())))
+        if counts[-1] == counts[-2]:
+            return counts[-1]
+        time.sleep(2)
 
 
 if __name__ == "__main__":
