@@ -4,11 +4,11 @@ no other. With nothing to start or finish, planning looks again every poll inter
 
 Prefect sees the work in one of two ways. `results_in_lanes` makes each item a task run of its own:
 right where items are few (an account posts a few replies a minute). `results_in_rounds` makes each
-stretch of a lane's work a task run — a round — that takes the lane's items one after another as
-planning hands them over, and reports each one's result as it is done: a local Prefect server records
-some 30 task runs a second, fewer than a hundred agents' windows, while a round costs it one task run
-however many items it takes. When items come slowly each round has one, so nothing is lost in what
-the UI shows then; when they come fast, rounds grow and Prefect keeps up.
+stretch of a lane's work a task run — a round — that takes the lane's items one after another while
+planning has the next ready when the last is done, and reports each one's result as it is done: a local
+Prefect server records some 30 task runs a second, fewer than a hundred agents' windows, while a round
+costs it one task run however many items it takes. When items come slowly each round has one, as a
+task run per item would; when they come fast, rounds grow and Prefect keeps up.
 
 SIGTERM or Ctrl-C starts nothing more and lets the running items finish.
 """
@@ -83,7 +83,7 @@ def results_in_rounds(
     rounds: dict[str, tuple[Handover, PrefectConcurrentFuture[Any]]] = {}
 
     def start(key: str, item: Item) -> tuple[Handover, PrefectConcurrentFuture[Any]]:
-        handover = Handover(reported.put, wake.set, stopping)
+        handover = Handover(reported.put, wake.set)
         future = submit(Round(key, item, handover))
         future.wrapped_future.add_done_callback(lambda _: wake.set())
         return handover, future
@@ -98,22 +98,26 @@ def results_in_rounds(
 
     with stop_on_signals(stop):
         get_run_logger().info("looking for work every %s s until stopped", poll_interval)
-        while not stopping.is_set():
-            wake.clear()
-            for key in [key for key, (_, future) in rounds.items() if future.wrapped_future.done()]:
-                del rounds[key]
-            waiting = {key: handover for key, (handover, _) in rounds.items() if handover.waiting}
-            for item in plan():
-                key = lane(item)  # items come oldest first: the lane's next one
-                if key not in rounds:
-                    rounds[key] = start(key, item)
-                elif key in waiting:
-                    waiting.pop(key).give(item)
-            yield from results()
-            if not rounds and until_idle:
-                return
-            wake.wait(poll_interval)
-        for handover, _ in rounds.values():
-            handover.give(None)
+        try:
+            while not stopping.is_set():
+                wake.clear()
+                for key in [key for key, (_, future) in rounds.items() if future.wrapped_future.done()]:
+                    del rounds[key]
+                waiting = {key: handover for key, (handover, _) in rounds.items() if handover.waiting.is_set()}
+                for item in plan():
+                    key = lane(item)  # items come oldest first: the lane's next one
+                    if key not in rounds:
+                        rounds[key] = start(key, item)
+                    elif key in waiting:
+                        waiting.pop(key).give(item)
+                for handover in waiting.values():  # nothing ready for their lanes: those rounds end
+                    handover.give(None)
+                yield from results()
+                if not rounds and until_idle:
+                    return
+                wake.wait(poll_interval)
+        finally:
+            for handover, _ in rounds.values():  # the running items finish; no round takes another
+                handover.close()
         concurrent.futures.wait([future.wrapped_future for _, future in rounds.values()])
         yield from results()

@@ -10,14 +10,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
-LINGER = 2.0  # seconds a round waits for its lane's next item before it ends
 ROUND_SECONDS = 60.0  # a round takes no new item after this long: its task run ends and shows what it did
 
 
 class Round(Generic[Item]):
-    """One lane's items for one task run: the first, then each next one that planning hands over while
-    the round waits for it — at most LINGER seconds, and none once the round is ROUND_SECONDS old or the
-    run stops. A round made alone (no `handed_over`) takes its first item only.
+    """One lane's items for one task run: the first, then each next one that planning has ready when the
+    round asks for it — none once the round is ROUND_SECONDS old or the run stops. A round made alone
+    (no `handed_over`) takes its first item only.
 
     The task takes them from `items()` and tells `done(result)` of each. A task run that fails on an
     item and is retried takes that item again, and no other: every item has the task's retries to itself,
@@ -49,39 +48,38 @@ class Round(Generic[Item]):
 
 
 class Handover:
-    """Where a round waits for its lane's next item, and planning hands it over. Planning hands an item
-    only to a round that was already waiting when planning began, so the round never gets again an item
-    it finished while planning looked."""
+    """Where a round waits for its lane's next item, and planning hands it over — or None, when the first
+    planning that began after the round asked has nothing for the lane: the round ends then. Planning
+    hands an item only to a round that was already waiting when it began, so the round never gets again
+    an item it finished while planning looked."""
 
-    def __init__(self, report: Callable[[Any], None], wake: Callable[[], None], stopping: threading.Event) -> None:
+    def __init__(self, report: Callable[[Any], None], wake: Callable[[], None]) -> None:
         self.report = report  # a result, to the run's loop
         self.wake = wake  # the run's loop, to plan now
-        self.stopping = stopping
-        self.lock = threading.Lock()
-        self.waiting = False
+        self.waiting = threading.Event()
         self.handed: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.closed = False
 
     def next(self) -> Any:
-        """The lane's next item, or None when none came within LINGER seconds or the run is stopping."""
+        """The lane's next item, or None: nothing ready, or the run's loop is over."""
         with self.lock:
-            if self.stopping.is_set():
+            if self.closed:
                 return None
-            self.waiting = True
+            self.waiting.set()
         self.wake()
-        try:
-            return self.handed.get(timeout=LINGER)
-        except queue.Empty:
-            with self.lock:
-                if self.waiting:  # nothing came: the round ends
-                    self.waiting = False
-                    return None
-            return self.handed.get_nowait()  # handed over as the wait ended
+        return self.handed.get()
 
-    def give(self, item: Any) -> bool:
-        """Hand `item` (None: nothing more) to the round if it is waiting."""
+    def give(self, item: Any) -> None:
+        """Hand `item` (None: nothing more) to the round, which is waiting."""
         with self.lock:
-            if not self.waiting:
-                return False
-            self.waiting = False
+            self.waiting.clear()
             self.handed.put(item)
-            return True
+
+    def close(self) -> None:
+        """Nothing more for the round, now or when it asks."""
+        with self.lock:
+            self.closed = True
+            if self.waiting.is_set():
+                self.waiting.clear()
+                self.handed.put(None)
