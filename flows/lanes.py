@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ from prefect import get_run_logger
 from prefect.futures import PrefectConcurrentFuture
 
 from blipflow.process.shutdown import stop_on_signals
-from tasks.rounds import Handover, Round
+from tasks.rounds import PATIENCE, Handover, Round
 
 Item = TypeVar("Item")
 
@@ -110,8 +111,9 @@ def results_in_rounds(
                         rounds[key] = start(key, item)
                     elif key in waiting:
                         waiting.pop(key).give(item)
-                for handover in waiting.values():  # nothing ready for their lanes: those rounds end
-                    handover.give(None)
+                for handover in waiting.values():  # nothing ready for their lanes for a while: those rounds end
+                    if time.monotonic() - handover.asked_at >= PATIENCE:
+                        handover.give(None)
                 yield from results()
                 if not rounds and until_idle:
                     return

@@ -11,6 +11,10 @@ from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 ROUND_SECONDS = 60.0  # a round takes no new item after this long: its task run ends and shows what it did
+# Seconds a round waits for planning to have its lane's next item. Planning skips a look when the store
+# seems unchanged (a file's size and time, which two quick writes may leave alike) and looks anyway
+# after a second (the dispatcher's REPLAN_EVERY): a round that waits that long has had a real look.
+PATIENCE = 1.0
 
 
 class Round(Generic[Item]):
@@ -48,15 +52,16 @@ class Round(Generic[Item]):
 
 
 class Handover:
-    """Where a round waits for its lane's next item, and planning hands it over — or None, when the first
-    planning that began after the round asked has nothing for the lane: the round ends then. Planning
-    hands an item only to a round that was already waiting when it began, so the round never gets again
-    an item it finished while planning looked."""
+    """Where a round waits for its lane's next item, and planning hands it over — or None, when planning
+    that began after the round asked has had nothing for the lane for PATIENCE seconds: the round ends
+    then. Planning hands an item only to a round that was already waiting when it began, so the round
+    never gets again an item it finished while planning looked."""
 
     def __init__(self, report: Callable[[Any], None], wake: Callable[[], None]) -> None:
         self.report = report  # a result, to the run's loop
         self.wake = wake  # the run's loop, to plan now
         self.waiting = threading.Event()
+        self.asked_at = 0.0  # monotonic: when the round last asked
         self.handed: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.closed = False
@@ -66,6 +71,7 @@ class Handover:
         with self.lock:
             if self.closed:
                 return None
+            self.asked_at = time.monotonic()
             self.waiting.set()
         self.wake()
         return self.handed.get()
