@@ -162,7 +162,7 @@ def poison_cannot_be_formatted(monkeypatch):
             raise ValueError("cannot format this blip")
         return make(agent, blips)
 
-    monkeypatch.setattr(blipflow.dispatch, "window_messages", failing)
+    monkeypatch.setattr(blipflow.dispatch.dispatcher, "window_messages", failing)
     return monkeypatch
 
 
@@ -236,7 +236,7 @@ def test_a_request_letta_refuses_is_quarantined_at_once_and_the_agent_goes_on(tm
     def refused_shape(agent, blips):  # a request Letta cannot take: a message of no known role
         return [{"role": "nobody", "content": "?"}] if "refused" in blips[0].content else make(agent, blips)
 
-    monkeypatch.setattr(blipflow.dispatch, "window_messages", refused_shape)
+    monkeypatch.setattr(blipflow.dispatch.dispatcher, "window_messages", refused_shape)
     post(dispatcher.store, HUMAN, "refused")
     post(dispatcher.store, HUMAN, "fine")
     delivered = deliver_all(dispatcher)

@@ -91,7 +91,8 @@ def test_a_dispatch_run_page_says_what_each_window_came_to_and_which_agent_is_bl
                 rounds = [task_run for task_run in task_runs_of(prefect_server, run["id"])
                           if task_run["state_type"] == "COMPLETED"]
                 told = windows_told(prefect_server, rounds)
-                return (rounds, told) if len(told) == 2 else None
+                # the server files a run's state from its events a moment after its state type
+                return (rounds, told) if len(told) == 2 and all(task_run["state"] for task_run in rounds) else None
             rounds, told = wait_for(scouts_windows, 60, "scout's two windows to be delivered")
             assert {task_run["name"].split(" from ")[0] for task_run in rounds} == {"scout: windows"}
             assert sorted(message.split(",")[0] for message in told.values()) == [
