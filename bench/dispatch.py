@@ -6,9 +6,15 @@ Per window, overhead is the time outside the Letta call: each agent's windows go
 so a window's cycle is the time since the agent's previous window finished, and overhead is that
 cycle minus the Letta call. store_to_request is the time from a window's oldest blip being stored (or
 the run starting, for blips stored before it) to the window being sent: with every blip stored up front,
-that is mostly time spent queueing behind the agent's earlier windows. Last line: one JSON object.
+that is mostly time spent queueing behind the agent's earlier windows.
 
-    python bench/dispatch.py [--agents 20] [--blips 2000] [--batch-size 5] [--fake-latency-ms 50]
+Throughput is what the run sustained once under way, against the agents' own limit: windows_per_s counts
+the windows finished between the first and the last tenth of them (the start-up and the tail, when fewer
+agents have work, are left out), and limit_per_s is lanes ÷ Letta's latency (the fake's, or the real
+server's median), what the agents could take if dispatch cost nothing. task_runs is how many task runs
+the Prefect server recorded. Last line: one JSON object.
+
+    python bench/dispatch.py [--agents 20] [--blips 2000] [--batch-size 5] [--fake-latency-ms 50] [--without-prefect]
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ def main() -> None:
     parser.add_argument("--blips", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=5)
     parser.add_argument("--fake-latency-ms", type=float, default=None, help="use the fake Letta with this latency")
+    parser.add_argument("--without-prefect", action="store_true",
+                        help="first measure the library alone on a store of its own: without_prefect_windows_per_s")
     parser.add_argument("--live", type=int, default=0, metavar="N",
                         help="instead: N blips stored one by one while `blipflow dispatch` runs (batch_size 1)")
     args = parser.parse_args()
@@ -76,6 +84,45 @@ def start_letta(args: argparse.Namespace, work: Path):
 
 
 def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_url: str) -> dict:
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flows.dispatch import dispatch
+
+    baseline = {}
+    if args.without_prefect:
+        stores, config = prepared(args, work / "library", letta_url, create_agent)
+        started = time.time()
+        delivered_by_library(config)
+        baseline = {"without_prefect_windows_per_s": round(measured(args, stores, started)["windows_per_s"], 1)}
+
+    stores, config = prepared(args, work / "flow", letta_url, create_agent)
+    expected = args.agents * -(-args.blips // args.batch_size)
+    started = time.time()
+    # A heartbeat thread costs a run up to a second at its end; nothing watches this one-off run for crashes.
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        delivered = dispatch(config_file=str(config), until_idle=True)
+    elapsed = time.time() - started
+    assert delivered == expected, f"{delivered} windows delivered, {expected} expected"
+    figures = measured(args, stores, started)
+    windows, windows_per_s, limit_per_s = (figures.pop(name) for name in ("windows", "windows_per_s", "limit_per_s"))
+    return {
+        "bench": "dispatch",
+        "letta": "fake" if args.fake_latency_ms is not None else "real",
+        "agents": args.agents,
+        "blips": args.blips,
+        "windows": windows,
+        "seconds": round(elapsed, 1),
+        **{name: round(value, 1) for name, value in figures.items()},
+        **baseline,
+        "windows_per_s": round(windows_per_s, 1),
+        "limit_per_s": round(limit_per_s, 1),
+        "ratio": round(windows_per_s / limit_per_s, 3),
+        "task_runs": count_task_runs(api_url),
+    }
+
+
+def prepared(args: argparse.Namespace, folder: Path, letta_url: str, create_agent):
+    """The stores (history and control plane, fed) of `args.blips` blips in `folder`, and a config of `args.agents` agents dispatching from it."""
     import yaml
 
     from blipflow.ingest.simulator import simulate_frames
@@ -83,31 +130,50 @@ def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_
     from tests.support.fed_stores import FedStores
     from tests.support.frames import blips
 
-    stores = FedStores.beside(work / "bench.duckdb")
-    store = stores.store
+    folder.mkdir()
+    stores = FedStores.beside(folder / "bench.duckdb")
     frames = [f for f in simulate_frames(args.blips * 2) if b'"operation":"create"' in f][: args.blips]
     stores.apply(IngestBatch(blips=blips(*frames)))
     agents = [{"name": f"agent{n}", "agent_id": create_agent(), "batch_size": args.batch_size,
                "max_wait_seconds": 0, "max_replies_per_minute": 1_000_000,
                "backlog_seconds": 10**9} for n in range(args.agents)]
-    config = work / "config.yaml"
+    config = folder / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "store": {"path": str(store.path)}, "letta": {"base_url": letta_url, "timeout": 120},
+        "store": {"path": str(stores.store.path)}, "letta": {"base_url": letta_url, "timeout": 120},
         "bluesky": {"plc_uri": "http://127.0.0.1:9"}, "agents": agents,
     }))
-    expected = args.agents * -(-args.blips // args.batch_size)
+    return stores, config
 
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from flows.dispatch import dispatch
+def delivered_by_library(config: Path) -> int:
+    """The baseline without Prefect: the library's Dispatcher driven as the flow drives it — planning in
+    one thread, each agent's windows one at a time in a thread of their own — with no task runs, logs,
+    events or artifacts. What the flow sustains below this is the Prefect layer's cost."""
+    import concurrent.futures
+    from contextlib import closing
 
-    started = time.time()
-    # A heartbeat thread costs a run up to a second at its end; nothing watches this one-off run for crashes.
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        delivered = dispatch(config_file=str(config), until_idle=True)
-    elapsed = time.time() - started
-    assert delivered == expected, f"{delivered} windows delivered, {expected} expected"
+    from blipflow.config import load_settings
+    from flows.dispatch import build_dispatcher
 
+    settings = load_settings(config)
+    dispatcher = build_dispatcher(settings)
+    delivered = 0
+    with closing(dispatcher), concurrent.futures.ThreadPoolExecutor(max_workers=len(settings.agents)) as pool:
+        running: dict[str, concurrent.futures.Future] = {}
+        while True:
+            for window in dispatcher.plan():
+                if window.agent not in running:
+                    running[window.agent] = pool.submit(dispatcher.deliver, window)
+            if not running:
+                return delivered
+            done, _ = concurrent.futures.wait(running.values(), timeout=settings.dispatch.poll_interval,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            for agent in [agent for agent, future in running.items() if future in done]:
+                if running.pop(agent).result().outcome not in ("in_flight", "handed_over"):
+                    delivered += 1
+
+
+def measured(args: argparse.Namespace, stores, started: float) -> dict[str, float]:
     rows = answered_windows(stores.plane)
     overhead, to_request, letta = [], [], []
     previous: dict[str, float] = {}
@@ -117,19 +183,22 @@ def run(args: argparse.Namespace, work: Path, letta_url: str, create_agent, api_
         overhead.append(cycle_ms - letta_ms)
         letta.append(letta_ms)
         to_request.append((sent - max(oldest, started)) * 1000)
+    latency_s = (args.fake_latency_ms if args.fake_latency_ms is not None else statistics.median(letta)) / 1000
     return {
-        "bench": "dispatch",
-        "letta": "fake" if args.fake_latency_ms is not None else "real",
-        "agents": args.agents,
-        "blips": args.blips,
         "windows": len(rows),
-        "task_runs": count_task_runs(api_url),
-        "seconds": round(elapsed, 1),
-        "overhead_ms_p50": round(statistics.median(overhead), 1),
-        "overhead_ms_p95": round(percentile(overhead, 0.95), 1),
-        "letta_ms_p50": round(statistics.median(letta), 1),
-        "store_to_request_ms_p50": round(statistics.median(to_request), 1),
+        "overhead_ms_p50": statistics.median(overhead),
+        "overhead_ms_p95": percentile(overhead, 0.95),
+        "letta_ms_p50": statistics.median(letta),
+        "store_to_request_ms_p50": statistics.median(to_request),
+        "windows_per_s": sustained_rate(sorted(finished for _, _, finished, _, _ in rows)),
+        "limit_per_s": args.agents / latency_s,
     }
+
+
+def sustained_rate(finished: list[float]) -> float:
+    """Windows per second between the first and the last tenth of the finish times, sorted."""
+    first, last = len(finished) // 10, len(finished) - 1 - len(finished) // 10
+    return (last - first) / (finished[last] - finished[first])
 
 
 def answered_windows(plane) -> list[tuple]:
@@ -200,10 +269,17 @@ def run_live(args: argparse.Namespace, work: Path, letta_url: str, create_agent,
 
 
 def count_task_runs(api_url: str) -> int:
+    """The task runs the server recorded, once the count has stopped growing (it records them from the
+    events the run sent, a moment after they arrive)."""
     request = urllib.request.Request(f"{api_url}/task_runs/count", data=b"{}", method="POST",
                                      headers={"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return int(json.loads(response.read()))
+    counts = [-1]
+    while True:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            counts.append(int(json.loads(response.read())))
+        if counts[-1] == counts[-2]:
+            return counts[-1]
+        time.sleep(2)
 
 
 if __name__ == "__main__":

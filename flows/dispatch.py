@@ -22,9 +22,9 @@ from blipflow.network.accounts import with_learned_dids
 from blipflow.network.identity import IdentityResolver
 from blipflow.store.history import Store
 from flows.control import control_plane
-from flows.lanes import results_in_lanes
+from flows.lanes import results_in_rounds
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
-from tasks.dispatch import deliver_window
+from tasks.dispatch import deliver_windows
 from tasks.words import counted
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
     how many windows were delivered.
 
     Agents are served side by side, each its windows one at a time and in order; an agent whose call
-    waits to be retried holds up no other. While an agent's circuit is open, the run's state message
-    says so."""
+    waits to be retried holds up no other. Each agent's windows go in rounds, a task run each (see
+    flows.lanes), each window a line of its round's log and a row of the run's table. While an agent's
+    circuit is open, the run's state message says so."""
     settings = load_settings(config_file)
     logger = get_run_logger()
     if not settings.agents:
@@ -58,11 +59,11 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
         logger.error("%s", failure)
         return Failed(message=str(failure))
     delivered = counted_and_reported(
-        results_in_lanes(
+        results_in_rounds(
             BlockedAgents(lambda: blocked_agents(dispatcher)).after(dispatcher.plan), lambda window: window.agent,
-            # quoted: a window is no task run's result, though Prefect would link it to one by the id() of
-            # its agent's name (a str, tracked by id alone), which the previous window's Delivery holds too
-            lambda window: deliver_window.submit(quote(dispatcher), quote(window)),
+            # quoted: a round is no task run's result, though Prefect would link it to one by the id() of
+            # its agent's name (a str, tracked by id alone), which the previous round's Deliveries hold too
+            lambda windows: deliver_windows.submit(quote(dispatcher), quote(windows)),
             poll_interval=settings.dispatch.poll_interval, until_idle=until_idle,
         ),
         TableReport("dispatch-windows", "Windows this run delivered: agent, blips, replies, Letta time, outcome"),
@@ -81,8 +82,9 @@ def blocked_agents(dispatcher: Dispatcher) -> dict[str, str]:
 
 
 def delivery_row(delivery: Delivery) -> dict[str, object] | None:
-    """A window delivered, as a row of the run's table; none for one that may still be answered at Letta."""
-    if delivery.outcome == "in_flight":
+    """A window delivered, as a row of the run's table; none for one that may still be answered at Letta,
+    or that another process sends now."""
+    if delivery.outcome in ("in_flight", "handed_over"):
         return None
     return {"agent": delivery.agent, "window": delivery.window, "blips": delivery.blips, "replies": delivery.replies,
             "letta_ms": round(delivery.letta_ms, 1),

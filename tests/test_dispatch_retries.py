@@ -10,7 +10,9 @@ from sqlalchemy import select
 
 from blipflow.control import tables
 from blipflow.letta.gateway import AgentCallFailed
-from tasks.dispatch import deliver_window
+from blipflow.store.history import Store
+from tasks.dispatch import deliver_windows
+from tasks.rounds import Round
 from tests.support.fake_letta import FakeLetta
 from tests.support.fed_stores import FedStores
 from tests.test_dispatch import HUMAN, dispatcher_for, fed, post
@@ -19,7 +21,9 @@ OTHER_HUMAN = "did:plc:otherhuman00000000000000"
 
 
 def deliver(dispatcher, window):
-    return deliver_window.with_options(retry_delay_seconds=0)(dispatcher, window, return_state=True)
+    """The window as a round of its own; its task run's final state."""
+    return deliver_windows.with_options(retry_delay_seconds=0)(dispatcher, Round(window.agent, window),
+                                                               return_state=True)
 
 
 def test_transient_failures_are_retried_and_permanent_ones_are_not(tmp_path, prefect_server):
@@ -33,7 +37,8 @@ def test_transient_failures_are_retried_and_permanent_ones_are_not(tmp_path, pre
         with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
             states = {window.agent: deliver(dispatcher, window) for window in dispatcher.plan()}
         assert states["scout"].is_completed()
-        assert states["scout"].result().replies == 1
+        [delivery] = states["scout"].result()
+        assert delivery.replies == 1
         assert fake.calls == 1  # the failed call recorded nothing; the retry was answered once
         assert states["ghost"].is_failed()
         assert "agent ghost: no such agent on the Letta server (HTTP 404)" in states["ghost"].message

@@ -183,12 +183,13 @@ def test_a_window_that_cannot_be_formatted_is_quarantined_and_the_next_blip_answ
     seq = letta_server.model.last_seq()
     logs = run_dispatch(config, prefect_server)
     assert [reply.rsplit("] ", 1)[-1] for reply in replies(store)] == ["a normal blip"]
-    # the quarantined window's task run ends saying so, and why
-    assert "1 blip → quarantined: ValueError: cannot format this blip" in [log["message"] for log in logs]
     assert all("poison one" not in " ".join(asked["user_texts"])
                for asked in letta_server.model.chat_requests(since=seq))  # it never reached the agent
     [(poisoned, attempts, error)] = store.rows(
         "SELECT id, attempts, error FROM windows WHERE state = 'quarantined'")
+    # the quarantined window's line in its round's task run says so, and why
+    assert (f"window {poisoned[:8]}: 1 blip → quarantined: ValueError: cannot format this blip"
+            in [log["message"] for log in logs])
     assert (attempts, error) == (3, "ValueError: cannot format this blip")
     agent, errors = accounts(config, "scout")
     assert agent["windows"]["quarantined"] == 1 and agent["windows"]["answered"] == 1

@@ -1,7 +1,8 @@
 """What the dispatch and publish flows show in Prefect (real Prefect server; fake Letta, real PDS): task runs
-named for their window or reply that end with what came of it, no made-up dependencies between them, a
-table artifact that follows within seconds, the run's state message while an agent is blocked, and
-events when an agent's circuit opens, with the agent as the resource."""
+named for their agent's windows (a round of them) or reply that end with what came of it, each window a
+line of its round's log, no made-up dependencies between them, a table artifact that follows within
+seconds, the run's state message while an agent is blocked, and events when an agent's circuit opens,
+with the agent as the resource."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ RUN_DISPATCH_UNTIL_IDLE = ("import sys; from flows.dispatch import dispatch; "
                            "print(state.state_details.flow_run_id, state.result())")
 RUN_DISPATCH = "import sys; from flows.dispatch import dispatch; dispatch(config_file=sys.argv[1])"
 FOLLOWS = 10.0  # seconds within which the table artifact shows a window delivered (it used to be 60)
-WINDOW_NAME = re.compile(r"^scout: 1 blip \([0-9a-f]{8}\)$")
+ROUND_NAME = re.compile(r"^scout: windows from [0-9a-f]{8}$")
+WINDOW_LINE = re.compile(r"^window ([0-9a-f]{8}): (.*)$")
 
 
 def run_env(server: PrefectServer) -> dict[str, str]:
@@ -78,6 +80,12 @@ def task_runs_of(server: PrefectServer, flow_run_id: str) -> list[dict]:
     return server.found("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
 
 
+def windows_told(server: PrefectServer, rounds: list[dict]) -> dict[str, str]:
+    """What the rounds' logs say each window came to: the start of its id → `1 blip → 1 reply, 204 ms`."""
+    lines = server.found("/logs/filter", {"logs": {"task_run_id": {"any_": [run["id"] for run in rounds]}}})
+    return {match[1]: match[2] for match in (WINDOW_LINE.match(line["message"]) for line in lines) if match}
+
+
 def says_in_its_log(server: PrefectServer, task_run: dict) -> None:
     """The task run's log has a line saying what its state message says (logs reach the API in batches)."""
     def logged() -> bool:
@@ -100,7 +108,7 @@ def windows_table(server: PrefectServer, flow_run_id: str) -> list[list[dict]]:
     return [json.loads(artifact["data"]) for artifact in artifacts]
 
 
-def test_each_window_is_a_task_run_named_for_it_that_says_what_came_of_it(tmp_path, prefect_server):
+def test_each_window_is_a_line_of_its_rounds_task_run_that_says_what_came_of_it(tmp_path, prefect_server):
     fake = FakeLetta().start()
     try:
         config = fake.config(tmp_path, [{"name": "scout", "agent_id": fake.create_agent(),
@@ -114,17 +122,21 @@ def test_each_window_is_a_task_run_named_for_it_that_says_what_came_of_it(tmp_pa
     assert delivered == 10
 
     windows = store.rows("SELECT id, state FROM windows ORDER BY created_at")
-    task_runs = task_runs_of(prefect_server, flow_run_id)
-    assert sorted(run["name"] for run in task_runs) == sorted(f"scout: 1 blip ({window[:8]})" for window, _ in windows)
-    assert all(WINDOW_NAME.match(run["name"]) for run in task_runs)
-    told = {run["name"]: run["state"]["message"] for run in task_runs}
+    rounds = task_runs_of(prefect_server, flow_run_id)
+    assert all(ROUND_NAME.match(run["name"]) for run in rounds)
+
+    def every_windows_line() -> dict[str, str]:  # logs reach the API in batches
+        told = windows_told(prefect_server, rounds)
+        return told if len(told) == len(windows) else {}
+    told = wait_for(every_windows_line, 30, "a line for each window in the rounds' logs")
+    assert sorted(told) == sorted(window[:8] for window, _ in windows)
     for window, state in windows:
         expected = r"1 blip → silent, \d+ ms" if state == "silent" else r"1 blip → 1 reply, \d+ ms"
-        assert re.fullmatch(expected, told[f"scout: 1 blip ({window[:8]})"])
+        assert re.fullmatch(expected, told[window[:8]])
     assert sum(state == "silent" for _, state in windows) == 1
-    for run in task_runs:
+    for run in rounds:
         assert run["state"]["type"] == "COMPLETED"
-        assert run["task_inputs"] == {"dispatcher": [], "window": []}, f"{run['name']} has made-up upstream runs"
+        assert run["task_inputs"] == {"dispatcher": [], "windows": []}, f"{run['name']} has made-up upstream runs"
         says_in_its_log(prefect_server, run)
     assert states_of(prefect_server, flow_run_id)[-1] == ("COMPLETED", "delivered 10 windows")
 

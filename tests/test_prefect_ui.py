@@ -1,6 +1,7 @@
 """What someone who deploys blipflow sees: `prefect deploy --all` from the repository root against a real
 Prefect server, then that server's own UI in Chromium lists every deployment prefect.yaml declares; and
-the page of a real dispatch run says what each window came to and which agent is blocked, and why."""
+the page of a real dispatch run says what each window came to (a line of its round's task run) and which
+agent is blocked, and why."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.support.fed_stores import FedStores
 from tests.support.ingest_process import wait_for
 from tests.support.prefect_server import PrefectServer, api_client, deploy_all
 from tests.test_dispatch import HUMAN, post
-from tests.test_observe import long_running_dispatch, task_runs_of
+from tests.test_observe import long_running_dispatch, task_runs_of, windows_told
 
 
 def deployments_named(client: SyncPrefectClient, names: list[str]) -> list[DeploymentResponse]:
@@ -89,20 +90,24 @@ def test_a_dispatch_run_page_says_what_each_window_came_to_and_which_agent_is_bl
         post(store, HUMAN, "hello there")
         post(store, HUMAN, "nothing to say to this [[silent]]")
         with long_running_dispatch(prefect_server, config, tmp_path / "dispatch.log") as run:
-            def scouts_windows() -> list[dict]:
-                done = [task_run for task_run in task_runs_of(prefect_server, run["id"])
-                        if task_run["state_type"] == "COMPLETED"]
-                return done if len(done) == 2 else []
-            windows = wait_for(scouts_windows, 60, "scout's two windows to be delivered")
-            told = {window["name"]: window["state"]["message"] for window in windows}
-            assert [name.split(" (")[0] for name in told] == ["scout: 1 blip"] * 2
+            def scouts_windows() -> tuple[list[dict], dict[str, str]] | None:
+                rounds = [task_run for task_run in task_runs_of(prefect_server, run["id"])
+                          if task_run["state_type"] == "COMPLETED"]
+                told = windows_told(prefect_server, rounds)
+                # the server files a run's state from its events a moment after its state type
+                return (rounds, told) if len(told) == 2 and all(task_run["state"] for task_run in rounds) else None
+            rounds, told = wait_for(scouts_windows, 60, "scout's two windows to be delivered")
+            assert {task_run["name"].split(" from ")[0] for task_run in rounds} == {"scout: windows"}
             assert sorted(message.split(",")[0] for message in told.values()) == [
                 "1 blip → 1 reply", "1 blip → silent"]
 
             page = ui_url(prefect_server, f"/runs/flow-run/{run['id']}")
             blocked = "blocked: ghost (circuit open after failed calls; retried every 600 s)"
-            # the run's log: each window's line and final state, with the name of its task run; ghost blocked
-            browser.open(page, expect=[*told, *told.values(), f"Completed('{told[next(iter(told))]}')",
+            # the run's log: each window's line and its round's final state, with the name of its task run;
+            # ghost blocked
+            browser.open(page, expect=[*(task_run["name"] for task_run in rounds),
+                                       *(f"window {window}: {said}" for window, said in told.items()),
+                                       *(f"Completed('{task_run['state']['message']}')" for task_run in rounds),
                                        "agent ghost is blocked: circuit open after failed calls; retried every 600 s"],
                          screenshot="prefect-ui-dispatch-run")
             browser.open(page + "?tab=Details", screenshot="prefect-ui-dispatch-run-details",
