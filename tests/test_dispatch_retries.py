@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from blipflow.control import tables
 from blipflow.letta.gateway import AgentCallFailed
-from blipflow.store.history import Store
 from tasks.dispatch import deliver_windows
 from tasks.rounds import Round
 from tests.support.fake_letta import FakeLetta
