@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from blipflow.config import PUBLIC_JETSTREAM_INSTANCES, ConfigError, load_settings
+from blipflow.config import ConfigError, load_settings
+from blipflow.model.settings import PUBLIC_JETSTREAM_INSTANCES
 
 CLI = Path(sys.executable).parent / "blipflow"
 SECRET_PASSWORD = "hunter2-pw-7Qx"

@@ -20,8 +20,12 @@ from hypothesis import strategies as st
 from blipflow.analytics.output import JSON_TIMES
 from blipflow.analytics.reports import Selection, reports, run_report
 from blipflow.config import AgentConfig, IngestConfig
+from blipflow.control.blips import Blips
 from blipflow.control.engine import ControlPlane
+from blipflow.control.ledger import Ledger
+from blipflow.control.outbox import Outbox
 from blipflow.dispatch.prompt import HEADER_KEYS, blip_text, window_messages
+from blipflow.ingest.feed import Feed
 from blipflow.ingest.ingester import Ingestor
 from blipflow.ingest.jetstream import parse_event
 from blipflow.ingest.monitor import live_blip
@@ -29,7 +33,6 @@ from blipflow.model.blip import Identity, parse_created_at
 from blipflow.model.events import CID_PATTERN, RECORD_URI_PATTERN, BadFrame, CommitEvent
 from blipflow.model.formatting import blip_json, format_blip
 from blipflow.model.refs import Ref
-from blipflow.model.replies import OutgoingReply
 from blipflow.model.times import iso_time
 from blipflow.publish.publisher import Publisher
 from blipflow.publish.records import split_content
@@ -139,7 +142,7 @@ def test_every_record_is_stored_or_counted_and_nothing_downstream_raises(store, 
     frames = {f"at://{did}/stream.thought.blip/k{n}": frame(did, f"k{n}", next(clock), record, depth, ascii_only)
               for n, (record, depth) in enumerate(drawn)}
     bad_before = bad_input(store)
-    ingestor = Ingestor(store, Frames(), IngestConfig(max_content_bytes=MAX_CONTENT_BYTES))
+    ingestor = Ingestor(store, Frames(), IngestConfig(max_content_bytes=MAX_CONTENT_BYTES), feed=Feed(plane, store))
     events: dict[str, CommitEvent] = {}
     for text in frames.values():  # as a source hands frames over
         try:
@@ -167,9 +170,9 @@ def test_every_record_is_stored_or_counted_and_nothing_downstream_raises(store, 
     if not stored:
         return
 
-    # dispatch: the window's blips as the agent's messages
-    window_id = store.decide(AGENT.name, {}, sorted(stored))
-    window = store.window_blips(window_id)
+    # dispatch: the window's blips as the agent's messages, from the control plane ingest fed
+    window_id = Ledger(plane).decide(AGENT.name, {}, sorted(stored))
+    window = Blips(plane).window_blips(window_id)
     assert len(window_messages(AGENT, window)) == len(stored)
     for blip in window:
         structure = STRUCTURE.fullmatch(blip_text(AGENT, blip))
@@ -184,9 +187,8 @@ def test_every_record_is_stored_or_counted_and_nothing_downstream_raises(store, 
         assert "\x00" not in body and "\r" not in body
 
     # publish: the agent's reply, threaded to the window's blips
-    store.finish_window(window_id, AGENT.name, ["Thanks. " * 600], 1.0)
-    [row] = [row for row in store.outbox(500) if row[0].startswith(window_id)]
-    reply = OutgoingReply.from_row(row)
+    Ledger(plane).finish_window(window_id, AGENT.name, ["Thanks. " * 600], 1.0)
+    [reply] = Outbox(plane).replies(1, f"{window_id}:0")
     parts = split_content(reply.content, 300)
     posted = []
     for index in range(len(parts)):
@@ -238,7 +240,7 @@ def test_a_created_at_that_is_not_a_readable_date_is_no_date_and_shows_when_the_
     assert f"createdAt: {seen.replace('+00:00', 'Z')}" in format_blip(blip)
 
 
-def test_a_date_stored_before_ingest_checked_dates_reads_as_no_date(store):
+def test_a_date_stored_before_ingest_checked_dates_reads_as_no_date(store, plane):
     """Stores written by earlier versions hold such dates already; `history` and dispatch read past them."""
     did = "did:plc:olderstore0000000000000000"
     time_us = next(clock)
@@ -250,6 +252,7 @@ def test_a_date_stored_before_ingest_checked_dates_reads_as_no_date(store):
 
     [blip] = store.latest_blips(1, [did])
     assert blip.created_at is None
-    window = store.window_blips(store.decide(AGENT.name, {}, [blip.uri]))
+    Feed(plane, store).catch_up()  # as ingest feeds the control plane from such a store on its first start
+    window = Blips(plane).window_blips(Ledger(plane).decide(AGENT.name, {}, [blip.uri]))
     assert [one.created_at for one in window] == [None]
     assert ISO_DATE.fullmatch(blip_text(AGENT, window[0]).split("createdAt: ", 1)[1].split("\n", 1)[0])

@@ -20,6 +20,7 @@ from blipflow.model.refs import AnsweredBlip, Ref
 from blipflow.operations.takeover import take_over
 from blipflow.store.history import IngestBatch, Store
 from tests.support.frames import T0, blips, commit_frame, uri
+from tests.support.previous_layout import PreviousLayoutLedger
 
 HUMAN = "did:plc:human0000000000000000000"
 SCOUT = "did:plc:scout0000000000000000000"
@@ -31,21 +32,22 @@ def old_store(path) -> Store:
     """Five blips; for scout: h0 skipped, a window of h1+h2 answered twice (one reply posted in two parts,
     one queued), a failed window (h3) waiting to be retried; h4 undecided; scout's circuit open."""
     store = Store(path)
+    old = PreviousLayoutLedger(store)
     frames = [commit_frame(HUMAN, "h0", T0, content="the thread", cid="bafyroot"),
               commit_frame(HUMAN, "h1", T0 + 1, content="one", cid="bafy1", reply={"root": THREAD, "parent": THREAD}),
               commit_frame(HUMAN, "h2", T0 + 2, content="two", cid="bafy2"),
               commit_frame(HUMAN, "h3", T0 + 3, content="three", cid="bafy3"),
               commit_frame(HUMAN, "h4", T0 + 4, content="four", cid="bafy4")]
     store.apply(IngestBatch(blips=blips(*frames[:4])))
-    store.decide("scout", {uri(HUMAN, "h0"): "not_wanted"}, [])
-    answered = store.decide("scout", {}, [uri(HUMAN, "h1"), uri(HUMAN, "h2")])
-    store.mark_sending(answered)
-    store.finish_window(answered, "scout", ["first reply", "second reply"], 120.0)
-    store.record_post(f"{answered}:0", 0, "scout.test", "at://did:plc:scout/stream.thought.blip/p0", "bafyp0", last=False)
-    store.record_post(f"{answered}:0", 1, "scout.test", "at://did:plc:scout/stream.thought.blip/p1", "bafyp1", last=True)
-    failed = store.decide("scout", {}, [uri(HUMAN, "h3")])
-    store.fail_window(failed, "Letta answered 500", settled=True, retry_at=OPENED + timedelta(minutes=5), strike=True)
-    store.save_circuit("scout", "open", 5, OPENED, "Letta answered 500")
+    old.decide("scout", {uri(HUMAN, "h0"): "not_wanted"}, [])
+    answered = old.decide("scout", {}, [uri(HUMAN, "h1"), uri(HUMAN, "h2")])
+    old.mark_sending(answered)
+    old.finish_window(answered, "scout", ["first reply", "second reply"], 120.0)
+    old.record_post(f"{answered}:0", 0, "scout.test", "at://did:plc:scout/stream.thought.blip/p0", "bafyp0", last=False)
+    old.record_post(f"{answered}:0", 1, "scout.test", "at://did:plc:scout/stream.thought.blip/p1", "bafyp1", last=True)
+    failed = old.decide("scout", {}, [uri(HUMAN, "h3")])
+    old.fail_window(failed, "Letta answered 500", settled=True, retry_at=OPENED + timedelta(minutes=5), strike=True)
+    old.save_circuit("scout", "open", 5, OPENED, "Letta answered 500")
     store.apply(IngestBatch(blips=blips(frames[4])))
     return store
 
@@ -59,13 +61,13 @@ def counts(plane: ControlPlane) -> dict[str, int]:
 
 def test_the_ledger_and_outbox_of_an_old_store_are_taken_over_once(tmp_path, control: ControlPlane) -> None:
     store = old_store(tmp_path / "old.duckdb")
-    [answered, failed] = [record.id for record in store.window_records(["answered", "failed"])]
+    [answered, failed] = [record.id for record in PreviousLayoutLedger(store).window_records(["answered", "failed"])]
 
     taken = take_over(control, StoreConfig(path=tmp_path / "old.duckdb"))
 
     assert (taken.blips, taken.windows, taken.replies, taken.already) == (5, 2, 2, False)
     ledger, outbox = Ledger(control), Outbox(control)
-    assert ledger.window_records(["answered", "failed"]) == store.window_records(["answered", "failed"])
+    assert ledger.window_records(["answered", "failed"]) == PreviousLayoutLedger(store).window_records(["answered", "failed"])
     [waiting] = ledger.windows_in(["failed"])
     assert (waiting.id, waiting.settled, waiting.retry_at) == (failed, True, OPENED + timedelta(minutes=5))
     [queued] = outbox.replies(10)  # the reply still to post, with the blips it answers, as publish reads it

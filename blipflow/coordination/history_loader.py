@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 from blipflow.coordination.facts import BlipFacts, record_facts
 from blipflow.coordination.participants import Roster
-from blipflow.store.history import CANDIDATE_BLIP, Store
+from blipflow.store.history import Store
+from blipflow.store.statements import CANDIDATE_BLIP
 
 HISTORY = f"""
 SELECT b.uri, b.did, b.time_us, b.record FROM blips b

@@ -30,6 +30,11 @@ from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
 from blipflow.control.facts import facts_of
 from blipflow.store.history import Store
+from blipflow.store.previous_layout import (
+    blip_operations,
+    last_blip_through,
+    ledger_table,
+)
 
 TAKEOVER_LOCK = 0x6274616B  # the advisory lock takeovers take turns by ("btak")
 BLIPS_PER_BATCH = 10_000
@@ -66,7 +71,7 @@ def take_over(plane: ControlPlane, config: StoreConfig) -> TakenOver:
         if session.get(tables.Takeover, name) is not None:  # another process did it while this one waited
             return TakenOver(name, already=True)
         blips = copy_blips(plane, session, store)
-        copied = {table: insert_new(plane, session, model, keys, rows_of(store.ledger_table(table)))
+        copied = {table: insert_new(plane, session, model, keys, rows_of(ledger_table(store, table)))
                   for table, model, keys in COPIED}
         copy_progress(plane, session, store)
         session.add(tables.Takeover(store=name, blips=blips, windows=copied["windows"], replies=copied["replies"]))
@@ -80,7 +85,7 @@ def taken_over(plane: ControlPlane, name: str) -> bool:
 
 def copy_blips(plane: ControlPlane, session: Session, store: Store) -> int:
     copied = 0
-    for batch in store.blip_operations(BLIPS_PER_BATCH):
+    for batch in blip_operations(store, BLIPS_PER_BATCH):
         rows = []
         for blip in batch.to_pylist():
             record = orjson.loads(blip["record"]) if blip["record"] is not None else None
@@ -94,8 +99,8 @@ def copy_blips(plane: ControlPlane, session: Session, store: Store) -> int:
 def copy_progress(plane: ControlPlane, session: Session, store: Store) -> None:
     """Each agent's progress, as the control plane's number of the last blip it reached in the old store's
     order (never past it: a blip the control plane had before is at most decided again, never skipped)."""
-    for progress in rows_of(store.ledger_table("agent_progress")):
-        uri = store.last_blip_through(progress["decided_through"])
+    for progress in rows_of(ledger_table(store, "agent_progress")):
+        uri = last_blip_through(store, progress["decided_through"])
         seq = 0 if uri is None else session.execute(select(tables.Blip.seq).where(tables.Blip.uri == uri)).scalar_one()
         insert_new(plane, session, tables.AgentProgress, ["agent"], [{"agent": progress["agent"], "decided_through": seq}])
 
