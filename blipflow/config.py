@@ -114,7 +114,7 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
 
 
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+def load_settings(path: str | os.PathLike[str] | None = None, *, read_block: BlockLoader | None = None) -> Settings:
     """Read the settings, or raise ConfigError with one line that names the bad field and where it came from.
 
     An explicitly named file must exist; the default `config.yaml` may be absent (embedded defaults).
@@ -137,7 +137,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     unknown = unknown_agents(settings.coordination, [agent.name for agent in settings.agents])
     if unknown is not None:
         raise ConfigError(f"bad config: {file}: coordination.{unknown}")
-    return with_blocks(settings, file)
+    return with_blocks(settings, file, read_block)
 
 
 def read_config_file(file: Path, *, required: bool) -> dict[str, Any]:
@@ -201,8 +201,8 @@ def env_origin(loc: tuple[Any, ...]) -> str | None:
 #   bluesky: {account_block: NAME}     agents: [{name: scout, agent_id: ..., account_block: NAME}]
 #   letta: {block: NAME}
 # An account block stands for the handle, app password and PDS URL; a Letta block for the base URL and
-# API key. This library never imports Prefect: the Prefect layer (blocks/loading.py) hands its loader
-# to `read_blocks_with`, as the flows and the CLI do, and `load_settings` fills the blocks in.
+# API key. This library never imports Prefect: whoever can reach Prefect hands `load_settings` a
+# `read_block` (blocks/loading.py's, as the flows and the CLI do); without one, a named block is refused.
 
 ACCOUNT_BLOCK = "account"
 LETTA_BLOCK = "letta"
@@ -227,14 +227,6 @@ class BlockReference:
 BlockLoader = Callable[[BlockReference], Mapping[str, Any]]
 """The block's fields by name; a block that cannot be read raises LookupError saying why, in one line."""
 
-_block_loader: BlockLoader | None = None
-
-
-def read_blocks_with(loader: BlockLoader) -> None:
-    global _block_loader
-    _block_loader = loader
-
-
 def block_references(settings: Settings) -> list[tuple[BlockReference, BaseModel, dict[str, str]]]:
     """Each block the settings name, with the section it fills in: which of its settings from which block field."""
     named: list[tuple[BlockReference, BaseModel, dict[str, str]]] = []
@@ -251,7 +243,7 @@ def block_references(settings: Settings) -> list[tuple[BlockReference, BaseModel
     return named
 
 
-def with_blocks(settings: Settings, file: Path) -> Settings:
+def with_blocks(settings: Settings, file: Path, read_block: BlockLoader | None) -> Settings:
     """The settings with the fields of every block they name filled in; ConfigError names a block that
     cannot be read, or a setting given both ways."""
     named = block_references(settings)
@@ -263,13 +255,13 @@ def with_blocks(settings: Settings, file: Path) -> Settings:
             origin = env_origin((where, also_set[0])) or str(file)
             raise ConfigError(f"bad config: {origin}: {where}.{also_set[0]}: set here and by the block "
                               f"{reference.name!r} ({reference.setting}); keep one of them")
-    if named and _block_loader is None:
+    if named and read_block is None:
         reference = named[0][0]
         raise ConfigError(f"bad config: {file}: {reference.setting}: the block {reference.name!r} can only be read "
                           "by blipflow's CLI and flows")
     for reference, section, fields in named:
         try:
-            values = _block_loader(reference)
+            values = read_block(reference)
         except LookupError as error:
             raise ConfigError(f"bad config: {file}: {reference.setting}: {error.args[0]}") from None
         for field, source in fields.items():

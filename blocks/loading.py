@@ -13,16 +13,22 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 from pydantic import ValidationError
 
-from blipflow.config import ACCOUNT_BLOCK, LETTA_BLOCK, BlockReference, read_blocks_with
+from blipflow.config import (
+    ACCOUNT_BLOCK,
+    LETTA_BLOCK,
+    BlockReference,
+    Settings,
+    load_settings,
+)
 from blocks.atproto_account import AtprotoAccount
 from blocks.letta_server import LettaServer
 
 BLOCK_TYPES: dict[str, type[Block]] = {ACCOUNT_BLOCK: AtprotoAccount, LETTA_BLOCK: LettaServer}
 
 
-def read_config_blocks() -> None:
-    """Let `blipflow.config.load_settings` fill in the blocks a config names, from now on in this process."""
-    read_blocks_with(load_block)
+def settings_from(config_file: str | None) -> Settings:
+    """The settings of `config_file` (None: the default), with the blocks they name read from the Prefect API."""
+    return load_settings(config_file, read_block=load_block)
 
 
 def load_block(reference: BlockReference) -> dict[str, Any]:

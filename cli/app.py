@@ -35,7 +35,6 @@ from blipflow.config import (
     ConfigError,
     Settings,
     load_settings,
-    read_blocks_with,
 )
 from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.control.ledger import Ledger
@@ -83,11 +82,10 @@ def main_options(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="config file (default: config.yaml)")] = None,
 ) -> None:
     options.config_file = config
-    read_blocks_with(block_through_prefect)
 
 
 def settings() -> Settings:
-    return load_settings(options.config_file)
+    return load_settings(options.config_file, read_block=block_through_prefect)
 
 
 @app.command()

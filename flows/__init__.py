@@ -3,13 +3,10 @@
 The library logs through the standard `blipflow` logger; Prefect forwards it to the run's logs
 (PREFECT_LOGGING_EXTRA_LOGGERS=blipflow) but would leave it at Python's default WARNING level.
 
-The settings every flow loads may name Prefect blocks instead of holding secrets (blipflow.config):
-from here on, loading them reads those blocks.
+The settings every flow loads may name Prefect blocks instead of holding secrets (blipflow.config): the
+flows load them with `blocks.loading.settings_from`, which reads those blocks.
 """
 
 import logging
 
-from blocks.loading import read_config_blocks
-
 logging.getLogger("blipflow").setLevel(logging.INFO)
-read_config_blocks()

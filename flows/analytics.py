@@ -19,11 +19,12 @@ from blipflow.analytics.reports import (
     known_agents,
     reports,
 )
-from blipflow.config import ConfigError, load_settings
+from blipflow.config import ConfigError
 from blipflow.control.engine import ControlPlane
 from blipflow.model.failures import BadRequest
 from blipflow.network.accounts import AccountFailed
 from blipflow.store.history import Store, StoreError
+from blocks.loading import settings_from
 from tasks.analytics import publish_artifacts, refresh_export, report_rows, write_html
 
 
@@ -35,7 +36,7 @@ def analytics(config_file: str | None = None, day: str | None = None, export_dir
     logger = get_run_logger()
     try:
         covered = report_day(day)
-        settings = load_settings(config_file)
+        settings = settings_from(config_file)
         store, plane = Store.existing(settings.store), ControlPlane.from_settings(settings)
         agents = known_agents(settings)
     except (BadRequest, ConfigError, StoreError, AccountFailed) as error:

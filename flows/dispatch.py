@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
-from blipflow.config import Settings, load_settings
+from blipflow.config import Settings
 from blipflow.dispatch.dispatcher import Delivery, Dispatcher
 from blipflow.letta.gateway import LettaGateway
 from blipflow.model.failures import Failure
@@ -21,6 +21,7 @@ from blipflow.model.notices import Notify, nobody
 from blipflow.network.accounts import with_learned_dids
 from blipflow.network.identity import IdentityResolver
 from blipflow.store.history import Store
+from blocks.loading import settings_from
 from flows.control import control_plane
 from flows.lanes import results_in_rounds
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
@@ -48,7 +49,7 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
     waits to be retried holds up no other. Each agent's windows go in rounds, a task run each (see
     flows.lanes), each window a line of its round's log and a row of the run's table. While an agent's
     circuit is open, the run's state message says so."""
-    settings = load_settings(config_file)
+    settings = settings_from(config_file)
     logger = get_run_logger()
     if not settings.agents:
         logger.warning("no agents configured: nothing to dispatch")

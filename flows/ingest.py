@@ -20,10 +20,10 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
-from blipflow.config import load_settings
 from blipflow.ingest.ingester import run_ingest
 from blipflow.ingest.source import SourceUnavailable
 from blipflow.model.failures import BadRequest
+from blocks.loading import settings_from
 from flows.observe import IngestObserver
 
 
@@ -34,7 +34,7 @@ def ingest(source: Literal["jetstream", "firehose"] = "jetstream", config_file: 
     fails the run with one line naming the endpoints, not a traceback. `since` backfills: a cursor
     (Jetstream's time_us, a firehose's seq), or for Jetstream a date, a time or an age (`2h`); without it a
     first run starts at the live end and a later one where the last stopped."""
-    settings = load_settings(config_file)
+    settings = settings_from(config_file)
     try:
         stats = asyncio.run(run_ingest(settings, source, notify=IngestObserver(), since=since))
     except (SourceUnavailable, BadRequest) as error:

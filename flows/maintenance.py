@@ -20,7 +20,7 @@ from prefect import allow_failure, flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.states import Completed, Failed, State
 
-from blipflow.config import load_settings
+from blocks.loading import settings_from
 from tasks.maintenance import checkpoint_store, delete_old_flow_runs, refresh_identities
 
 # The flows whose old runs are deleted: blipflow's own (a test holds this to the flows/ package).
@@ -30,7 +30,7 @@ BLIPFLOW_FLOWS = ["ingest", "dispatch", "publish", "analytics", "maintenance"]
 @flow(name="maintenance")
 def maintenance(config_file: str | None = None) -> State:
     """Refresh expired identities, checkpoint the store, delete old flow runs; one line says how it went."""
-    settings = load_settings(config_file)
+    settings = settings_from(config_file)
     logger = get_run_logger()
     # (what, its task run, how its result reads)
     work: list[tuple[str, PrefectFuture[Any], Callable[[Any], str]]] = []

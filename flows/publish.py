@@ -11,8 +11,9 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
-from blipflow.config import AgentConfig, load_settings
+from blipflow.config import AgentConfig
 from blipflow.publish.publisher import Publication, Publisher
+from blocks.loading import settings_from
 from flows.control import control_plane
 from flows.lanes import results_in_lanes
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
@@ -28,7 +29,7 @@ def publish(config_file: str | None = None, until_idle: bool = False) -> State[i
     Agents post side by side, each its replies one at a time and in order, so a conversation reads on
     the network in the order its agent answered; an agent whose PDS is away holds up no other. While an
     agent has no account that can post, the run's state message says so."""
-    settings = load_settings(config_file)
+    settings = settings_from(config_file)
     logger = get_run_logger()
     if not settings.agents:
         logger.warning("no agents configured: nothing to publish")

@@ -30,6 +30,7 @@ from blipflow.config import ConfigError, load_settings
 from blipflow.control.engine import ControlPlane
 from blocks.atproto_account import AtprotoAccount
 from blocks.letta_server import LettaServer
+from blocks.loading import settings_from
 from flows.publish import publish as publish_flow
 from tests.support.agent_accounts import AgentAccount, agent_account
 from tests.support.ingest_process import PROJECT_ROOT, wait_for
@@ -119,7 +120,7 @@ def test_settings_that_name_blocks_get_the_blocks_fields(tmp_path, prefect_serve
                           agents=[{"name": "scout", "agent_id": "agent-1", "account_block": "scout-account"},
                                   {"name": "sage", "agent_id": "agent-2"}])
     with api_of(prefect_server):
-        settings = load_settings(config)
+        settings = settings_from(str(config))
     scout_agent, sage = settings.agents
     assert (scout_agent.handle, scout_agent.pds_uri) == (scout.handle, atproto_network.pds_url)
     assert scout_agent.app_password.get_secret_value() == saved_blocks["scout"]
