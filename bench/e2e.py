@@ -141,7 +141,7 @@ def measure(loops: int, network, human, loop, watcher: StreamWatcher) -> None:
         answered = watcher.wait_for_answer_to(uri, 120)
         if n:
             rounds.append((uri, created, answered))
-    rows = stage_times(loop.control)
+    rows = stage_times(loop.plane)
     overhead, letta, stages = [], [], {name: [] for name in (
         "pds_to_store", "store_to_letta", "letta", "window_closing", "answer_to_posted", "posted_to_standin",
         "standin_to_reader")}
