@@ -13,6 +13,7 @@ from blipflow.dispatch.dispatcher import REPLAN_EVERY, Dispatcher
 from blipflow.letta.gateway import AgentCallFailed
 from blipflow.store.history import IngestBatch
 from flows.dispatch import build_dispatcher
+from tests.support.blip_text import content_of
 from tests.support.fed_stores import FedStores
 from tests.support.frames import T0, blips, commit_frame, uri
 
@@ -73,7 +74,7 @@ def test_windows_follow_batch_size_and_max_wait(tmp_path, letta_server, v1_agent
     delivered = deliver_all(dispatcher)
     assert [d.blips for d in delivered] == [2, 2]  # the fifth waits for company
     asked = letta_server.model.chat_requests(since=seq)
-    assert [[text.split("<content>\n", 1)[1].split("\n</content>", 1)[0] for text in a["user_texts"][-2:]]
+    assert [[content_of(text) for text in a["user_texts"][-2:]]
             for a in asked] == [["blip 0", "blip 1"], ["blip 2", "blip 3"]]
     assert "global group chat" in asked[0]["user_texts"][-2]  # the instructions lead each window
     assert len(replies(fed(dispatcher))) == 2
@@ -92,7 +93,7 @@ def test_both_reply_shapes_reach_the_outbox(tmp_path, letta_server, kind):
     assert delivery.outcome == "answered"
     [reply] = replies(fed(dispatcher))
     assert reply.startswith("echo: ") and reply.endswith("</content>\n</blip>")
-    assert reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "what do you think?"
+    assert content_of(reply) == "what do you think?"
 
 
 def test_silence_is_recorded_as_such(tmp_path, letta_server, v1_agent):
@@ -132,7 +133,7 @@ def test_a_window_answered_before_a_crash_is_finished_without_sending_it_again(t
     assert delivery.outcome == "recovered"
     assert letta_server.model.chat_requests(since=seq) == []  # not sent twice
     [reply] = replies(fed(restarted))
-    assert reply.endswith("</content>\n</blip>") and reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "did you get this?"
+    assert reply.endswith("</content>\n</blip>") and content_of(reply) == "did you get this?"
 
 
 def test_a_transient_failure_fails_the_window_and_the_retry_delivers_it_once(tmp_path, letta_server, v1_agent):

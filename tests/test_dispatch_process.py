@@ -10,6 +10,7 @@ import yaml
 
 from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store
+from tests.support.blip_text import content_of
 from tests.support.fed_stores import FedStores
 from tests.support.ingest_process import PROJECT_ROOT, BlipflowProcess, wait_for
 from tests.test_dispatch import HUMAN, post
@@ -52,7 +53,7 @@ def test_killing_dispatch_mid_window_delivers_each_blip_exactly_once(tmp_path, l
     history = letta_server.client().agents.messages.list(agent_id, limit=50)
     assert sum(1 for m in history if m.message_type == "user_message") == 1  # and remembers it once
     [(reply,)] = store.rows("SELECT content FROM replies")
-    assert reply.endswith("</content>\n</blip>") and reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "a slow question"
+    assert reply.endswith("</content>\n</blip>") and content_of(reply) == "a slow question"
     assert "dispatch stopped after delivering 1 windows" in second.log()
 
 

@@ -12,6 +12,7 @@ from blipflow.control import tables
 from blipflow.letta.gateway import AgentCallFailed
 from tasks.dispatch import deliver_windows
 from tasks.rounds import Round
+from tests.support.blip_text import content_of
 from tests.support.fake_letta import FakeLetta
 from tests.support.fed_stores import FedStores
 from tests.test_dispatch import HUMAN, dispatcher_for, fed, post
@@ -69,7 +70,7 @@ def test_a_timed_out_window_is_not_sent_again_while_it_may_still_be_answered(tmp
         assert fake.calls == 1
         [(reply,)] = fed(dispatcher).rows("SELECT content FROM replies")
         assert reply.startswith("echo: ") and reply.endswith("</content>\n</blip>")
-        assert reply.split("<content>\n", 1)[1].split("\n</content>", 1)[0].strip() == "slow"
+        assert content_of(reply) == "slow"
     finally:
         fake.stop()
 

@@ -13,6 +13,7 @@ from blipflow.control.engine import ControlPlane
 from blipflow.control.leases import Leases
 from blipflow.dispatch.shares import AGENT_LEASE, AgentShares
 from blipflow.store.history import IngestBatch, Store
+from tests.support.blip_text import content_of
 from tests.support.fake_letta import FakeLetta
 from tests.support.fed_stores import FedStores
 from tests.support.frames import T0, blips, commit_frame
@@ -128,7 +129,7 @@ def test_two_dispatch_processes_share_the_agents_and_one_takes_over_when_the_oth
             process.stop()
         fake.stop()
     for agent in agents:  # each agent was sent each blip exactly once, in one window
-        seen = [message["content"].rsplit("] ", 1)[-1] for message in fake.agents[agent["agent_id"]].history
+        seen = [content_of(message["content"]) for message in fake.agents[agent["agent_id"]].history
                 if message["message_type"] == "user_message"]
         assert sorted(seen) == sorted(texts), agent["name"]
     windows = stores.rows("SELECT count(*) FROM windows WHERE state = 'answered'")

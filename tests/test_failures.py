@@ -30,6 +30,7 @@ from blipflow.control.engine import ControlPlane
 from blipflow.operations.status import status
 from blipflow.store.history import Store
 from cli.app import app
+from tests.support.blip_text import content_of
 from tests.support.fed_stores import FedStores
 from tests.support.pds_proxy import PdsProxy
 from tests.test_dispatch import HUMAN, deliver_all, dispatcher_for, fed, post, replies
@@ -182,7 +183,7 @@ def test_a_window_that_cannot_be_formatted_is_quarantined_and_the_next_blip_answ
     post(store, HUMAN, "a normal blip")
     seq = letta_server.model.last_seq()
     logs = run_dispatch(config, prefect_server)
-    assert [reply.rsplit("] ", 1)[-1] for reply in replies(store)] == ["a normal blip"]
+    assert [content_of(reply) for reply in replies(store)] == ["a normal blip"]
     assert all("poison one" not in " ".join(asked["user_texts"])
                for asked in letta_server.model.chat_requests(since=seq))  # it never reached the agent
     [(poisoned, attempts, error)] = store.rows(
@@ -209,7 +210,7 @@ def test_a_window_that_cannot_be_formatted_is_quarantined_and_the_next_blip_answ
     retried = blipflow_cli(config, "windows", "retry", poisoned)
     assert retried.output == f"window {poisoned} of agent scout (quarantined): will be sent again\n"
     run_dispatch(config, prefect_server)
-    assert [reply.rsplit("] ", 1)[-1] for reply in replies(store)] == ["a normal blip", "poison one"]
+    assert [content_of(reply) for reply in replies(store)] == ["a normal blip", "poison one"]
     assert blipflow_cli(config, "windows").output == ""
 
 
