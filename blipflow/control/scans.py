@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import closing
 
 import pyarrow as pa
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane, ControlPlaneError
@@ -34,10 +34,17 @@ def windows(plane: ControlPlane) -> pa.Table:
         query = f"SELECT {kinds} UNION ALL SELECT {columns} FROM windows"  # UNION ALL keeps that row first
     else:
         query = f"SELECT {', '.join(WINDOW_COLUMNS)} FROM windows"
+    if plane.backend == "sqlite":
+        # Through the plane's own SQLite, never a second copy of the library in this process (ADBC bundles
+        # one): two SQLite libraries in one process release each other's file locks, which corrupts a WAL
+        # database that another connection writes (seen: "database disk image is malformed").
+        with plane.reading() as session:
+            rows = session.execute(text(query)).all()
+        columns = list(zip(*rows)) or [[] for _ in WINDOW_COLUMNS]
+        return pa.table(dict(zip(WINDOW_COLUMNS, map(list, columns)))).slice(1)
     with closing(_connect(plane)) as connection, closing(connection.cursor()) as cursor:
         cursor.execute(query)
-        table = cursor.fetch_arrow_table()
-    return table.slice(1) if plane.backend == "sqlite" else table
+        return cursor.fetch_arrow_table()
 
 
 def window_count(plane: ControlPlane) -> int:
