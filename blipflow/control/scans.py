@@ -52,12 +52,8 @@ def window_count(plane: ControlPlane) -> int:
         return session.execute(select(func.count()).select_from(tables.Window)).scalar_one()
 
 
-def _connect(plane: ControlPlane):  # noqa: ANN202 - an ADBC DB-API connection of either driver
+def _connect(plane: ControlPlane):  # noqa: ANN202 - an ADBC DB-API connection to PostgreSQL
     try:
-        if plane.backend == "sqlite":
-            import adbc_driver_sqlite.dbapi
-
-            return adbc_driver_sqlite.dbapi.connect(plane.url.database)
         import adbc_driver_postgresql.dbapi
 
         return adbc_driver_postgresql.dbapi.connect(plane.url.set(drivername="postgresql")
