@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import importlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,10 +30,8 @@ from blipflow.analytics.reports import (
     selection,
 )
 from blipflow.config import (
-    BlockReference,
     ConfigError,
     Settings,
-    load_settings,
 )
 from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.control.ledger import Ledger
@@ -46,35 +43,14 @@ from blipflow.network.identity import IdentityResolver
 from blipflow.process.console_logging import show_own_messages_only
 from blipflow.process.shutdown import as_a_command
 from blipflow.store.history import Store, StoreError
+from cli import coordination
+from cli.common import PROJECT_ROOT, Output, options, prefect_environment, settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Letta agents in the thought.stream chat, as Prefect flows.")
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-# Prefect reads these at import; the project keeps its Prefect state local and never phones home.
-PREFECT_DEFAULTS = {
-    "PREFECT_HOME": str(PROJECT_ROOT / ".prefect"),
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "blipflow",
-}
-
-
-class Output(str, Enum):
-    human = "human"
-    json = "json"
-
 
 class SourceName(str, Enum):
     jetstream = "jetstream"
     firehose = "firehose"
-
-
-class Options:
-    config_file: Optional[Path] = None
-
-
-options = Options()
 
 
 @app.callback()
@@ -82,10 +58,6 @@ def main_options(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="config file (default: config.yaml)")] = None,
 ) -> None:
     options.config_file = config
-
-
-def settings() -> Settings:
-    return load_settings(options.config_file, read_block=block_through_prefect)
 
 
 @app.command()
@@ -193,6 +165,10 @@ def status(
 
 def existing_store(loaded: Settings) -> Store:
     return Store.existing(loaded.store)
+
+
+app.command()(coordination.why)
+app.command()(coordination.replay)
 
 
 # -- windows set aside -----------------------------------------------------------------------------
@@ -445,14 +421,6 @@ for _name, _report in reports().items():
 # -- Prefect: blocks and serving -------------------------------------------------------------------
 
 
-def block_through_prefect(reference: BlockReference) -> dict[str, Any]:
-    """A block the config names, from the Prefect API; Prefect is imported only now, after its environment is set."""
-    prefect_environment()
-    from blocks.loading import load_block
-
-    return load_block(reference)
-
-
 @app.command()
 def serve() -> None:
     """Run every deployment of prefect.yaml in this one process (development, small installs), until Ctrl-C.
@@ -481,11 +449,6 @@ def show_config() -> None:
 def config_file_parameter() -> str | None:
     """The config file as a flow parameter: a path, never the settings themselves (they hold secrets)."""
     return str(options.config_file) if options.config_file else None
-
-
-def prefect_environment() -> None:
-    for name, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
 
 
 def flow_in_foreground(run_flow: Callable[[], Any]) -> Any:

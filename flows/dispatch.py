@@ -37,7 +37,7 @@ def build_dispatcher(settings: Settings, notify: Notify = nobody, logger: Logger
     # Agents' DIDs keep their own blips from them and measure agent-only chains; learned from handles if not given.
     agents = with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
     return Dispatcher(control_plane(settings, logger), gateway, resolver, agents, settings.dispatch,
-                      letta_timeout=settings.letta.timeout, notify=notify)
+                      settings.coordination, letta_timeout=settings.letta.timeout, notify=notify)
 
 
 @flow(name="dispatch")

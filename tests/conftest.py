@@ -1,6 +1,6 @@
 import pytest
 
-pytest_plugins = ["tests.support.network", "tests.support.jetstream_standin", "tests.support.prefect_server", "tests.support.letta_server", "tests.support.control_plane", "tests.support.browser", "tests.support.prefect_harness"]
+pytest_plugins = ["tests.support.network", "tests.support.jetstream_standin", "tests.support.prefect_server", "tests.support.letta_server", "tests.support.control_plane", "tests.support.browser", "tests.support.prefect_harness", "tests.support.chat_loop"]
 
 # The peers a test may run against; a test that uses none of them is in the fast tier (`-m "not peer"`).
 PEER_FIXTURES = frozenset({

@@ -1,5 +1,5 @@
 """The control plane's delivery ledger, on SQLite and a real PostgreSQL: the DuckDB store's semantics
-(decide skips and a window at once, each agent's progress, attempts, failures, quarantine, retry, drop),
+(a window of what coordination handed, coordination's position, attempts, failures, quarantine, retry, drop),
 and every (agent, blip) decided once even when separate processes race to decide it."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select
 
 from blipflow.control import tables
 from blipflow.control.blips import Blips
+from blipflow.control.coordination import Coordination, Decided
 from blipflow.control.engine import ControlPlane
 from blipflow.control.facts import BlipFacts
 from blipflow.control.ledger import Ledger
@@ -31,41 +32,57 @@ def uri(n: int) -> str:
     return f"at://did:plc:someone/stream.thought.blip/3k{n:05d}"
 
 
-def test_deciding_records_skips_and_one_window_and_moves_the_agents_progress(control: ControlPlane) -> None:
+def handed(*numbers: int, agent: str = "scout") -> list[Decided]:
+    return [Decided(agent, uri(n), "selected", None, "broadcast", "") for n in numbers]
+
+
+def coordinated(control: ControlPlane, decided: list[Decided], through: int) -> None:
+    coordination = Coordination(control)
+    assert coordination.record(decided, coordination.position(datetime.now(timezone.utc)), through, {})
+
+
+def test_a_window_takes_what_coordination_handed_and_each_blip_is_decided_once(control: ControlPlane) -> None:
     blips, ledger = Blips(control), Ledger(control)
     blips.add([blip(1), blip(2, did=AGENT_A), blip(3), blip(4)])
-    ledger.join("scout", datetime.now(timezone.utc) - timedelta(hours=1))
-    assert [c.uri for c in blips.undelivered("scout", [AGENT_A], 10)] == [uri(1), uri(2), uri(3), uri(4)]
+    coordinated(control, [*handed(1, 3, 4), Decided("scout", uri(2), None, "own_blip", "broadcast", "")], 4)
+    assert [c.uri for c in ledger.handed_unsent("scout", 10)] == [uri(1), uri(3), uri(4)]
 
-    window_id = ledger.decide("scout", {uri(2): "own_blip"}, [uri(1), uri(3)])
+    window_id = ledger.decide("scout", {}, [uri(1), uri(3)])
     assert ledger.window(window_id) == Window(window_id, "scout", "pending", 2)
     assert [b.uri for b in blips.window_blips(window_id)] == [uri(1), uri(3)]
-    assert [c.uri for c in blips.undelivered("scout", [AGENT_A], 10)] == [uri(4)]
-    assert progress(control, "scout") == 3  # everything below the oldest undecided blip
+    assert [c.uri for c in ledger.handed_unsent("scout", 10)] == [uri(4)]
+    with control.reading() as session:  # the reason coordination gave stays with the sent blip
+        assert session.get(tables.Delivery, ("scout", uri(1))).handed_for == "selected"
 
-    assert ledger.decide("scout", {}, [uri(3)]) is None  # decided already: refused, nothing kept
+    assert ledger.decide("scout", {}, [uri(3)]) is None  # in a window already: refused, nothing kept
+    assert ledger.decide("scout", {}, [uri(2)]) is None  # skipped: refused
     assert [w.id for w in ledger.windows_in(["pending"])] == [window_id]
-    assert ledger.decide("scout", {uri(4): "author_not_wanted"}, []) is None
-    assert blips.undelivered("scout", [AGENT_A], 10) == [] and progress(control, "scout") == 4
+    blips.add([BlipFacts(uri(4), HUMAN, 9_000, deleted=True)])
+    assert ledger.handed_unsent("scout", 10) == []  # deleted before it was sent: nothing to send
 
 
-def test_a_new_agent_joins_with_what_was_stored_since_and_keeps_its_place_later(control: ControlPlane) -> None:
-    blips, ledger = Blips(control), Ledger(control)
+def test_coordination_starts_with_the_backlog_and_a_stale_round_writes_nothing(control: ControlPlane) -> None:
+    blips, coordination = Blips(control), Coordination(control)
     long_ago = datetime.now(timezone.utc) - timedelta(days=1)
     blips.add([blip(1), blip(2)], stored_at=long_ago)
     blips.add([blip(3)])
-    ledger.join("scout", datetime.now(timezone.utc) - timedelta(hours=1))
-    assert [c.uri for c in blips.undelivered("scout", [], 10)] == [uri(3)]
-    ledger.decide("scout", {}, [uri(3)])
-    ledger.join("scout", long_ago - timedelta(days=1))  # joining again changes nothing
-    assert blips.undelivered("scout", [], 10) == []
+    first = coordination.position(datetime.now(timezone.utc) - timedelta(hours=1))
+    assert (first.through_seq, first.version) == (2, 0)
+    assert [new.facts.uri for new in coordination.new_blips(first.through_seq, [], 10)] == [uri(3)]
+    assert coordination.record(handed(3), first, 3, {"rotation": 1})
+    assert not coordination.record(handed(3, agent="other"), first, 3, {})  # another process got there first
+    now = coordination.position(datetime.now(timezone.utc))
+    assert (now.through_seq, now.version, now.state) == (3, 1, {"rotation": 1})
+    assert coordination.position(datetime.now(timezone.utc), known_version=1).state is None  # not read again
+    with control.reading() as session:
+        assert session.execute(select(func.count()).select_from(tables.Delivery)).scalar_one() == 1
 
 
-def test_candidates_carry_the_agent_only_chain_they_end(control: ControlPlane) -> None:
+def test_new_blips_carry_the_agent_only_chain_they_end(control: ControlPlane) -> None:
     blips = Blips(control)
     blips.add([blip(1), blip(2, AGENT_A, parent=1), blip(3, AGENT_B, parent=2), blip(4, AGENT_A, parent=3),
                blip(5, parent=4)])
-    depths = {c.uri: c.chain_depth for c in blips.undelivered("scout", [AGENT_A, AGENT_B], 10)}
+    depths = {new.facts.uri: new.chain_depth for new in Coordination(control).new_blips(0, [AGENT_A, AGENT_B], 10)}
     assert depths == {uri(1): 0, uri(2): 1, uri(3): 2, uri(4): 3, uri(5): 0}
 
 
@@ -80,7 +97,7 @@ def test_later_operations_win_and_a_deleted_blip_is_no_candidate(control: Contro
     blips.add([BlipFacts(uri(1), HUMAN, 5_000, deleted=True)])
     stored = blips.facts(uri(1))
     assert (stored.deleted, stored.content, stored.created_at) == (True, None, created)
-    assert blips.undelivered("scout", [], 10) == []
+    assert Coordination(control).new_blips(0, [], 10) == []
 
 
 def test_arrival_numbers_are_never_handed_out_again(control: ControlPlane) -> None:
@@ -139,10 +156,11 @@ def test_a_silent_answer_and_a_dropped_window(control: ControlPlane) -> None:
 
 
 def test_each_agent_and_blip_is_decided_once_when_processes_race(control: ControlPlane, control_url: str) -> None:
-    """Four processes decide the same agent's 400 blips at once, in windows of 3: every blip ends in
+    """Four processes open windows of 3 of the same agent's 400 handed blips at once: every blip ends in
     exactly one window, every window a process was told it opened exists whole, and none other does."""
     blips = Blips(control)
     blips.add([blip(n) for n in range(1, 401)])
+    coordinated(control, handed(*range(1, 401)), 400)
     spawn = multiprocessing.get_context("spawn")
     start, results = spawn.Barrier(4), spawn.Queue()  # all go at once, when all are ready
     workers = [spawn.Process(target=decide_everything, args=(control_url, "scout", 3, start, results))
@@ -164,11 +182,5 @@ def test_each_agent_and_blip_is_decided_once_when_processes_race(control: Contro
     assert set(windows) == set(opened)  # no window a process believes in is missing, and no stray one
     assert sizes == windows  # each window holds exactly the blips it was opened with
     assert tuple(decided) == (400, 400)
-    assert progress(control, "scout") == 400
     # They did race: several processes opened windows, and some decisions were refused.
     assert sum(bool(report["opened"]) for report in reports) >= 2 and sum(report["lost"] for report in reports), reports
-
-
-def progress(control: ControlPlane, agent: str) -> int:
-    with control.reading() as session:
-        return session.get(tables.AgentProgress, agent).decided_through

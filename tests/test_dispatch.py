@@ -9,6 +9,7 @@ from itertools import count
 import pytest
 
 from blipflow.config import Settings
+from blipflow.control.coordination import Coordination
 from blipflow.dispatch.dispatcher import REPLAN_EVERY, Dispatcher
 from blipflow.letta.gateway import AgentCallFailed
 from blipflow.store.history import IngestBatch
@@ -193,7 +194,7 @@ def test_the_loop_guard_ends_a_two_agent_exchange(tmp_path, letta_server):
     # a chain three agent blips deep is sent to no agent
     assert len(replies(fed(dispatcher), "ada")) == 3
     assert len(replies(fed(dispatcher), "bob")) == 3
-    depths = {c.chain_depth for c in dispatcher.blips.undelivered("nobody", [AGENT_A, AGENT_B], limit=100)}
+    depths = {new.chain_depth for new in Coordination(dispatcher.plane).new_blips(0, [AGENT_A, AGENT_B], limit=100)}
     assert depths == {0, 1, 2, 3}
     assert fed(dispatcher).rows(
         "SELECT count(*) FROM deliveries WHERE skip_reason = 'agent_chain_too_deep'") == [(2,)]

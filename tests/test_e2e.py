@@ -8,51 +8,13 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from sqlalchemy import func, select
 
 from blipflow.control import tables
-from tests.support.agent_accounts import AgentAccount, agent_account
-from tests.support.chat_loop import ChatLoop
+from tests.support.agent_accounts import agent_account
+from tests.support.chat_loop import ChatLoop, no_secrets_in, records, settled_count
 from tests.support.ingest_process import wait_for
-from tests.support.network import list_records
 from tests.support.pds_proxy import PdsProxy
-
-SETTLE_SECONDS = 4.0  # after the expected records: long enough for one more round trip, were one coming
-
-
-@pytest.fixture
-def make_loop(tmp_path, atproto_network, jetstream, letta_server, prefect_server):
-    loops: list[ChatLoop] = []
-
-    def make(*agents: dict, **sections: dict) -> ChatLoop:
-        loop = ChatLoop(tmp_path, atproto_network, jetstream.url, letta_server.base_url, prefect_server.env(),
-                        list(agents), **sections)
-        loops.append(loop)
-        return loop
-
-    yield make
-    for loop in loops:
-        loop.stop()
-
-
-def records(account: AgentAccount) -> list:
-    return list_records(account.account)
-
-
-def settled_count(account: AgentAccount, expected: int, timeout: float = 90.0) -> int:
-    """The number of the account's blips once it has reached `expected` and stayed there a while."""
-    wait_for(lambda: len(records(account)) >= expected, timeout, f"{expected} blips of {account.handle}", 0.3)
-    time.sleep(SETTLE_SECONDS)
-    return len(records(account))
-
-
-def no_secrets_in(loop: ChatLoop, *accounts: AgentAccount) -> None:
-    logs = loop.logs()
-    for account in accounts:
-        assert account.app_password not in logs
-    assert "eyJ" not in logs  # no JWT (access or refresh token)
-    assert "Traceback" not in logs
 
 
 def stored_blip(loop: ChatLoop, uri: str) -> tuple | None:

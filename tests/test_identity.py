@@ -9,6 +9,7 @@ from blipflow.config import AgentConfig, DispatchConfig, LettaConfig
 from blipflow.dispatch.dispatcher import Dispatcher
 from blipflow.letta.gateway import LettaGateway
 from blipflow.model.blip import Identity
+from blipflow.model.coordination_policy import CoordinationPolicy
 from blipflow.network.identity import IdentityResolver
 from blipflow.store.history import IngestBatch, Store
 from tests.support.fed_stores import FedStores
@@ -87,7 +88,7 @@ def test_a_hostile_display_name_shows_on_one_line_capped_in_the_prompt_and_histo
     agent = AgentConfig(name="scout", agent_id="agent-1", did="did:plc:scout0000000000000000000")
     resolver = resolver_for(atproto_network, store)
     dispatcher = Dispatcher(stores.plane, LettaGateway(LettaConfig(base_url="http://127.0.0.1:9")), resolver, [agent],
-                            DispatchConfig(), letta_timeout=5)
+                            DispatchConfig(), CoordinationPolicy(), letta_timeout=5)
     try:
         dispatcher.shares.start()  # this process serves the agent
         _, messages = dispatcher.take_off(agent, dispatcher.ledger.decide(agent.name, {}, [uri]))

@@ -1,9 +1,10 @@
-"""Dispatch policy: what an agent never gets, and when a window of what it does get is ready."""
+"""Dispatch policy: when a window of what coordination handed an agent is ready (who is handed what is
+tests/coordination's)."""
 
 from datetime import datetime, timedelta, timezone
 
 from blipflow.config import AgentConfig
-from blipflow.coordination.policy import CHAIN_TOO_DEEP, NOT_WANTED, OWN_BLIP, decide
+from blipflow.coordination.policy import decide
 from blipflow.model.blip import Candidate
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
@@ -14,8 +15,8 @@ def agent(**settings) -> AgentConfig:
     return AgentConfig(name="scout", agent_id="agent-1", did=AGENT, **settings)
 
 
-def candidate(name: str, did: str = "did:plc:human", waited: float = 0.0, depth: int = 0) -> Candidate:
-    return Candidate(f"at://{did}/stream.thought.blip/{name}", did, NOW - timedelta(seconds=waited), depth)
+def candidate(name: str, did: str = "did:plc:human", waited: float = 0.0) -> Candidate:
+    return Candidate(f"at://{did}/stream.thought.blip/{name}", did, NOW - timedelta(seconds=waited))
 
 
 def uris(*candidates: Candidate) -> list[str]:
@@ -26,7 +27,7 @@ def test_a_full_window_goes_at_once_oldest_first():
     blips = [candidate(f"b{i}") for i in range(5)]
     decision = decide(agent(batch_size=2), blips, replies_last_minute=0, now=NOW)
     assert decision.window == uris(*blips[:2])
-    assert decision.skips == {} and decision.held is None
+    assert decision.held is None
 
 
 def test_a_partial_window_waits_until_its_oldest_has_waited_max_wait():
@@ -34,29 +35,6 @@ def test_a_partial_window_waits_until_its_oldest_has_waited_max_wait():
     assert decide(agent(batch_size=3, max_wait_seconds=10), fresh, replies_last_minute=0, now=NOW).window == []
     stale = [candidate("b0", waited=10), candidate("b1", waited=1)]
     assert decide(agent(batch_size=3, max_wait_seconds=10), stale, replies_last_minute=0, now=NOW).window == uris(*stale)
-
-
-def test_an_agent_never_gets_its_own_blips():
-    own, other = candidate("mine", did=AGENT), candidate("theirs")
-    decision = decide(agent(), [own, other], replies_last_minute=0, now=NOW)
-    assert decision.skips == {own.uri: OWN_BLIP}
-    assert decision.window == [other.uri]
-
-
-def test_wanted_dids_filter_authors():
-    friend, stranger = candidate("a", did="did:plc:friend"), candidate("b", did="did:plc:stranger")
-    decision = decide(agent(wanted_dids=["did:plc:friend"]), [friend, stranger], replies_last_minute=0, now=NOW)
-    assert decision.skips == {stranger.uri: NOT_WANTED}
-    assert decision.window == [friend.uri]
-
-
-def test_agent_only_chains_stop_at_the_configured_depth():
-    shallow = candidate("a", did="did:plc:other-agent", depth=1)
-    deep = candidate("b", did="did:plc:other-agent", depth=2)
-    decision = decide(agent(max_chain_depth=2, batch_size=2, max_wait_seconds=0), [shallow, deep],
-                      replies_last_minute=0, now=NOW)
-    assert decision.skips == {deep.uri: CHAIN_TOO_DEEP}
-    assert decision.window == [shallow.uri]
 
 
 def test_a_ready_window_is_held_while_the_agent_is_over_its_reply_rate():

@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from blipflow.control.circuits import Circuits
+from blipflow.control.coordination import Coordination, Decided
 from blipflow.control.ledger import Ledger
 from blipflow.model.ledger import Circuit
 from blipflow.store.history import IngestBatch
@@ -34,6 +35,9 @@ def test_status_reports_ingest_agents_and_circuits(tmp_path):
     ledger.finish_window(quiet, "scout", [], 100.0)
     broken = ledger.decide("scout", {}, [uri(HUMAN, "k2")])
     ledger.fail_window(broken, "agent scout: no such agent on the Letta server (HTTP 404)", settled=True)
+    coordination = Coordination(stores.plane)
+    assert coordination.record([Decided("idle", uri(HUMAN, "k3"), None, "not_selected", "relevance", "")],
+                               coordination.position(datetime.now(timezone.utc)), 4, {})
     Circuits(stores.plane).save("scout", Circuit("open", 5, datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc),
                                                  "no such agent on the Letta server (HTTP 404)"))
     config = tmp_path / "config.yaml"
@@ -56,6 +60,10 @@ def test_status_reports_ingest_agents_and_circuits(tmp_path):
     assert scout["letta_ms_p50"] == 150.0 and scout["replies"] == {"queued": 2}
     assert report["agents"]["idle"]["windows"] == {"answered": 0, "silent": 0, "failed": 0, "quarantined": 0,
                                                    "waiting": 0}
+    assert scout["decisions"] == {"handed": {"sent": 3}, "skipped": {}}
+    assert report["agents"]["idle"]["decisions"] == {"handed": {}, "skipped": {"not_selected": 1}}
+    assert report["coordination"] == {"strategy": "broadcast", "decided_through_seq": 4, "blips_to_decide": 0,
+                                      "threads": 0, "threads_closed": 0, "floors_open": 0}
 
     human = CliRunner().invoke(app, ["-c", str(config), "status"])
     assert human.exit_code == 0, human.output
@@ -63,6 +71,8 @@ def test_status_reports_ingest_agents_and_circuits(tmp_path):
             "Letta server (HTTP 404)); windows 1 answered, 1 silent, 1 failed, 0 quarantined, 0 waiting; "
             "calls 3, 1 failed, 0 retries;") in human.output
     assert "bad input: not_json 3" in human.output
+    assert "who speaks  broadcast; 0 blips to decide; 0 threads" in human.output
+    assert "  decided: handed 1 not_selected" not in human.output and "skipped 1 not_selected" in human.output
 
 
 def test_status_of_a_missing_store_is_one_line(tmp_path):

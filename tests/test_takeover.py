@@ -12,6 +12,7 @@ from blipflow.config import StoreConfig
 from blipflow.control import tables
 from blipflow.control.blips import Blips
 from blipflow.control.circuits import Circuits
+from blipflow.control.coordination import Coordination
 from blipflow.control.engine import ControlPlane
 from blipflow.control.ledger import Ledger
 from blipflow.control.outbox import Outbox
@@ -81,8 +82,8 @@ def test_the_ledger_and_outbox_of_an_old_store_are_taken_over_once(tmp_path, con
     assert queued.created_us == store.query_all("SELECT epoch_us(created_at) FROM replies WHERE id = ?",
                                                 [queued.id])[0][0]
     assert Circuits(control).all() == {"scout": Circuit("open", 5, OPENED, "Letta answered 500")}
-    # scout goes on where it was: only the blip it never decided is new to it
-    assert [candidate.uri for candidate in Blips(control).undelivered("scout", [], 10)] == [uri(HUMAN, "h4")]
+    # coordination goes on where scout was: only the blip it never decided is new to it
+    assert undecided(control) == [uri(HUMAN, "h4")]
     assert Blips(control).facts(uri(HUMAN, "h1")).root_uri == THREAD["uri"]
 
     before = counts(control)
@@ -109,7 +110,13 @@ def test_a_copy_run_again_over_what_it_copied_changes_nothing(tmp_path, control:
     assert not again.already
     assert counts(control) == before
     assert Outbox(control).replies(10) == []
-    assert [c.uri for c in Blips(control).undelivered("scout", [], 10)] == [uri(HUMAN, "h4")]
+    assert undecided(control) == [uri(HUMAN, "h4")]
+
+
+def undecided(control: ControlPlane) -> list[str]:
+    coordination = Coordination(control)
+    start = coordination.position(datetime.now(timezone.utc)).through_seq
+    return [new.facts.uri for new in coordination.new_blips(start, [], 10)]
 
 
 def test_no_old_store_means_nothing_to_take_over_and_no_file_made(tmp_path, control: ControlPlane) -> None:

@@ -1,7 +1,7 @@
 """The blips dispatch hands agents: fed by ingest from what it stored, read by dispatch to decide and send.
 
-Arrival order is the `seq` the database numbers blips by, and each agent's progress is a `seq` below
-which everything is decided for it. That holds only if a blip never commits after one with a higher
+Arrival order is the `seq` the database numbers blips by, and coordination's position is a `seq` below
+which everything is decided. That holds only if a blip never commits after one with a higher
 `seq`: SQLite has one writer at a time anyway, and on PostgreSQL feeding takes an advisory lock for its
 transaction, so the numbers are handed out in commit order there too.
 """
@@ -11,41 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import String, bindparam, case, select, text
+from sqlalchemy import case, select, text
 from sqlmodel import Session
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
 from blipflow.control.facts import BlipFacts
-from blipflow.control.tables import UtcDateTime, now
-from blipflow.model.blip import Blip, Candidate
+from blipflow.control.tables import now
+from blipflow.model.blip import Blip
 
 FEED_LOCK = 0x62666565  # the advisory lock feeding takes turns by ("bfee")
-# Chains are followed only this far back; the policy's limits are far below it.
-MAX_CHAIN_DEPTH_SEEN = 32
-
-UNDELIVERED = text("""
-WITH RECURSIVE fresh AS (
-    SELECT b.uri, b.did, b.stored_at, b.time_us, b.parent_uri FROM blips b
-    WHERE b.seq > coalesce((SELECT decided_through FROM agent_progress WHERE agent = :agent), 0)
-      AND NOT b.deleted AND b.content IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.agent = :agent AND d.blip_uri = b.uri)
-    ORDER BY b.time_us LIMIT :limit
-),
-chain(uri, parent, depth) AS (
-    SELECT uri, parent_uri, 1 FROM fresh WHERE did IN :agents
-    UNION ALL
-    SELECT chain.uri, parent.parent_uri, chain.depth + 1
-    FROM chain JOIN blips parent ON parent.uri = chain.parent
-    WHERE parent.did IN :agents AND chain.depth < :deepest
-)
-SELECT fresh.uri, fresh.did, fresh.stored_at, coalesce(max(chain.depth), 0) AS chain_depth
-FROM fresh LEFT JOIN chain ON chain.uri = fresh.uri
-GROUP BY fresh.uri, fresh.did, fresh.stored_at, fresh.time_us
-ORDER BY fresh.time_us
-""").bindparams(bindparam("agents", expanding=True, type_=String())).columns(stored_at=UtcDateTime())
-
-
 class Blips:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
@@ -77,14 +52,6 @@ class Blips:
         if self.plane.backend == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
         session.execute(statement, rows)
-
-    def undelivered(self, agent: str, agent_dids: list[str], limit: int) -> list[Candidate]:
-        """Blips not yet decided for `agent`, oldest first, each with the length of the agent-only reply
-        chain it ends (agents are the authors in `agent_dids`)."""
-        with self.plane.reading() as session:
-            rows = session.execute(UNDELIVERED, {"agent": agent, "agents": agent_dids, "limit": limit,
-                                                 "deepest": MAX_CHAIN_DEPTH_SEEN}).all()
-        return [Candidate(row.uri, row.did, row.stored_at, row.chain_depth) for row in rows]
 
     def window_blips(self, window_id: str) -> list[Blip]:
         """The blips of a window, oldest first; their authors' handles and names are the identity

@@ -1,5 +1,6 @@
-"""The delivery ledger: every (agent, blip) is decided once, either sent in exactly one window or skipped,
-and every attempt at a window is counted on it.
+"""The delivery ledger: every (agent, blip) is decided once, either handed to the agent (and then sent in
+exactly one window) or skipped, and every attempt at a window is counted on it. Coordination writes the
+decisions (`blipflow.control.coordination`); dispatch opens windows of what was handed.
 
 A window is recorded (with its blips) before it is sent, marked `sending` just before the call, and
 finished with its replies — which go to the outbox in the same transaction — or failed, quarantined,
@@ -18,14 +19,17 @@ from datetime import datetime
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane, duplicate_key
 from blipflow.control.tables import now
+from blipflow.model.blip import Candidate
 from blipflow.model.ledger import Window, WindowRecord
 
 log = logging.getLogger(__name__)
+
+# A delivery handed to its agent and not yet in a window (the partial index ix_deliveries_unsent).
+UNSENT = (tables.Delivery.window_id.is_(None), tables.Delivery.skip_reason.is_(None))
 
 
 @dataclass(frozen=True)
@@ -47,37 +51,48 @@ class AgentFigures:
 
 
 
+@dataclass(frozen=True)
+class DecisionRecord:
+    """How one blip was decided for one agent, as `blipflow why` shows it."""
+
+    agent: str
+    handed_for: str | None  # why it was handed (None with a window: decided before coordination kept reasons)
+    skip_reason: str | None
+    strategy: str | None
+    detail: str | None
+    decided_at: datetime
+    window_id: str | None
+    window_state: str | None
+
+
 class Ledger:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
 
-    def join(self, agent: str, stored_since: datetime) -> None:
-        """A newly configured agent is sent only what was stored from `stored_since` on, not the whole
-        history; an agent that has joined before keeps its place."""
-        blip = tables.Blip
-        before = select(func.coalesce(func.max(blip.seq), 0)).where(blip.stored_at < stored_since).scalar_subquery()
-        insert = self.plane.upsert(tables.AgentProgress).values(agent=agent, decided_through=before)
-        with self.plane.writing() as session:
-            session.execute(insert.on_conflict_do_nothing(index_elements=["agent"]))
-
     def decide(self, agent: str, skips: Mapping[str, str], window: list[str]) -> str | None:
         """Record skipped blips and, if `window` is not empty, open a pending window for it; one
-        transaction, so a blip is never in two windows. Returns the window's id — None also when another
+        transaction, so a blip is never in two windows. Blips coordination handed the agent go into the
+        window as they are; others are decided here. Returns the window's id — None also when another
         process decided one of these blips for this agent first (nothing of this decision is kept then)."""
         window_id = str(uuid.uuid4()) if window else None
         decided = now()
+        delivery = tables.Delivery
         try:
             with self.plane.writing() as session:
+                undecided = list(window)
                 if window_id is not None:
                     session.add(tables.Window(id=window_id, agent=agent, state="pending", size=len(window),
                                               created_at=decided))
                     session.flush()
+                    handed = session.scalars(
+                        update(delivery).where(delivery.agent == agent, delivery.blip_uri.in_(window), *UNSENT)
+                        .values(window_id=window_id).returning(delivery.blip_uri)).all()
+                    undecided = [uri for uri in window if uri not in set(handed)]
                 session.add_all([tables.Delivery(agent=agent, blip_uri=uri, skip_reason=reason, decided_at=decided)
                                  for uri, reason in skips.items()])
                 session.add_all([tables.Delivery(agent=agent, blip_uri=uri, window_id=window_id, decided_at=decided)
-                                 for uri in window])
+                                 for uri in undecided])
                 session.flush()
-                self._advance(session, agent)
         except IntegrityError as error:
             if not duplicate_key(error):
                 raise
@@ -85,19 +100,36 @@ class Ledger:
             return None
         return window_id
 
-    def _advance(self, session: Session, agent: str) -> None:
-        """Move the agent's progress up to just below its oldest undecided blip (or the newest blip)."""
-        blip, delivery, progress = tables.Blip, tables.Delivery, tables.AgentProgress
-        through = (select(progress.decided_through).where(progress.agent == agent)).scalar_subquery()
-        undecided = (select(func.min(blip.seq) - 1)
-                     .where(blip.seq > func.coalesce(through, 0), blip.deleted.is_(False), blip.content.is_not(None),
-                            ~select(delivery.agent).where(delivery.agent == agent, delivery.blip_uri == blip.uri)
-                            .exists())).scalar_subquery()
-        newest = select(func.max(blip.seq)).scalar_subquery()
-        value = session.execute(select(func.coalesce(undecided, newest, 0))).scalar_one()
-        insert = self.plane.upsert(tables.AgentProgress).values(agent=agent, decided_through=value)
-        session.execute(insert.on_conflict_do_update(index_elements=["agent"],
-                                                     set_={"decided_through": insert.excluded.decided_through}))
+    def handed_unsent(self, agent: str, limit: int) -> list[Candidate]:
+        """The blips coordination handed `agent` that no window holds yet, oldest first."""
+        blip, delivery = tables.Blip, tables.Delivery
+        query = (select(blip.uri, blip.did, blip.stored_at).join(delivery, delivery.blip_uri == blip.uri)
+                 .where(delivery.agent == agent, *UNSENT, blip.deleted.is_(False), blip.content.is_not(None))
+                 .order_by(blip.time_us).limit(limit))
+        with self.plane.reading() as session:
+            return [Candidate(row.uri, row.did, row.stored_at) for row in session.execute(query)]
+
+    def decisions_of(self, uri: str) -> list[DecisionRecord]:
+        """How the blip was decided for each agent it was decided for, with the window it went in."""
+        delivery, window = tables.Delivery, tables.Window
+        query = (select(delivery, window.state).outerjoin(window, window.id == delivery.window_id)
+                 .where(delivery.blip_uri == uri).order_by(delivery.agent))
+        with self.plane.reading() as session:
+            return [DecisionRecord(row.agent, row.handed_for, row.skip_reason, row.strategy, row.detail,
+                                   row.decided_at, row.window_id, state)
+                    for row, state in session.execute(query)]
+
+    def decision_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per agent, how many blips were handed to it and skipped, by reason: {agent: {handed|skipped: {reason: n}}}."""
+        delivery = tables.Delivery
+        query = (select(delivery.agent, delivery.handed_for, delivery.skip_reason, func.count())
+                 .group_by(delivery.agent, delivery.handed_for, delivery.skip_reason))
+        counts: dict[str, dict[str, dict[str, int]]] = {}
+        with self.plane.reading() as session:
+            for agent, handed_for, skip_reason, count in session.execute(query):
+                outcome, reason = ("skipped", skip_reason) if skip_reason else ("handed", handed_for or "sent")
+                counts.setdefault(agent, {"handed": {}, "skipped": {}})[outcome][reason] = count
+        return counts
 
     def window(self, window_id: str) -> Window | None:
         with self.plane.reading() as session:

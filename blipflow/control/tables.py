@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -124,25 +125,45 @@ class Window(SQLModel, table=True):
 
 
 class Delivery(SQLModel, table=True):
-    """How one blip was decided for one agent: sent in a window, or skipped for a reason."""
+    """How one blip was decided for one agent: handed to it (then sent in a window) or skipped, each with
+    the reason coordination gave and the strategy that decided."""
 
     __tablename__ = "deliveries"
+    # The blips handed to an agent that no window holds yet: what dispatch opens its next window from.
+    __table_args__ = (Index("ix_deliveries_unsent", "agent", sqlite_where=text("window_id IS NULL AND skip_reason IS NULL"),
+                            postgresql_where=text("window_id IS NULL AND skip_reason IS NULL")),)
 
     agent: str = Field(primary_key=True)
     blip_uri: str = Field(foreign_key="blips.uri", primary_key=True)
-    window_id: str | None = Field(default=None, foreign_key="windows.id", index=True)  # None: never sent
-    skip_reason: str | None = None
+    window_id: str | None = Field(default=None, foreign_key="windows.id", index=True)  # None: not sent (yet)
+    skip_reason: str | None = None  # None: handed
+    handed_for: str | None = None  # why it was handed: mentioned, answered, selected, floor_passed
+    strategy: str | None = None  # the thread's strategy when it was decided
+    detail: str | None = Field(default=None, sa_column=Column(Text))  # for people: which bound, whose turn
     decided_at: datetime = stamped()
 
 
 class AgentProgress(SQLModel, table=True):
-    """How far each agent's decisions reach: every candidate blip with seq <= decided_through is decided
-    for it, so finding its undecided blips never scans the whole history."""
+    """How far each agent's decisions reached in the previous layout's ledger (taken over from an old
+    store): coordination starts after the lowest of them, so nothing undecided there is left behind."""
 
     __tablename__ = "agent_progress"
 
     agent: str = Field(primary_key=True)
     decided_through: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class CoordinationPosition(SQLModel, table=True):
+    """How far coordination has decided (every blip with seq <= through_seq is decided or waits on a floor)
+    and the state it carries on with, stored together so a decision is never taken twice or lost."""
+
+    __tablename__ = "coordination"
+
+    name: str = Field(primary_key=True)  # one per deployment: "default"
+    through_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    version: int = 0  # raised by each write: a process whose round began on an older one lost the race
+    state: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = stamped()
 
 
 class Circuit(SQLModel, table=True):

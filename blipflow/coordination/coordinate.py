@@ -8,10 +8,13 @@ Each blip is given once (a blip given again would be decided again). Only handed
 are final and belong in the ledger; a waiting one becomes final in a later round, when the floor reaches
 its agent, moves on, or the thread closes — a call with no new blips at a later `now` lets silent turns end.
 
-Order of rules for one agent and one blip: its own blip; hard bounds (chain too deep, thread closed, its
-turns in the thread used up); addressing (mentioned or answered: handed); next in line on the thread's
-floor (waits); soft bounds (repeat speaker, cool-down); attention budget; then the thread's strategy
+Order of rules for one agent and one blip: its own blip; hard bounds (an author it does not listen to,
+chain too deep, thread closed, its turns in the thread used up); addressing (mentioned or answered:
+handed); next in line on the thread's floor (waits); soft bounds (repeat speaker, cool-down); attention budget; then the thread's strategy
 chooses among those left. Turns that ended in silence pass the floor before anything else.
+
+Once an hour (of `now`), threads quiet for the policy's `forget_threads_after` are forgotten, so the state
+stays as large as the live conversation, not the whole history; a forgotten thread starts its turns anew.
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ from blipflow.coordination.state import (
 from blipflow.coordination.strategies import Choice, Pick, choose
 from blipflow.coordination.termination import (
     after_blip,
-    chain_bound,
+    agent_bound,
     soft_bound,
     thread_bound,
 )
 from blipflow.model.coordination_policy import CoordinationPolicy
 
+SWEEP_EVERY = 3600.0  # seconds of `now` between looks for threads to forget
 HANDED_FOR = {Address.MENTIONED: Reason.MENTIONED, Address.ANSWERED: Reason.ANSWERED}
 
 
@@ -62,6 +66,7 @@ def coordinate(
         raise ValueError(f"moderator answers given, but the strategy is {policy.strategy!r}: they would be ignored")
     coordination = Coordination(roster, state, policy, now, moderator_answers or {})
     coordination.pass_silent_floors()
+    coordination.forget_quiet_threads()
     blips = sorted(new_blips, key=lambda facts: facts.at)
     coordination.reserve_attention(blips)
     for facts in blips:
@@ -78,6 +83,7 @@ class Coordination:
         self.threads = dict(state.threads)
         self.agents = dict(state.agents)
         self.floors_due = dict(state.floors_due)
+        self.swept_at = state.swept_at
         self.rotation = state.rotation % max(1, len(roster.agents))
         self.decisions: list[Decision] = []
         self.selections: list[Selection] = []
@@ -85,7 +91,7 @@ class Coordination:
         self.ranks: dict[tuple[str, str], Rank] = {}
 
     def round(self) -> Round:
-        state = CoordinationState(self.threads, self.agents, self.rotation, self.floors_due)
+        state = CoordinationState(self.threads, self.agents, self.rotation, self.floors_due, self.swept_at)
         return Round(tuple(self.decisions), tuple(self.selections), state)
 
     # -- the ledger's entries ------------------------------------------------------------------------
@@ -114,6 +120,13 @@ class Coordination:
             self.floors_due.pop(thread.root, None)
         else:
             self.floors_due[thread.root] = deadline
+
+    def forget_quiet_threads(self) -> None:
+        if self.now - self.swept_at < SWEEP_EVERY:
+            return
+        quiet_since = self.now - self.policy.forget_threads_after
+        self.threads = {root: thread for root, thread in self.threads.items() if not thread.quiet_since(quiet_since)}
+        self.swept_at = self.now
 
     def pass_silent_floors(self) -> None:
         if not self.floors_due or min(self.floors_due.values()) > self.now:
@@ -191,16 +204,16 @@ class Coordination:
         speaker = facts.author_agent
         opens_floor = speaker is None  # a person's blip, or an outside agent's: someone may answer it
         addressed = addressed_agents(facts, self.roster)
-        chain = chain_bound(policy, facts)
         next_in_line = set(thread.floor.queue) if thread.floor is not None and not opens_floor else set()
         candidates: list[str] = []
         queued: list[str] = []
         handed: set[str] = set()
-        for agent in self.roster.names:
+        for participant in self.roster.agents:
+            agent = participant.name
             if agent == speaker:
                 self.skip(agent, facts.uri, Reason.OWN_BLIP)
                 continue
-            bound = chain or thread_bound(policy, thread, agent)
+            bound = agent_bound(policy, facts, participant) or thread_bound(policy, thread, agent)
             if bound is not None:
                 self.skip(agent, facts.uri, *bound)
                 continue

@@ -26,6 +26,7 @@ class Reason(str, Enum):
     QUEUED = "queued"
     # skipped, by a hard bound (addressing does not override these)
     OWN_BLIP = "own_blip"
+    AUTHOR_NOT_WANTED = "author_not_wanted"  # the agent listens only to some authors (its `wanted_dids`)
     THREAD_CLOSED = "thread_closed"
     AGENT_TURNS_USED = "agent_turns_used"
     CHAIN_TOO_DEEP = "agent_chain_too_deep"
@@ -37,7 +38,7 @@ class Reason(str, Enum):
     OVER_ATTENTION_BUDGET = "over_attention_budget"
 
 
-HARD_BOUNDS = frozenset({Reason.OWN_BLIP, Reason.THREAD_CLOSED, Reason.AGENT_TURNS_USED, Reason.CHAIN_TOO_DEEP})
+HARD_BOUNDS = frozenset({Reason.OWN_BLIP, Reason.AUTHOR_NOT_WANTED, Reason.THREAD_CLOSED, Reason.AGENT_TURNS_USED, Reason.CHAIN_TOO_DEEP})
 
 
 @dataclass(frozen=True, slots=True)

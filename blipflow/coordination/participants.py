@@ -18,13 +18,16 @@ class AuthorKind(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Participant:
-    """One of our agents: its name, account and what it is good at (lowercase, without '#')."""
+    """One of our agents: its name, account, what it is good at (lowercase, without '#') and the bounds it
+    sets for itself: the authors it listens to (empty: everyone) and the agent-only chains it leaves alone."""
 
     name: str
     did: str | None = None
     handle: str | None = None
     skills: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
+    wanted_dids: frozenset[str] = frozenset()
+    max_chain_depth: int | None = None  # None: the policy's bound alone
 
     @property
     def topics(self) -> frozenset[str]:
@@ -32,7 +35,8 @@ class Participant:
 
 
 def participant(agent: AgentConfig) -> Participant:
-    return Participant(agent.name, agent.did, agent.handle, frozenset(agent.skills), frozenset(agent.tags))
+    return Participant(agent.name, agent.did, agent.handle, frozenset(agent.skills), frozenset(agent.tags),
+                       frozenset(agent.wanted_dids), agent.max_chain_depth)
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,14 @@ class ThreadState:
     last_agent_speaker: str | None = None
     closed: str | None = None  # why the thread is closed to agents
     floor: Floor | None = None
+    active_at: float = float("-inf")  # its latest blip: a thread quiet long enough is forgotten
 
     def with_floor(self, floor: Floor | None) -> ThreadState:
         return ThreadState(self.root, self.agent_turns, self.turns, self.spoke_at, self.last_agent_speaker,
-                           self.closed, floor)
+                           self.closed, floor, self.active_at)
+
+    def quiet_since(self, moment: float) -> bool:
+        return self.floor is None and self.active_at < moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,7 @@ class CoordinationState:
     agents: Mapping[str, AgentState] = field(default_factory=dict)
     rotation: int = 0  # round_robin's next position in the roster
     floors_due: Mapping[str, float] = field(default_factory=dict)  # thread → when a speaker's turn ends
+    swept_at: float = float("-inf")  # when quiet threads were last forgotten
 
     def thread(self, root: str) -> ThreadState:
         return self.threads.get(root) or ThreadState(root)
@@ -66,8 +71,20 @@ class CoordinationState:
         """JSON-able, for storing the state as rows and reading it back with `state_from_dict`."""
         data = asdict(self)
         for agent in data["agents"].values():
-            agent["selected_at"] = None if agent["selected_at"] == float("-inf") else agent["selected_at"]
+            agent["selected_at"] = finite(agent["selected_at"])
+        for thread in data["threads"].values():
+            thread["active_at"] = finite(thread["active_at"])
+        data["swept_at"] = finite(data["swept_at"])
         return data
+
+
+def finite(moment: float) -> float | None:
+    """JSON has no infinity: `never` is stored as null."""
+    return None if moment == float("-inf") else moment
+
+
+def moment_of(value: float | None) -> float:
+    return float("-inf") if value is None else value
 
 
 def state_from_dict(data: Mapping) -> CoordinationState:
@@ -78,7 +95,7 @@ def state_from_dict(data: Mapping) -> CoordinationState:
                      {agent: tuple(uris) for agent, uris in value["waiting"].items()})
 
     threads = {root: ThreadState(root, t["agent_turns"], dict(t["turns"]), dict(t["spoke_at"]), t["last_agent_speaker"],
-                                 t["closed"], floor(t["floor"])) for root, t in data["threads"].items()}
-    agents = {name: AgentState(tuple(a["handed_at"]), float("-inf") if a["selected_at"] is None else a["selected_at"])
-              for name, a in data["agents"].items()}
-    return CoordinationState(threads, agents, data["rotation"], dict(data["floors_due"]))
+                                 t["closed"], floor(t["floor"]), moment_of(t["active_at"]))
+               for root, t in data["threads"].items()}
+    agents = {name: AgentState(tuple(a["handed_at"]), moment_of(a["selected_at"])) for name, a in data["agents"].items()}
+    return CoordinationState(threads, agents, data["rotation"], dict(data["floors_due"]), moment_of(data["swept_at"]))

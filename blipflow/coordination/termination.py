@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from blipflow.coordination.decisions import Reason
 from blipflow.coordination.facts import BlipFacts
+from blipflow.coordination.participants import Participant
 from blipflow.coordination.state import ThreadState
 from blipflow.model.coordination_policy import CoordinationPolicy
 
@@ -24,9 +25,13 @@ def thread_bound(policy: CoordinationPolicy, thread: ThreadState, agent: str) ->
     return None
 
 
-def chain_bound(policy: CoordinationPolicy, facts: BlipFacts) -> Bound | None:
-    if facts.chain_depth >= policy.max_chain_depth:
-        return Reason.CHAIN_TOO_DEEP, f"agent-only chain of {facts.chain_depth} (max {policy.max_chain_depth})"
+def agent_bound(policy: CoordinationPolicy, facts: BlipFacts, agent: Participant) -> Bound | None:
+    """What the agent's own settings and the policy's chain bound say against this blip, if anything."""
+    if agent.wanted_dids and facts.author_did not in agent.wanted_dids:
+        return Reason.AUTHOR_NOT_WANTED, f"{agent.name} listens only to {len(agent.wanted_dids)} authors"
+    deepest = min(policy.max_chain_depth, agent.max_chain_depth or policy.max_chain_depth)
+    if facts.chain_depth >= deepest:
+        return Reason.CHAIN_TOO_DEEP, f"agent-only chain of {facts.chain_depth} (max {deepest})"
     return None
 
 
@@ -44,16 +49,15 @@ def after_blip(policy: CoordinationPolicy, thread: ThreadState, facts: BlipFacts
     closed = thread.closed
     if closed is None and policy.termination_token and policy.termination_token in facts.content:
         closed = f"{facts.uri} said the termination token"
+    active_at = max(thread.active_at, facts.at)
     if not facts.by_agent:
-        if closed == thread.closed:
-            return thread
         return ThreadState(thread.root, thread.agent_turns, thread.turns, thread.spoke_at, thread.last_agent_speaker,
-                           closed, thread.floor)
+                           closed, thread.floor, active_at)
     agent_turns = thread.agent_turns + 1
     if closed is None and policy.max_agent_turns is not None and agent_turns >= policy.max_agent_turns:
         closed = f"{agent_turns} agent turns (max {policy.max_agent_turns})"
     speaker = facts.author_agent
     if speaker is None:  # another known agent: it counts, and it spoke last
-        return ThreadState(thread.root, agent_turns, thread.turns, thread.spoke_at, None, closed, thread.floor)
+        return ThreadState(thread.root, agent_turns, thread.turns, thread.spoke_at, None, closed, thread.floor, active_at)
     return ThreadState(thread.root, agent_turns, {**thread.turns, speaker: thread.turns.get(speaker, 0) + 1},
-                       {**thread.spoke_at, speaker: facts.at}, speaker, closed, thread.floor)
+                       {**thread.spoke_at, speaker: facts.at}, speaker, closed, thread.floor, active_at)

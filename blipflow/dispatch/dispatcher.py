@@ -15,8 +15,10 @@ window's own making (a bug, data the code cannot handle, a request Letta refuses
 the agent: after `quarantine_after` of them the window is quarantined and the agent goes on with its next.
 A failed window is not planned again before its `retry_at`, the end of the cooldown.
 
-Everything dispatch reads and writes is in the control plane (blips, the ledger, circuits, the outbox):
-several dispatch processes share it, each serving the agents whose leases it holds (`shares`). The
+Who is handed which blip is coordination's to decide (`coordinator`), for every agent at once, before
+windows are opened from what each agent was handed. Everything dispatch reads and writes is in the
+control plane (blips, the ledger, circuits, the outbox): several dispatch processes share it, each
+serving the agents whose leases it holds (`shares`). The
 history store (DuckDB) is opened only for the identity cache, to name the authors in a window's messages.
 """
 
@@ -38,10 +40,12 @@ from blipflow.control.ledger import Ledger
 from blipflow.control.outbox import Outbox
 from blipflow.coordination.policy import decide
 from blipflow.dispatch.breaker import Breaker
+from blipflow.dispatch.coordinator import Coordinator
 from blipflow.dispatch.prompt import window_messages
 from blipflow.dispatch.shares import AgentShares
 from blipflow.letta.gateway import AgentCallFailed, Answer, LettaGateway, StillAnswering
 from blipflow.model.blip import Blip, Identity, with_identity
+from blipflow.model.coordination_policy import CoordinationPolicy
 from blipflow.model.failures import Failure
 from blipflow.model.ledger import Circuit, Window
 from blipflow.model.notices import Notice, Notify, agent_resource, nobody
@@ -89,6 +93,7 @@ class Dispatcher:
         resolver: IdentityResolver,
         agents: list[AgentConfig],
         config: DispatchConfig,
+        policy: CoordinationPolicy,
         *,
         letta_timeout: float,
         notify: Notify = nobody,
@@ -99,7 +104,7 @@ class Dispatcher:
         self.gateway = gateway
         self.resolver = resolver
         self.agents = {agent.name: agent for agent in agents}
-        self.agent_dids = [agent.did for agent in agents if agent.did]
+        self.coordinator = Coordinator(plane, agents, policy)
         # Letta finishes a call even when its caller is gone, and records the messages only at the end:
         # a window sent this recently without a trace at Letta may still be answered there.
         self.in_flight_for = timedelta(seconds=letta_timeout + IN_FLIGHT_MARGIN)
@@ -127,13 +132,14 @@ class Dispatcher:
         every REPLAN_EVERY seconds, when waits (max_wait, rate limits, cooldowns) end."""
         clock = time.monotonic()
         if not self.started:
-            self.take_up(datetime.now(timezone.utc))
+            self.shares.start()
             self.started = True
         version = self.plane.version()
         if version == self.planned_version and clock < self.replan_at:
             return []
         self.planned_version, self.replan_at = version, clock + REPLAN_EVERY
         now = datetime.now(timezone.utc)
+        self.coordinator.step(now)
         held = self.shares.held()
         self.taken_up &= held  # an agent served again after another process had it: its circuit anew
         self.restore_circuits(held - self.taken_up, clock, now)
@@ -150,13 +156,6 @@ class Dispatcher:
                 planned[name] = window
         return [window for window in planned.values()
                 if window.due(now) and self.rechecks.get(window.id, 0.0) <= clock]
-
-    def take_up(self, now: datetime) -> None:
-        """Start where the control plane stands: a newly added agent joins the conversation (with its
-        backlog), and this process takes its share of the agents."""
-        for agent in self.agents.values():
-            self.ledger.join(agent.name, now - timedelta(seconds=agent.backlog_seconds))
-        self.shares.start()
 
     def restore_circuits(self, agents: set[str], clock: float, now: datetime) -> None:
         """An agent whose circuit another process (or an earlier one) left open stays alone for the rest of
@@ -202,21 +201,21 @@ class Dispatcher:
                                     "reason": breaker.reason}))
 
     def open_window(self, agent: AgentConfig, now: datetime) -> Window | None:
-        while True:
-            candidates = self.blips.undelivered(agent.name, self.agent_dids, CANDIDATES_PER_ROUND)
-            if not candidates:
-                return None
-            replied = self.outbox.replies_since(agent.name, now - timedelta(minutes=1))
-            decision = decide(agent, candidates, replies_last_minute=replied, now=now)
-            if decision.held != self.held.get(agent.name):
-                self.held[agent.name] = decision.held
-                if decision.held:
-                    log.info("holding back: %s", decision.held)
-            window_id = self.ledger.decide(agent.name, decision.skips, decision.window)
-            if window_id is not None:
-                return Window(window_id, agent.name, "pending", len(decision.window))
-            if not decision.skips and not decision.window:
-                return None
+        """A window of what coordination handed the agent, when one is ready (None: not yet, or another
+        process opened it first)."""
+        handed = self.ledger.handed_unsent(agent.name, CANDIDATES_PER_ROUND)
+        if not handed:
+            return None
+        replied = self.outbox.replies_since(agent.name, now - timedelta(minutes=1))
+        decision = decide(agent, handed, replies_last_minute=replied, now=now)
+        if decision.held != self.held.get(agent.name):
+            self.held[agent.name] = decision.held
+            if decision.held:
+                log.info("holding back: %s", decision.held)
+        if not decision.window:
+            return None
+        window_id = self.ledger.decide(agent.name, {}, decision.window)
+        return None if window_id is None else Window(window_id, agent.name, "pending", len(decision.window))
 
     def maybe_in_flight(self, window: Window, now: datetime) -> bool:
         return window.unsettled() and window.sent_at is not None and now - window.sent_at < self.in_flight_for

@@ -88,9 +88,8 @@ def with_identity(blip: Blip, identity: Identity) -> Blip:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A blip not yet handed to a given agent, as dispatch's policy weighs it."""
+    """A blip handed to a given agent and not yet sent, as dispatch weighs when to send it."""
 
     uri: str
     did: str
     arrived: datetime  # when ingest stored it
-    chain_depth: int  # how many agents' blips in a row end here, this one included (0: a person's blip)

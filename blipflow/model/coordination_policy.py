@@ -47,6 +47,8 @@ class CoordinationPolicy(BaseModel):
         default=None, min_length=1, description="a blip containing it closes its thread to agents")
     cooldown_seconds: float = Field(default=0.0, ge=0, description="after speaking in a thread, an agent waits this long")
     known_agents: list[str] = Field(default_factory=list, description="DIDs of agents that are not ours")
+    forget_threads_after: float = Field(
+        default=7 * 86400.0, gt=0, description="seconds without a blip after which a thread's turns are forgotten")
 
     @field_validator("order")
     @classmethod

@@ -3,19 +3,22 @@
 Ingest's figures come from the history store, the agents' (windows, replies, circuits) from the control
 plane. Everything here is read from them, so it works while ingest and dispatch run (in other processes)
 and after they have stopped: processing rates, lag behind the stream, connection health, bad input,
-the identity cache, and per agent its windows, response times, failures and circuit.
+the identity cache, who speaks (the policy and how far it has decided), and per agent its windows,
+response times, failures, circuit and how its blips were decided, by reason.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from blipflow.config import Settings
 from blipflow.control.circuits import Circuits
+from blipflow.control.coordination import Coordination
 from blipflow.control.engine import ControlPlane
 from blipflow.control.ledger import AgentFigures, Ledger
 from blipflow.control.outbox import Outbox
+from blipflow.coordination.state import CoordinationState, state_from_dict
 from blipflow.model.ledger import Circuit
 from blipflow.store.history import Store
 
@@ -49,7 +52,23 @@ def status(store: Store, plane: ControlPlane, settings: Settings) -> dict[str, A
             "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
         },
         "control_plane": plane.name,
-        "agents": agents_status(settings, Ledger(plane).figures(), Circuits(plane).all(), Outbox(plane).counts()),
+        "coordination": coordination_status(plane, settings),
+        "agents": agents_status(settings, Ledger(plane).figures(), Circuits(plane).all(), Outbox(plane).counts(),
+                                Ledger(plane).decision_counts()),
+    }
+
+
+def coordination_status(plane: ControlPlane, settings: Settings) -> dict[str, Any]:
+    """The policy in force, how far coordination has decided, and the threads it is keeping track of."""
+    position = Coordination(plane).position(datetime.now(timezone.utc))
+    state = state_from_dict(position.state) if position.state else CoordinationState()
+    return {
+        "strategy": settings.coordination.strategy,
+        "decided_through_seq": position.through_seq,
+        "blips_to_decide": Coordination(plane).pending(position.through_seq),
+        "threads": len(state.threads),
+        "threads_closed": sum(1 for thread in state.threads.values() if thread.closed is not None),
+        "floors_open": sum(1 for thread in state.threads.values() if thread.floor is not None),
     }
 
 
@@ -64,10 +83,11 @@ def newest_event(cursors: list[tuple]) -> dict[str, float | None]:
 
 
 def agents_status(settings: Settings, windows: dict[str, AgentFigures], circuits: dict[str, Circuit],
-                  replies: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+                  replies: dict[str, dict[str, int]],
+                  decisions: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, Any]]:
     """Configured agents first, then any the ledger knows from an earlier configuration."""
     names = [agent.name for agent in settings.agents]
-    names += sorted((set(windows) | set(circuits)) - set(names))
+    names += sorted((set(windows) | set(circuits) | set(decisions)) - set(names))
     result = {}
     for name in names:
         figures, circuit = windows.get(name, AgentFigures()), circuits.get(name, CLOSED)
@@ -91,13 +111,14 @@ def agents_status(settings: Settings, windows: dict[str, AgentFigures], circuits
             "letta_ms_p95": rounded(figures.letta_ms_p95),
             "last_answer_at": iso(figures.last_finished_at),
             "replies": replies.get(name, {}),
+            "decisions": decisions.get(name, {"handed": {}, "skipped": {}}),
         }
     return result
 
 
 def render(report: dict[str, Any]) -> str:
     """The report for a person: one line per fact that matters, agents last."""
-    ingest, cache = report["ingest"], report["identity_cache"]
+    ingest, cache, coordination = report["ingest"], report["identity_cache"], report["coordination"]
     bad = ", ".join(f"{reason} {count}" for reason, count in ingest["bad_input"].items()) or "none"
     lines = [
         f"store       {report['store']}",
@@ -108,6 +129,9 @@ def render(report: dict[str, Any]) -> str:
         f"{ingest['disconnects']} disconnects; bad input: {bad}",
         f"identities  {cache['hits']} cache hits, {cache['misses']} misses"
         + (f" ({cache['hit_rate']:.0%} hits)" if cache["hit_rate"] is not None else ""),
+        f"who speaks  {coordination['strategy']}; {coordination['blips_to_decide']} blips to decide; "
+        f"{coordination['threads']} threads ({coordination['threads_closed']} closed, "
+        f"{coordination['floors_open']} with a floor open)",
     ]
     for name, agent in report["agents"].items():
         windows = agent["windows"]
@@ -123,7 +147,13 @@ def render(report: dict[str, Any]) -> str:
             f"Letta p50 {milliseconds(agent['letta_ms_p50'])}, p95 {milliseconds(agent['letta_ms_p95'])}; "
             f"replies {replies}"
         )
+        lines.append(f"  decided: handed {by_reason(agent['decisions']['handed'])}; "
+                     f"skipped {by_reason(agent['decisions']['skipped'])}")
     return "\n".join(lines)
+
+
+def by_reason(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items(), key=lambda item: -item[1])) or "none"
 
 
 def stream_position(ingest: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 without livelock. Hard bounds hold against addressing."""
 
 from blipflow.coordination.decisions import Outcome, Reason
-from blipflow.coordination.participants import Roster
+from blipflow.coordination.participants import Participant, Roster
 from blipflow.model.coordination_policy import CoordinationPolicy
 from tests.coordination.chat import PERSON, ROSTER, Chat, blip
 
@@ -95,3 +95,44 @@ def test_an_agent_only_chain_stops_at_its_bound_whoever_is_addressed():
     assert chat.handed(one.uri) == ["bo", "cy"]
     assert chat.handed(two.uri) == []
     assert chat.decision("ada", two.uri).reason is Reason.CHAIN_TOO_DEEP
+
+
+def test_an_agent_sets_its_own_bounds_beside_the_policy():
+    """`wanted_dids` and a lower `max_chain_depth` of its own hold for that agent alone, even against addressing."""
+    roster = Roster.of([Participant("ada", "did:plc:ada", "ada.test", wanted_dids=frozenset({PERSON})),
+                        Participant("bo", "did:plc:bo", "bo.test", max_chain_depth=1),
+                        Participant("cy", "did:plc:cy", "cy.test")])
+    chat = Chat(CoordinationPolicy(strategy="broadcast", max_chain_depth=3), roster=roster)
+    question = blip(PERSON, "q", at=0, roster=roster)
+    stranger = blip("did:plc:stranger", "@ada.test hello", at=1, roster=roster)
+    answer = blip("did:plc:cy", "@bo.test what say you?", at=2, parent=question, roster=roster)
+    chat.feed([question, stranger, answer], now=2)
+    assert chat.handed(question.uri) == ["ada", "bo", "cy"]
+    assert chat.decision("ada", stranger.uri).reason is Reason.AUTHOR_NOT_WANTED
+    assert chat.handed(stranger.uri) == ["bo", "cy"]
+    assert chat.decision("bo", answer.uri).reason is Reason.CHAIN_TOO_DEEP  # its own bound: 1
+    assert chat.handed(answer.uri) == []  # ada listens only to the person
+
+
+def test_a_quiet_thread_is_forgotten_and_its_turns_start_anew():
+    day = 86400.0
+    chat = Chat(CoordinationPolicy(strategy="broadcast", max_turns_per_agent=1, forget_threads_after=day))
+    question = blip(PERSON, "q", at=0)
+    reply = blip("did:plc:ada", "a", at=1, parent=question)
+    chat.feed([question, reply], now=1)
+    again = blip(PERSON, "and now?", at=2, parent=reply)
+    chat.feed(again)
+    assert chat.decision("ada", again.uri).reason is Reason.AGENT_TURNS_USED
+    chat.tick(day + 3600)  # a sweep after a quiet day
+    assert question.root not in chat.state.threads
+    late = blip(PERSON, "anyone?", at=day + 3601, parent=reply)
+    chat.feed(late)
+    assert chat.decision("ada", late.uri).outcome is Outcome.HANDED
+
+
+def test_a_thread_with_a_floor_open_is_not_forgotten_however_quiet():
+    chat = Chat(CoordinationPolicy(strategy="relevance", k=1, turn_timeout=10 * 86400.0, forget_threads_after=60))
+    question = blip(PERSON, "q", at=0)
+    chat.feed(question)
+    chat.tick(7200)
+    assert chat.state.threads[question.root].floor is not None

@@ -5,14 +5,19 @@ Letta server and a Prefect server. Each process is stopped by its PID.
     loop = ChatLoop(folder, network, jetstream_url, letta_url, prefect_env, agents=[...]).start()
     loop.kill("publish"); loop.start("publish")      # a new publish process on the same store
     loop.stop()
+
+A test module gets the `make_loop` fixture (loops stopped after the test) by naming this module a plugin
+(tests/conftest.py does).
 """
 
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from sqlalchemy import select
 
@@ -20,8 +25,47 @@ from blipflow.config import load_settings
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
 from blipflow.store.history import Store
+from tests.support.agent_accounts import AgentAccount
 from tests.support.fed_stores import control_rows
-from tests.support.ingest_process import BlipflowProcess, write_config
+from tests.support.ingest_process import BlipflowProcess, wait_for, write_config
+from tests.support.network import list_records
+
+SETTLE_SECONDS = 4.0  # after the expected records: long enough for one more round trip, were one coming
+
+
+@pytest.fixture
+def make_loop(tmp_path, atproto_network, jetstream, letta_server, prefect_server):
+    loops: list[ChatLoop] = []
+
+    def make(*agents: dict, **sections: dict) -> ChatLoop:
+        loop = ChatLoop(tmp_path, atproto_network, jetstream.url, letta_server.base_url, prefect_server.env(),
+                        list(agents), **sections)
+        loops.append(loop)
+        return loop
+
+    yield make
+    for loop in loops:
+        loop.stop()
+
+
+def records(account: AgentAccount) -> list:
+    return list_records(account.account)
+
+
+def settled_count(account: AgentAccount, expected: int, timeout: float = 90.0) -> int:
+    """The number of the account's blips once it has reached `expected` and stayed there a while."""
+    wait_for(lambda: len(records(account)) >= expected, timeout, f"{expected} blips of {account.handle}", 0.3)
+    time.sleep(SETTLE_SECONDS)
+    return len(records(account))
+
+
+def no_secrets_in(loop: ChatLoop, *accounts: AgentAccount) -> None:
+    logs = loop.logs()
+    for account in accounts:
+        assert account.app_password not in logs
+    assert "eyJ" not in logs  # no JWT (access or refresh token)
+    assert "Traceback" not in logs
+
 
 COMMANDS = {"ingest": ["run"], "dispatch": ["dispatch"], "publish": ["publish-replies"]}
 SECRET_ENV = ("BLUESKY_USERNAME", "BLUESKY_PASSWORD", "PDS_URI", "LETTA_API_KEY", "LETTA_BASE_URL", "LETTA_AGENT_ID",

@@ -11,18 +11,20 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 import pytest
 
-from blipflow.control.blips import Blips
+from blipflow.config import AgentConfig
 from blipflow.control.engine import ControlPlane
 from blipflow.control.leases import Leases
 from blipflow.control.ledger import Ledger
 from blipflow.control.outbox import Outbox
 from blipflow.control.schema import current
+from blipflow.dispatch.coordinator import Coordinator
+from blipflow.model.coordination_policy import CoordinationPolicy
 from tests.support.letta_server import ensure_installed
 from tests.support.postgres import Postgres, start_new_cluster
 
@@ -63,13 +65,13 @@ def control(control_url: str) -> Iterator[ControlPlane]:
 
 
 def decide_everything(url: str, agent: str, batch: int, start: Any, results: Any) -> None:
-    """Open windows of `batch` blips for `agent` until none is left undecided; report the ids of the
+    """Open windows of `batch` blips for `agent` until none it was handed is left; report the ids of the
     windows this process was told it opened, and how many decisions it lost to another process."""
     plane = ControlPlane(url)
-    blips, ledger = Blips(plane), Ledger(plane)
+    ledger = Ledger(plane)
     opened, lost = [], 0
     start.wait()
-    while candidates := blips.undelivered(agent, [], batch):
+    while candidates := ledger.handed_unsent(agent, batch):
         window_id = ledger.decide(agent, {}, [candidate.uri for candidate in candidates])
         if window_id is None:
             lost += 1
@@ -77,6 +79,25 @@ def decide_everything(url: str, agent: str, batch: int, start: Any, results: Any
             opened.append(window_id)
     plane.dispose()
     results.put({"opened": opened, "lost": lost})
+
+
+def coordinate_everything(url: str, agents: list[dict], policy: dict, start: Any, results: Any) -> None:
+    """Run coordination rounds until every blip in the plane is decided; report how many blips this
+    process decided and how many rounds it lost to another."""
+    plane = ControlPlane(url)
+    coordinator = Coordinator(plane, [AgentConfig(**agent) for agent in agents], CoordinationPolicy(**policy))
+    decided, lost = 0, 0
+    start.wait()
+    while True:
+        now = datetime.now(timezone.utc)
+        position = coordinator.store.position(now - coordinator.backlog)
+        if not coordinator.store.new_blips(position.through_seq, [], 1):
+            break
+        done = coordinator.step(now)
+        decided += done
+        lost += not done
+    plane.dispose()
+    results.put({"decided": decided, "lost": lost})
 
 
 def start_plane(url: str, start: Any, results: Any) -> None:

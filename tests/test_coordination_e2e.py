@@ -1,0 +1,84 @@
+"""Who speaks, on real peers: three agents with their own skills and accounts on the local PDS, real Letta
+agents (scripted model), the whole loop as `blipflow` processes. Addressing wins, a skill question goes to
+the agent that has the skill, a termination token closes a thread to agents — and the ledger and
+`blipflow why` say why each agent was or was not handed each blip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support.agent_accounts import agent_account
+from tests.support.chat_loop import no_secrets_in, records, settled_count
+from tests.support.ingest_process import PROJECT_ROOT, wait_for
+
+SKILLS = {"ada": ["postgres"], "bo": ["rust"], "cy": ["music"]}
+
+
+def three_agents(make_loop, atproto_network, letta_server, **coordination):
+    accounts = {name: agent_account(atproto_network, name) for name in SKILLS}
+    loop = make_loop(*(account.config(name, letta_server.create_agent("letta_v1_agent"), skills=SKILLS[name])
+                       for name, account in accounts.items()), coordination=coordination).start()
+    return loop, accounts
+
+
+def decided(loop, uri: str) -> dict[str, str]:
+    """agent → why it was handed the blip, or why not."""
+    return dict(loop.rows("SELECT agent, coalesce(handed_for, skip_reason) FROM deliveries WHERE blip_uri = :uri",
+                          uri=uri))
+
+
+def why(loop, uri: str) -> dict[str, tuple[str, str]]:
+    result = subprocess.run([sys.executable, "-m", "cli", "-c", str(loop.config), "why", uri, "--output", "json"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, env=loop.env)
+    assert result.returncode == 0, result.stderr
+    verdicts = [json.loads(line) for line in result.stdout.splitlines()]
+    return {verdict["agent"]: (verdict["outcome"], verdict["reason"]) for verdict in verdicts}
+
+
+def test_the_mentioned_agent_answers_alone_and_a_skill_question_goes_to_the_skilled_one(
+        make_loop, atproto_network, human_account, letta_server):
+    loop, agents = three_agents(make_loop, atproto_network, letta_server, strategy="relevance", k=1)
+    ada, bo, cy = agents["ada"], agents["bo"], agents["cy"]
+
+    mention, _ = atproto_network.post_blip(human_account, f"@{bo.handle} is this safe? [[reply:It is.]]")
+    assert settled_count(bo, 1) == 1
+    skill, _ = atproto_network.post_blip(human_account, "How do I vacuum a #postgres table? [[reply:VACUUM it.]]")
+    assert settled_count(ada, 1) == 1
+
+    assert len(records(bo)) == 1 and len(records(cy)) == 0  # nobody else spoke, to either
+    assert [r.value["reply"]["parent"]["uri"] for r in records(bo)] == [mention]
+    assert [r.value["reply"]["parent"]["uri"] for r in records(ada)] == [skill]
+    assert decided(loop, mention) == {"ada": "not_selected", "bo": "mentioned", "cy": "not_selected"}
+    assert decided(loop, skill) == {"ada": "selected", "bo": "not_selected", "cy": "not_selected"}
+    assert why(loop, mention) == {"ada": ("skipped", "not_selected"), "bo": ("handed", "mentioned"),
+                                  "cy": ("skipped", "not_selected")}
+    # each agent's answer is its own (never handed back) and starts no exchange: nobody else is addressed
+    for answer in (records(bo)[0].uri, records(ada)[0].uri):
+        wait_for(lambda answer=answer: len(decided(loop, answer)) == 3, 30, "the answer decided for every agent")
+        assert sorted(decided(loop, answer).values()) == ["not_selected", "not_selected", "own_blip"]
+    no_secrets_in(loop, ada, bo, cy)
+
+
+def test_a_reply_with_the_termination_token_closes_the_thread_to_every_agent(
+        make_loop, atproto_network, human_account, letta_server, scripted_model):
+    scripted_model.script({"match": "Say goodbye, all of you", "reply": "That is all from me. GOODBYE",
+                           "times": None})
+    loop, agents = three_agents(make_loop, atproto_network, letta_server, strategy="broadcast",
+                                termination_token="GOODBYE")
+
+    question, question_cid = atproto_network.post_blip(human_account, "Say goodbye, all of you.")
+    for account in agents.values():  # each was handed the question before any answer closed the thread
+        assert settled_count(account, 1) == 1
+    answers = [records(account)[0].uri for account in agents.values()]
+    for answer in answers:
+        wait_for(lambda answer=answer: len(decided(loop, answer)) == 3, 30, "the answer decided for every agent")
+        assert sorted(decided(loop, answer).values()) == ["own_blip", "thread_closed", "thread_closed"]
+
+    ref = {"uri": question, "cid": question_cid}
+    again, _ = atproto_network.post_blip(human_account, f"@{agents['ada'].handle} one more thing?",
+                                         reply={"root": ref, "parent": ref})
+    wait_for(lambda: len(decided(loop, again)) == 3, 60, "the human's blip decided")
+    assert decided(loop, again) == {name: "thread_closed" for name in agents}  # even a mention cannot reopen it
+    assert why(loop, again)["ada"] == ("skipped", "thread_closed")
