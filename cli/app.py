@@ -37,6 +37,7 @@ from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.control.ledger import Ledger
 from blipflow.ingest.source import SourceUnavailable
 from blipflow.model.blip import Blip, with_identity
+from blipflow.model.coordination_policy import PolicyError
 from blipflow.model.failures import BadRequest, Failure
 from blipflow.model.formatting import blip_json, format_blip
 from blipflow.network.identity import IdentityResolver
@@ -489,6 +490,6 @@ def main() -> None:
     show_own_messages_only()
     try:
         app()  # usage errors get Typer's own message and exit code
-    except (ConfigError, StoreError, ControlPlaneError, SourceUnavailable, Failure, BadRequest) as error:
+    except (ConfigError, PolicyError, StoreError, ControlPlaneError, SourceUnavailable, Failure, BadRequest) as error:
         typer.echo(f"blipflow: {error}", err=True)
-        sys.exit(2 if isinstance(error, (ConfigError, BadRequest)) else 1)
+        sys.exit(2 if isinstance(error, (ConfigError, PolicyError, BadRequest)) else 1)

@@ -4,6 +4,7 @@ the stored history before turning it on."""
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -73,9 +74,9 @@ def replay(
     with_dids = with_learned_dids(chosen, loaded.bluesky, timeout=loaded.publish.timeout)
     reports: dict[str, ReplayReport] = {}
     for label, priced in policies.items():
-        cast = roster(with_dids, priced.known_agents)
+        cast = roster(with_dids, priced.known_agents, moderator=priced.moderator)
         history = list(recorded_history(Store.existing(loaded.store), cast, since_us=since_us, until_us=until_us))
-        with typer.progressbar(length=len(history), label=f"replaying {priced.strategy}", file=None) as bar:
+        with typer.progressbar(length=len(history), label=f"replaying {priced.strategy}", file=sys.stderr) as bar:
             done = [0]
 
             def advance(replayed: int, _total: int) -> None:

@@ -15,8 +15,10 @@ from prefect.utilities.annotations import quote
 
 from blipflow.config import Settings
 from blipflow.dispatch.dispatcher import Delivery, Dispatcher
+from blipflow.letta.agent_tags import with_letta_tags
 from blipflow.letta.gateway import LettaGateway
 from blipflow.model.failures import Failure
+from blipflow.model.formatting import counted
 from blipflow.model.notices import Notify, nobody
 from blipflow.network.accounts import with_learned_dids
 from blipflow.network.identity import IdentityResolver
@@ -26,7 +28,6 @@ from flows.control import control_plane
 from flows.lanes import results_in_rounds
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.dispatch import deliver_windows
-from tasks.words import counted
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def build_dispatcher(settings: Settings, notify: Notify = nobody, logger: Logger
     gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
     # Agents' DIDs keep their own blips from them and measure agent-only chains; learned from handles if not given.
     agents = with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
+    agents = with_letta_tags(agents, gateway)
     return Dispatcher(control_plane(settings, logger), gateway, resolver, agents, settings.dispatch,
                       settings.coordination, letta_timeout=settings.letta.timeout, notify=notify)
 
@@ -67,7 +69,8 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
             lambda windows: deliver_windows.submit(quote(dispatcher), quote(windows)),
             poll_interval=settings.dispatch.poll_interval, until_idle=until_idle,
         ),
-        TableReport("dispatch-windows", "Windows this run delivered: agent, blips, replies, Letta time, outcome"),
+        TableReport("dispatch-windows",
+                    "Windows this run delivered: agent, why it was handed them, blips, replies, Letta time, outcome"),
         delivery_row,
     )
     dispatcher.close()
@@ -87,6 +90,7 @@ def delivery_row(delivery: Delivery) -> dict[str, object] | None:
     or that another process sends now."""
     if delivery.outcome in ("in_flight", "handed_over"):
         return None
-    return {"agent": delivery.agent, "window": delivery.window, "blips": delivery.blips, "replies": delivery.replies,
+    return {"agent": delivery.agent, "window": delivery.window, "handed_for": delivery.handed_for,
+            "blips": delivery.blips, "replies": delivery.replies,
             "letta_ms": round(delivery.letta_ms, 1),
             "outcome": f"quarantined: {delivery.reason}" if delivery.reason else delivery.outcome}

@@ -12,13 +12,13 @@ from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
 from blipflow.config import AgentConfig
+from blipflow.model.formatting import counted
 from blipflow.publish.publisher import Publication, Publisher
 from blocks.loading import settings_from
 from flows.control import control_plane
 from flows.lanes import results_in_lanes
 from flows.observe import BlockedAgents, TableReport, counted_and_reported, emit
 from tasks.publish import publish_reply
-from tasks.words import counted
 
 
 @flow(name="publish")

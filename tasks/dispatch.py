@@ -13,9 +13,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
 from blipflow.dispatch.dispatcher import Delivery, Dispatcher, Window
+from blipflow.model.formatting import counted
 from tasks.retries import worth_retrying
 from tasks.rounds import Round
-from tasks.words import counted
 
 
 def round_run_name(parameters: dict[str, Any]) -> str:

@@ -9,10 +9,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
+from blipflow.model.formatting import counted
 from blipflow.model.replies import OutgoingReply
 from blipflow.publish.publisher import Publication, Publisher
 from tasks.retries import worth_retrying
-from tasks.words import completed_saying, counted
+from tasks.words import completed_saying
 
 
 def reply_run_name(parameters: dict[str, Any]) -> str:

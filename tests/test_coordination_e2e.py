@@ -82,3 +82,26 @@ def test_a_reply_with_the_termination_token_closes_the_thread_to_every_agent(
     wait_for(lambda: len(decided(loop, again)) == 3, 60, "the human's blip decided")
     assert decided(loop, again) == {name: "thread_closed" for name in agents}  # even a mention cannot reopen it
     assert why(loop, again)["ada"] == ("skipped", "thread_closed")
+
+
+def test_a_moderator_agent_chooses_who_answers_and_a_useless_answer_falls_back_to_relevance(
+        make_loop, atproto_network, human_account, letta_server, scripted_model):
+    scripted_model.script({"match": "Q-moderated-1", "reply": "cy", "times": 1},
+                          {"match": "Q-moderated-2", "reply": "zed, probably", "times": 1})
+    accounts = {name: agent_account(atproto_network, name) for name in SKILLS}
+    chair = {"name": "chair", "agent_id": letta_server.create_agent("letta_v1_agent")}
+    loop = make_loop(*(account.config(name, letta_server.create_agent("letta_v1_agent"), skills=SKILLS[name])
+                       for name, account in accounts.items()), chair,
+                     coordination={"strategy": "moderator", "moderator": "chair", "k": 1}).start()
+
+    chosen, _ = atproto_network.post_blip(human_account, "Q-moderated-1: how do I vacuum a #postgres table? [[reply:Sure.]]")
+    assert settled_count(accounts["cy"], 1) == 1  # the moderator's choice, though ada has the skill
+    fallback, _ = atproto_network.post_blip(human_account, "Q-moderated-2: and #postgres indexes? [[reply:B-trees.]]")
+    assert settled_count(accounts["ada"], 1) == 1
+
+    assert len(records(accounts["bo"])) == 0 and len(records(accounts["cy"])) == 1
+    assert decided(loop, chosen) == {"ada": "not_selected", "bo": "not_selected", "cy": "selected"}  # never the chair
+    assert decided(loop, fallback) == {"ada": "selected", "bo": "not_selected", "cy": "not_selected"}
+    [detail] = loop.rows("SELECT detail FROM deliveries WHERE blip_uri = :uri AND agent = 'bo'", uri=fallback)
+    assert detail[0].startswith("not selected by moderator (fell back to relevance: unknown agents dropped: "
+                                "'zed, probably'")

@@ -263,6 +263,7 @@ def test_dispatch_leaves_a_table_artifact_and_circuit_events(tmp_path, prefect_s
     assert artifact["type"] == "table"
     [row] = [row for row in json.loads(artifact["data"]) if row["agent"] == "scout"]
     assert (row["blips"], row["replies"], row["outcome"]) == (1, 1, "answered")
+    assert row["handed_for"] == "selected"  # the default strategy, broadcast, selected every agent
 
     deadline = time.monotonic() + 30  # the server files events a moment after they arrive
     while True:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from tests.support.agent_accounts import agent_account
+from tests.support.chat_loop import no_secrets_in, records
 from tests.support.ingest_process import PROJECT_ROOT, wait_for
-from tests.test_e2e import make_loop, no_secrets_in, records  # noqa: F401 - make_loop is a fixture
 
 POISON_DATE = "99999-01-01T00:00:00Z"
 

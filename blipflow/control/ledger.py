@@ -119,6 +119,14 @@ class Ledger:
                                    row.decided_at, row.window_id, state)
                     for row, state in session.execute(query)]
 
+    def handed_reasons(self, window_id: str) -> str:
+        """Why the blips of a window were handed to its agent, each reason once: `mentioned, selected`."""
+        delivery = tables.Delivery
+        with self.plane.reading() as session:
+            reasons = session.scalars(select(delivery.handed_for).where(delivery.window_id == window_id)
+                                      .order_by(delivery.decided_at)).all()
+        return ", ".join(dict.fromkeys(reason for reason in reasons if reason))
+
     def decision_counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """Per agent, how many blips were handed to it and skipped, by reason: {agent: {handed|skipped: {reason: n}}}."""
         delivery = tables.Delivery

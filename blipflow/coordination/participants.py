@@ -79,5 +79,6 @@ class Roster:
         return AuthorKind.PERSON
 
 
-def roster(agents: Sequence[AgentConfig], other_agent_dids: Iterable[str] = ()) -> Roster:
-    return Roster.of((participant(agent) for agent in agents), other_agent_dids)
+def roster(agents: Sequence[AgentConfig], other_agent_dids: Iterable[str] = (), *, moderator: str | None = None) -> Roster:
+    """Our agents that take part; a `moderator` chooses who speaks and is not one of them."""
+    return Roster.of((participant(agent) for agent in agents if agent.name != moderator), other_agent_dids)

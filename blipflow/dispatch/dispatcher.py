@@ -74,6 +74,7 @@ class Delivery:
     # agent is another process's now, which sends the window)
     outcome: str
     reason: str | None = None  # why a window was quarantined
+    handed_for: str = ""  # why its blips were handed to the agent: mentioned, selected, …
 
 
 class WindowFailed(Failure):
@@ -104,7 +105,7 @@ class Dispatcher:
         self.gateway = gateway
         self.resolver = resolver
         self.agents = {agent.name: agent for agent in agents}
-        self.coordinator = Coordinator(plane, agents, policy)
+        self.coordinator = Coordinator(plane, agents, policy, gateway)
         # Letta finishes a call even when its caller is gone, and records the messages only at the end:
         # a window sent this recently without a trace at Letta may still be answered there.
         self.in_flight_for = timedelta(seconds=letta_timeout + IN_FLIGHT_MARGIN)
@@ -254,7 +255,8 @@ class Dispatcher:
             breaker.succeeded()
         self.ledger.finish_window(window.id, agent.name, answer.replies, answer.letta_ms)
         outcome = outcome or ("answered" if answer.replies else "silent")
-        return Delivery(window.id, agent.name, window.size, len(answer.replies), answer.letta_ms, outcome)
+        return Delivery(window.id, agent.name, window.size, len(answer.replies), answer.letta_ms, outcome,
+                        handed_for=self.ledger.handed_reasons(window.id))
 
     def agent_failed(self, window: Window, failure: AgentCallFailed) -> AgentCallFailed:
         """The agent's failure: counted by its breaker, and final (no retry at once) when the circuit is

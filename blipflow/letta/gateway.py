@@ -3,6 +3,7 @@ those worth retrying and those that are not. The only module that imports letta-
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Iterable
@@ -53,6 +54,19 @@ class LettaGateway:
         # No retries here: Prefect retries transient failures, and the breaker counts them.
         self.client = Letta(base_url=config.base_url, api_key=api_key, timeout=config.timeout, max_retries=0)
         self.max_steps = max_steps
+
+    def with_timeout(self, timeout: float) -> LettaGateway:
+        """The same server and key with another timeout (a moderator is given less time than the agents)."""
+        other = copy.copy(self)
+        other.client, other.timeout = self.client.with_options(timeout=timeout), timeout
+        return other
+
+    def tags_of(self, agent: str, agent_id: str) -> list[str]:
+        """The tags the agent has at Letta."""
+        try:
+            return list(self.client.agents.retrieve(agent_id, include=["agent.tags"]).tags or [])
+        except letta_client.APIError as error:
+            raise classify(agent, error) from None
 
     def send(self, agent: str, agent_id: str, messages: list[dict[str, str]], window_id: str) -> Answer:
         """Send one window as user messages tagged with the window's id (`otid`), return the replies."""

@@ -36,6 +36,8 @@ class CoordinationPolicy(BaseModel):
     turn_timeout: float = Field(default=120.0, gt=0, description="seconds a speaker holds the floor")
     seed: int = Field(default=0, description="for `random`: the same seed, the same choices")
     moderator: str | None = Field(default=None, description="the agent that chooses speakers for `moderator`")
+    moderator_timeout: float = Field(
+        default=20.0, gt=0, description="seconds the moderator has to answer before `relevance` chooses instead")
     order: list[str] = Field(default_factory=list, description="for `sequential`: agents in turn; empty: config order")
     attention_per_minute: int | None = Field(
         default=None, ge=1, description="blips an agent is handed per minute beyond those addressed to it; None: no limit")

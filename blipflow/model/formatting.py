@@ -13,6 +13,13 @@ from blipflow.model.blip import Blip
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def counted(number: int, thing: str) -> str:
+    """`1 blip`, `2 blips`, `1 reply`, `3 replies`."""
+    if number == 1:
+        return f"1 {thing}"
+    return f"{number} {thing[:-1]}ies" if thing.endswith("y") else f"{number} {thing}s"
+
+
 def created_at_text(blip: Blip) -> str:
     """The blip's createdAt as ATProto writes dates; a blip without one (its date could not be read) shows
     when the stream saw it."""

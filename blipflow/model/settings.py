@@ -139,6 +139,8 @@ class AgentConfig(Section):
     )
     skills: list[str] = Field(default_factory=list, description="what it is good at: blips naming these find it first")
     tags: list[str] = Field(default_factory=list, description="topics it follows, matched like its skills")
+    letta_tags: bool = Field(
+        default=False, description="also follow the tags the agent has at Letta (read when dispatch starts)")
 
     @field_validator("skills", "tags")
     @classmethod

@@ -49,7 +49,7 @@ def why(plane: ControlPlane, uri: str, agents: list[str]) -> list[Verdict]:
             verdicts.append(Verdict(agent, "waiting", "queued", detail=f"next in line on the floor opened by {waiting[agent]}"))
         elif blip.deleted or blip.content is None:
             verdicts.append(Verdict(agent, "undecided", "nothing to hand: deleted, or not text"))
-        elif blip.seq is not None and blip.seq > position.through_seq:
+        elif position.version == 0 or (blip.seq is not None and blip.seq > position.through_seq):
             verdicts.append(Verdict(agent, "undecided", "not coordinated yet (dispatch decides it in its next round)"))
         else:
             verdicts.append(Verdict(agent, "undecided", "coordinated before the agent took part"))
