@@ -119,7 +119,7 @@ def test_two_dispatch_processes_share_the_agents_and_one_takes_over_when_the_oth
         assert time.monotonic() - killed <= TAKEOVER_SECONDS
 
         def settled() -> bool:
-            decided = stores.rows("SELECT count(*) FROM deliveries")
+            decided = stores.rows("SELECT count(*) FROM deliveries WHERE window_id IS NOT NULL")  # handed and sent
             open_windows = stores.rows("SELECT count(*) FROM windows WHERE state IN ('pending', 'sending', 'failed')")
             return decided == [(len(AGENTS) * len(texts),)] and open_windows == [(0,)]
 

@@ -208,12 +208,16 @@ class Coordination:
         candidates: list[str] = []
         queued: list[str] = []
         handed: set[str] = set()
+        own_depth, any_wanted = self.roster.own_bounds
+        deepest = min(policy.max_chain_depth, own_depth or policy.max_chain_depth)
+        own_bounds_matter = any_wanted or facts.chain_depth >= deepest
         for participant in self.roster.agents:
             agent = participant.name
             if agent == speaker:
                 self.skip(agent, facts.uri, Reason.OWN_BLIP)
                 continue
-            bound = agent_bound(policy, facts, participant) or thread_bound(policy, thread, agent)
+            bound = agent_bound(policy, facts, participant) if own_bounds_matter else None
+            bound = bound or thread_bound(policy, thread, agent)
             if bound is not None:
                 self.skip(agent, facts.uri, *bound)
                 continue

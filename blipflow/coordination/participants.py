@@ -71,6 +71,13 @@ class Roster:
     def by_handle(self) -> dict[str, str]:
         return {agent.handle.lower(): agent.name for agent in self.agents if agent.handle}
 
+    @cached_property
+    def own_bounds(self) -> tuple[int | None, bool]:
+        """The lowest chain bound any agent sets for itself (None: none does), and whether any listens
+        only to some authors: most blips need no agent's own bounds looked at."""
+        depths = [agent.max_chain_depth for agent in self.agents if agent.max_chain_depth is not None]
+        return (min(depths) if depths else None), any(agent.wanted_dids for agent in self.agents)
+
     def kind_of(self, did: str) -> AuthorKind:
         if did in self.by_did:
             return AuthorKind.OUR_AGENT
