@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from blipflow.analytics.reports import Selection, reports, run_report
+from blipflow.analytics import window_copy
 from blipflow.analytics.window_copy import bring_up_to_date
 from blipflow.config import AgentConfig
 from blipflow.control import tables
@@ -150,3 +151,27 @@ def test_copies_in_two_stores_keep_their_own_places(two_stores: tuple[Store, Sto
     Ledger(control).mark_sending(ids[0])
     Ledger(control).finish_window(ids[0], "scout", [], 10.0)
     assert silence(second, control) == silence(first, control) == [("scout", 3, 0, 1, 0, 2)]
+
+
+def test_a_copy_made_meanwhile_by_another_process_is_not_undone_by_an_older_read(
+        store: Store, control: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger is read without holding the store: another copy may land between that read and the write."""
+    ledger = Ledger(control)
+    (window,) = open_windows(control, 1)
+    bring_up_to_date(store, control)
+    ledger.mark_sending(window)
+    read_since, reads = window_copy.read_since, []
+
+    def read_then_another_copies(plane: ControlPlane, start: window_copy.Position) -> object:
+        changes = read_since(plane, start)
+        if not reads:
+            reads.append(changes)
+            ledger.finish_window(window, "scout", ["Hi."], 5.0)
+            bring_up_to_date(store, control)  # as another process would, between this read and its write
+        return changes
+
+    monkeypatch.setattr(window_copy, "read_since", read_then_another_copies)
+    bring_up_to_date(store, control)
+    assert reads[0].windows["state"].to_pylist() == ["sending"]  # what the older read saw
+    with store.connect() as db:
+        assert db.execute("SELECT state FROM analytics_windows").fetchall() == [("answered",)]

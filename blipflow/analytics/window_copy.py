@@ -62,10 +62,10 @@ def bring_up_to_date(store: Store, plane: ControlPlane) -> int:
         start = position(db, plane)
     changes = read_since(plane, start)
     with store.transaction() as db:
-        now = position(db, plane)
-        if now != start:  # another process copied meanwhile: its copy may be newer than this read
-            changes = read_since(plane, now)
-        return write(db, plane, now, changes)
+        current = position(db, plane)
+        if current != start:  # another process copied meanwhile: its copy may be newer than this read
+            changes = read_since(plane, current)
+        return write(db, plane, current, changes)
 
 
 def position(db: duckdb.DuckDBPyConnection, plane: ControlPlane) -> Position:
