@@ -347,7 +347,8 @@ def main() -> None:
         after_an_hour = {name: round(time_report(store, plane, name, configured)[0], 1) for name in LEDGER_REPORTS}
     print(json.dumps({
         "bench": "analytics", "blips": blips, "agents": args.agents, "windows": windows, **generated,
-        "window_copy_first_ms": first_copy_ms, "reports": timings, "max_ms": max(timings.values()), "target_ms": 2000, "first_run_ms": first_runs,
+        "window_copy_first_ms": first_copy_ms,
+        "reports": timings, "max_ms": max(timings.values()), "target_ms": 2000, "first_run_ms": first_runs,
         "top_terms_after_new_hour_ms": round(top_terms_new_hour_ms, 1),
         "export_ms": export_ms, "export_days": len(exported.days),
         "export_refresh_ms": export_refresh_ms, "export_refresh_days": len(refreshed.days),

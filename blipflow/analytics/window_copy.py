@@ -1,7 +1,7 @@
 """The control plane's windows, copied into the history store for the reports that read them (silence,
 errors): a report scans the copy, brought up to date first with only the windows written since the last
 copy (`blipflow.control.scans`), instead of reading every window of the ledger each time (1.5 million in
-bench/analytics.py: 10-13 s per report through Python's SQLite rows).
+bench/analytics.py: 8-17 s per report through Python's SQLite rows).
 
 Derived data, as top-terms' counts are: dropping these tables only makes the next report copy every window
 again. The copy remembers which control plane it is of and where its next read starts; a copy of another
