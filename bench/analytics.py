@@ -8,13 +8,18 @@ the ingest path (Jetstream frames, batches of 20,000; each received when posted,
 and each agent's dispatch windows go into the ledger, the control plane's (a SQLite file beside the store;
 answered ones match its replies; silent, failed and retried ones at its own rates).
 
-Every report then runs over the whole history with the agents configured, each run one connection:
-open, prelude, query, result as Arrow. `first_run_ms` holds each report's first run, `reports` the median
-of the `--repeat` runs after it: top-terms counts every hour's words on its first run over a history and
-keeps the counts (see blipflow/analytics/sql/top-terms.sql), so its first run is the one that pays. Then the
-Parquet export of the whole history is timed, an hour of new traffic (1,000 blips) arrives, and top-terms
-(which counts only that hour) and the export refresh (which rewrites only the day that changed) are timed
-again. Last line: one JSON object.
+The reports that read the ledger (silence, errors) scan the store's copy of its windows, which each of
+them first brings up to date with the windows written since (blipflow/analytics/window_copy.py): the
+first copy of a history's windows, which reads them all, is timed on its own (`window_copy_first_ms`; null
+when the store kept holds a copy already). Every report then runs over the whole history with the agents
+configured, each run one connection: open, prelude, query, result as Arrow. `first_run_ms` holds each
+report's first run, `reports` the median of the `--repeat` runs after it: top-terms counts every hour's
+words on its first run over a history and keeps the counts (see blipflow/analytics/sql/top-terms.sql), so
+its first run is the one that pays. Then the Parquet export of the whole history is timed, an hour of new
+traffic (1,000 blips) arrives, and top-terms (which counts only that hour) and the export refresh (which
+rewrites only the day that changed) are timed again; so are silence and errors after dispatch's hour in
+the ledger (`ledger_reports_after_an_hour_ms`): the windows that were open end, 1,000 new ones open.
+Last line: one JSON object.
 
     python bench/analytics.py [--blips 1000000] [--agents 50] [--people 3000] [--days 30] [--seed 7]
 """
@@ -39,12 +44,14 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from sqlalchemy import update
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from blipflow.analytics.export import export_parquet  # noqa: E402
 from blipflow.analytics.reports import Selection, reports, run_report  # noqa: E402
+from blipflow.analytics.window_copy import NOTHING_COPIED, bring_up_to_date, position  # noqa: E402
 from blipflow.config import AgentConfig  # noqa: E402
 from blipflow.control import tables  # noqa: E402
 from blipflow.control.engine import ControlPlane  # noqa: E402
@@ -56,6 +63,8 @@ from blipflow.store.history import IngestBatch, Store  # noqa: E402
 START_US = 1_760_000_000_000_000
 BATCH = 20_000
 NEW_HOUR_BLIPS = 1_000
+NEW_HOUR_WINDOWS = 1_000
+LEDGER_REPORTS = ("silence", "errors")
 MAX_AGENT_CHAIN = 3
 HUMAN_ROOT_SHARE = 1 / 3
 ANSWERS_PER_HUMAN_BLIP = 0.8  # agents answering one person's blip, on average
@@ -244,6 +253,34 @@ def store_windows(plane: ControlPlane, args: argparse.Namespace, replies: list[i
             dict(zip(columns, values), failures=0, strikes=0) for values in zip(*columns.values())])
 
 
+def store_dispatch_hour(plane: ControlPlane, args: argparse.Namespace, last_us: int) -> int:
+    """Dispatch's hour in the ledger: every window that was open or failing ends, answered, and new ones
+    open; returns how many windows were written."""
+    window = tables.Window
+    opened = datetime.fromtimestamp(last_us / 1e6, timezone.utc)
+    rng = random.Random(args.seed + 4)
+    with plane.writing() as session:
+        ended = session.execute(update(window).where(window.state.in_(["pending", "sending", "failed"]))
+                                .values(state="answered", attempts=window.attempts + 1)).rowcount
+        session.execute(window.__table__.insert(), [
+            {"id": f"hour-{number}", "agent": f"agent-{rng.randrange(args.agents):02d}", "state": "pending",
+             "size": rng.randint(1, 20), "created_at": opened, "attempts": 0, "failures": 0, "strikes": 0}
+            for number in range(NEW_HOUR_WINDOWS)])
+    return ended + NEW_HOUR_WINDOWS
+
+
+def time_first_copy(store: Store, plane: ControlPlane) -> float | None:
+    """The first copy of the ledger's windows into the store, timed; None when the store holds one already."""
+    with store.connect() as db:
+        if position(db, plane) != NOTHING_COPIED:
+            return None
+    started = time.perf_counter()
+    copied = bring_up_to_date(store, plane)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    print(f"first copy of the ledger's windows: {copied} in {elapsed_ms:.0f} ms", file=sys.stderr)
+    return round(elapsed_ms, 1)
+
+
 def authors(args: argparse.Namespace) -> tuple[list[Author], list[Author]]:
     rng = random.Random(args.seed + 2)
     agents = [Author(f"did:plc:agent{number:02d}{random_id(rng, 17)}", number, rng.uniform(0.2, 1.0),
@@ -296,6 +333,7 @@ def main() -> None:
             generated["generate_s"] = round(time.perf_counter() - started, 1)
             print(f"history generated and stored in {generated['generate_s']} s", file=sys.stderr)
         blips, windows = store.blip_count(), window_count(plane)
+        first_copy_ms = time_first_copy(store, plane)
         timings, first_runs = time_reports(store, plane, configured, args.repeat)
         started = time.perf_counter()
         exported = export_parquet(store, Path(folder) / "parquet")
@@ -305,12 +343,16 @@ def main() -> None:
         started = time.perf_counter()
         refreshed = export_parquet(store, Path(folder) / "parquet")
         export_refresh_ms = round((time.perf_counter() - started) * 1000)
+        windows_written = store_dispatch_hour(plane, args, START_US + int(args.days * 86_400 * 1e6))
+        after_an_hour = {name: round(time_report(store, plane, name, configured)[0], 1) for name in LEDGER_REPORTS}
     print(json.dumps({
         "bench": "analytics", "blips": blips, "agents": args.agents, "windows": windows, **generated,
+        "window_copy_first_ms": first_copy_ms,
         "reports": timings, "max_ms": max(timings.values()), "target_ms": 2000, "first_run_ms": first_runs,
         "top_terms_after_new_hour_ms": round(top_terms_new_hour_ms, 1),
         "export_ms": export_ms, "export_days": len(exported.days),
         "export_refresh_ms": export_refresh_ms, "export_refresh_days": len(refreshed.days),
+        "windows_written_in_an_hour": windows_written, "ledger_reports_after_an_hour_ms": after_an_hour,
     }))
 
 

@@ -15,7 +15,6 @@ import pytest
 from blipflow.analytics.export import MARKER, export_parquet
 from blipflow.analytics.reports import (
     QUERIES_FOLDER,
-    WINDOWS_VIEW,
     Bucket,
     Selection,
     day_selection,
@@ -24,7 +23,7 @@ from blipflow.analytics.reports import (
     run_report,
     selection,
 )
-from blipflow.control import scans
+from blipflow.analytics.window_copy import WINDOWS_VIEW, bring_up_to_date
 from blipflow.control.engine import ControlPlane
 from blipflow.model.failures import BadRequest
 from blipflow.model.moments import parse_moment
@@ -238,9 +237,9 @@ def test_top_terms_recount_an_hour_whose_blips_changed(own_history: Store, plane
 
 def test_reports_run_from_sql_text_alone_as_in_the_duckdb_cli(history: Store, tmp_path: Path, plane: ControlPlane) -> None:
     """What `duckdb store.duckdb` with SET VARIABLE and `.read` does: the files need nothing from Python but
-    the dispatch windows, which live in the control plane (the DuckDB CLI attaches its SQLite file for them)."""
+    the store's copy of the dispatch windows, as the last report that read them left it."""
+    bring_up_to_date(history, plane)
     with duckdb.connect(str(copy_of(history, tmp_path / "cli.duckdb"))) as db:
-        db.register("control_windows", scans.windows(plane))
         db.execute(WINDOWS_VIEW)
         db.execute("SET VARIABLE agents = [{'name': 'scout', 'did': '" + SCOUT + "'}, {'name': 'sage', 'did': '"
                    + SAGE + "'}]")

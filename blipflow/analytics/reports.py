@@ -4,9 +4,9 @@ A report is read from its file (the first line documents it) and runs after `_pr
 the variables of a selection into the temporary macros every report reads, so the same files run in the
 DuckDB CLI. Each report is one short connection (see store.py on sharing the file with ingest).
 
-The blips are DuckDB's; the dispatch ledger is the control plane's: a report that reads `windows` gets
-them from there (as Arrow columns, `blipflow.control.scans`) as a temporary view of that name, which
-stands in for the table the DuckDB file kept before the control plane did.
+The blips are DuckDB's; the dispatch ledger is the control plane's: a report that reads `windows` reads
+the store's copy of them (`window_copy`), brought up to date first, as a temporary view of that name,
+which stands in for the table the DuckDB file kept before the control plane did.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from blipflow.analytics import window_copy
 from blipflow.config import AgentConfig, Settings
 from blipflow.control import scans
 from blipflow.control.engine import ControlPlane
@@ -30,13 +31,6 @@ from blipflow.store.history import Store
 
 QUERIES_FOLDER = Path(__file__).with_name("sql")  # shipped as package data
 PRELUDE = "_prelude"
-# The control plane's windows as the reports read them, typed as DuckDB's own table was.
-WINDOWS_VIEW = """
-CREATE OR REPLACE TEMP VIEW windows AS
-SELECT agent, state, created_at::TIMESTAMPTZ AS created_at, attempts::INTEGER AS attempts,
-       failures::INTEGER AS failures, error
-FROM control_windows;
-"""
 
 class Bucket(str, Enum):
     hour = "hour"
@@ -124,11 +118,11 @@ def known_agents(settings: Settings) -> list[AgentConfig]:
 def run_report(store: Store, plane: ControlPlane, report: Query, chosen: Selection,
                agents: Sequence[AgentConfig]) -> pa.Table:
     prelude = read_query(QUERIES_FOLDER / f"{PRELUDE}.sql")
-    ledger, script = {}, prelude.sql + "\n" + report.sql
+    script = prelude.sql + "\n" + report.sql
     if reads_the_ledger(report):
-        ledger["control_windows"] = scans.windows(plane)
-        script = WINDOWS_VIEW + script
-    return store.analytics_table(report.name, script, chosen.variables(agents), ledger)
+        window_copy.bring_up_to_date(store, plane)
+        script = window_copy.WINDOWS_VIEW + script
+    return store.analytics_table(report.name, script, chosen.variables(agents))
 
 
 def reads_the_ledger(report: Query) -> bool:

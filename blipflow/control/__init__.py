@@ -14,5 +14,6 @@ use (`blipflow/control/migrations`, shipped with the package).
 One module owns connections (`engine`), one declares the tables (`tables`), and each concern has its
 repository (`blips`, `ledger`, `outbox`, `circuits`, `leases`) that returns typed rows. Their methods
 mirror, with the same semantics, what `blipflow.store.Store` offers dispatch and publish today: the next
-step moves dispatch and publish onto them, and ingest feeds `blips` from what it stored.
+step moves dispatch and publish onto them, and ingest feeds `blips` from what it stored. `scans` hands
+analytics the windows written since a change mark (`changes`), for its copy of them.
 """

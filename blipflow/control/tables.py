@@ -28,6 +28,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from blipflow.control.changes import written_mark
+
 # The ledger's states of a window; a failed window waits for its retry_at, a quarantined one for a person.
 WINDOW_STATES = ("pending", "sending", "answered", "silent", "failed", "quarantined", "dropped")
 REPLY_STATES = ("queued", "posted", "failed")
@@ -106,7 +108,8 @@ class Window(SQLModel, table=True):
     """Blips sent to one agent in one call; every attempt at it is counted here."""
 
     __tablename__ = "windows"
-    __table_args__ = (Index("ix_windows_state_created_at", "state", "created_at"),)
+    __table_args__ = (Index("ix_windows_state_created_at", "state", "created_at"),
+                      Index("ix_windows_changed", "changed"))
 
     id: str = Field(primary_key=True)
     agent: str = Field(index=True)
@@ -122,6 +125,10 @@ class Window(SQLModel, table=True):
     settled: bool | None = None  # for a failure: Letta answered it (False: a timeout, it may go on)
     retry_at: datetime | None = moment()  # a failed window waits until then
     letta_ms: float | None = Field(default=None, sa_column=Column(Float))
+    # The mark of the write that changed it last (see `changes`), set by the database on every insert and
+    # update, whoever writes; None here leaves it to the database. 0: written before marks were kept.
+    changed: int | None = Field(default=None, sa_column=Column(
+        BigInteger, nullable=False, server_default="0", default=written_mark(), onupdate=written_mark()))
 
 
 class Delivery(SQLModel, table=True):

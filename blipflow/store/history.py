@@ -327,17 +327,13 @@ class Store:
 
     # -- analytics -------------------------------------------------------------------------------
 
-    def analytics_table(self, name: str, script: str, variables: Mapping[str, object],
-                        tables: Mapping[str, pa.Table] | None = None) -> pa.Table:
+    def analytics_table(self, name: str, script: str, variables: Mapping[str, object]) -> pa.Table:
         """The result of the SQL script `name`'s last statement, in one short connection, with `variables` set
-        for the script's getvariable() calls (as `SET VARIABLE` would in the DuckDB CLI) and `tables` (from
-        elsewhere: the control plane's) there to read by their names. A script DuckDB cannot run is a
-        StoreError naming it, in one line."""
+        for the script's getvariable() calls (as `SET VARIABLE` would in the DuckDB CLI). A script DuckDB
+        cannot run is a StoreError naming it, in one line."""
         with self.connect() as db:
             for variable, value in variables.items():
                 db.execute(f"SET VARIABLE {variable} = ?", [value])
-            for table_name, table in (tables or {}).items():
-                db.register(table_name, table)  # gone with the connection
             try:
                 return db.sql(script).to_arrow_table()
             except duckdb.Error as error:
