@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from blipflow.analytics.reports import Selection, reports, run_report
 from blipflow.analytics import window_copy
+from blipflow.analytics.reports import Selection, reports, run_report
 from blipflow.analytics.window_copy import bring_up_to_date
 from blipflow.config import AgentConfig
 from blipflow.control import tables

@@ -43,7 +43,6 @@ WRITES: dict[str, Callable[[Ledger, str], object]] = {
 def test_every_write_of_a_window_marks_it_as_written_since_the_last_read(control: ControlPlane, write: str) -> None:
     blips, ledger = Blips(control), Ledger(control)
     blips.add([BlipFacts(uri(n), HUMAN, 1_000 + n, cid=f"bafy{n}", content=f"blip {n}") for n in range(4)])
-    ledger.join("scout", datetime.now(timezone.utc) - timedelta(hours=1))
     first, second = ledger.decide("scout", {}, [uri(0), uri(1)]), ledger.decide("scout", {}, [uri(2)])
     everything, since = written_since(control, 0)
     assert everything == sorted([first, second])
