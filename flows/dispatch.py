@@ -20,7 +20,6 @@ from blipflow.model.failures import Failure
 from blipflow.model.notices import Notify, nobody
 from blipflow.network.accounts import with_learned_dids
 from blipflow.network.identity import IdentityResolver
-from blipflow.store.history import Store
 from blocks.loading import settings_from
 from flows.control import control_plane
 from flows.lanes import results_in_rounds
@@ -32,11 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def build_dispatcher(settings: Settings, notify: Notify = nobody, logger: Logger | LoggerAdapter = log) -> Dispatcher:
-    resolver = IdentityResolver.from_settings(Store.from_config(settings.store), settings)
+    plane = control_plane(settings, logger)
+    resolver = IdentityResolver.in_control_plane(plane, settings)
     gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
     # Agents' DIDs keep their own blips from them and measure agent-only chains; learned from handles if not given.
     agents = with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
-    return Dispatcher(control_plane(settings, logger), gateway, resolver, agents, settings.dispatch,
+    return Dispatcher(plane, gateway, resolver, agents, settings.dispatch,
                       letta_timeout=settings.letta.timeout, notify=notify)
 
 

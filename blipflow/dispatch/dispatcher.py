@@ -16,8 +16,9 @@ the agent: after `quarantine_after` of them the window is quarantined and the ag
 A failed window is not planned again before its `retry_at`, the end of the cooldown.
 
 Everything dispatch reads and writes is in the control plane (blips, the ledger, circuits, the outbox):
-several dispatch processes share it, each serving the agents whose leases it holds (`shares`). The
-history store (DuckDB) is opened only for the identity cache, to name the authors in a window's messages.
+several dispatch processes share it, each serving the agents whose leases it holds (`shares`). The authors
+of a window's messages are named from the control plane's identities too: dispatch never opens the
+history store (DuckDB), which one process at a time may hold.
 """
 
 from __future__ import annotations
