@@ -37,7 +37,7 @@ class Identities:
                                           for column in ("handle", "display_name", "pds", "fetched_at")})
         rows = [{"did": i.did, "handle": i.handle, "display_name": i.display_name, "pds": i.pds,
                  "fetched_at": i.fetched_at or tables.now()} for i in identities]
-        with self.plane.writing() as session:
+        with self.plane.writing(durable=False) as session:  # lost in a power cut: resolved again
             session.execute(statement, rows)
 
     def expired_identities(self, fetched_before: datetime, limit: int) -> list[str]:

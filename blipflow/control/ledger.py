@@ -119,7 +119,8 @@ class Ledger:
     def finish_window(self, window_id: str, agent: str, replies: list[str], letta_ms: float) -> None:
         """The agent answered (or chose silence): its replies go to the outbox with the window's outcome."""
         finished = now()
-        with self.plane.writing() as session:
+        # Lost in a power cut, the window would still be `sending`: looked up at Letta, as after a crash.
+        with self.plane.writing(durable=False) as session:
             session.add_all([tables.Reply(id=f"{window_id}:{position}", window_id=window_id, agent=agent,
                                           position=position, content=content, created_at=finished)
                              for position, content in enumerate(replies)])

@@ -23,6 +23,7 @@ history store (DuckDB), which one process at a time may hold.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ IN_FLIGHT_MARGIN = 5.0  # seconds beyond the Letta timeout
 RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be answered there
 REPLAN_EVERY = 1.0  # seconds: the longest a round is skipped for want of news in the control plane
 UNDER_WAY = ["pending", "sending", "failed"]  # a window in these states is still to be sent (again)
+OPENERS = 8  # threads opening agents' windows at once while planning
 
 
 
@@ -116,6 +118,9 @@ class Dispatcher:
         self.held: dict[str, str | None] = {}
         self.planned_version: tuple | None = None
         self.replan_at = 0.0
+        # Agents' windows are opened side by side: each is a few round trips to the control plane, which
+        # readers share, and a hundred of them one after another would make planning the bottleneck.
+        self.openers = concurrent.futures.ThreadPoolExecutor(OPENERS, thread_name_prefix="blipflow-plan")
 
     def plan(self) -> list[Window]:
         """The windows to deliver now, at most one per agent so that each reads its windows in order: a
@@ -145,8 +150,8 @@ class Dispatcher:
             if window.agent in allowed:
                 planned.setdefault(window.agent, window)
         busy = {window.agent for window in waiting}
-        for name in sorted(allowed - busy):
-            window = self.open_window(self.agents[name], now)
+        ready = sorted(allowed - busy)
+        for name, window in zip(ready, self.openers.map(lambda name: self.open_window(self.agents[name], now), ready)):
             if window is not None:
                 planned[name] = window
         return [window for window in planned.values()
@@ -179,6 +184,7 @@ class Dispatcher:
     def close(self) -> None:
         """Hand this process's agents to the others at once (they would otherwise wait for the leases to run out)."""
         self.shares.stop()
+        self.openers.shutdown()
 
     def breaker_allows(self, agent: str, clock: float) -> bool:
         with self.circuit_recorded(agent):
