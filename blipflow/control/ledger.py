@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Row, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -101,16 +101,16 @@ class Ledger:
 
     def window(self, window_id: str) -> Window | None:
         with self.plane.reading() as session:
-            row = session.get(tables.Window, window_id)
+            row = session.execute(select(*WINDOW_COLUMNS).where(tables.Window.id == window_id)).first()
         return None if row is None else window_of(row)
 
     def windows_in(self, states: list[str], agent: str | None = None) -> list[Window]:
         """The windows in `states`, oldest first."""
-        query = select(tables.Window).where(tables.Window.state.in_(states))
+        query = select(*WINDOW_COLUMNS).where(tables.Window.state.in_(states))
         if agent is not None:
             query = query.where(tables.Window.agent == agent)
         with self.plane.reading() as session:
-            rows = session.scalars(query.order_by(tables.Window.created_at, tables.Window.id)).all()
+            rows = session.execute(query.order_by(tables.Window.created_at, tables.Window.id)).all()
         return [window_of(row) for row in rows]
 
     def mark_sending(self, window_id: str) -> None:
@@ -198,7 +198,14 @@ class Ledger:
             session.execute(update(tables.Window).where(tables.Window.id == window_id).values(**values))
 
 
-def window_of(row: tables.Window) -> Window:
+# What dispatch reads of a window, as plain rows: planning reads every window under way each round, and
+# loading them as ORM objects took half as long again (8.6 against 5.3 ms a round, a hundred agents).
+WINDOW_COLUMNS = (tables.Window.id, tables.Window.agent, tables.Window.state, tables.Window.size,
+                  tables.Window.sent_at, tables.Window.settled, tables.Window.retry_at)
+
+
+def window_of(row: Row) -> Window:
+    """A window from a row of WINDOW_COLUMNS."""
     return Window(row.id, row.agent, row.state, row.size, row.sent_at, row.settled, row.retry_at)
 
 
