@@ -48,7 +48,6 @@ from blipflow.model.failures import Failure
 from blipflow.model.ledger import Circuit, Window
 from blipflow.model.notices import Notice, Notify, agent_resource, nobody
 from blipflow.network.identity import IdentityResolver
-from blipflow.store.history import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +252,7 @@ class Dispatcher:
             if failure.transient or failure.whole_agent:
                 raise self.agent_failed(window, failure) from None
             return self.window_failed(window, failure, settled=failure.settled)
-        except (StoreError, ControlPlaneError):
+        except ControlPlaneError:
             raise  # a database busy or broken: nothing to do with the window (the task's retry may pass)
         except Exception as error:  # noqa: BLE001 - a bug or data the code cannot handle: the window's, not the agent's
             # Letta may have it if the failure came after the call: it is looked up there before a resend.
