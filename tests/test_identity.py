@@ -18,7 +18,8 @@ from tests.support.ingest_process import PROJECT_ROOT, write_config
 
 
 def resolver_for(network, store: Store, ttl: float = 3600) -> IdentityResolver:
-    return IdentityResolver(store, plc_url=network.plc_url, ttl_seconds=ttl)
+    """A resolver on the history store's cache, counting its hits and misses there (as `from_settings` makes it)."""
+    return IdentityResolver(store, plc_url=network.plc_url, ttl_seconds=ttl, counted_in=store)
 
 
 def test_handle_and_display_name_are_resolved_then_served_from_the_cache(tmp_path, atproto_network):
