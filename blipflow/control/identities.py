@@ -27,6 +27,13 @@ class Identities:
             rows = session.scalars(select(identity).where(identity.did.in_(dids))).all()
         return {row.did: Identity(row.did, row.handle, row.display_name, row.pds, row.fetched_at) for row in rows}
 
+    def all(self) -> list[Identity]:
+        """Every identity dispatch resolved (maintenance hands them to the history store, for analytics)."""
+        identity = tables.Identity
+        with self.plane.reading() as session:
+            rows = session.scalars(select(identity).order_by(identity.did)).all()
+        return [Identity(row.did, row.handle, row.display_name, row.pds, row.fetched_at) for row in rows]
+
     def save_identities(self, identities: list[Identity]) -> None:
         """Keep what resolved (each with the time it was resolved), replacing what was known."""
         if not identities:
