@@ -22,7 +22,6 @@ from blipflow.model.formatting import counted
 from blipflow.model.notices import Notify, nobody
 from blipflow.network.accounts import with_learned_dids
 from blipflow.network.identity import IdentityResolver
-from blipflow.store.history import Store
 from blocks.loading import settings_from
 from flows.control import control_plane
 from flows.lanes import results_in_rounds
@@ -33,13 +32,14 @@ log = logging.getLogger(__name__)
 
 
 def build_dispatcher(settings: Settings, notify: Notify = nobody, logger: Logger | LoggerAdapter = log) -> Dispatcher:
-    resolver = IdentityResolver.from_settings(Store.from_config(settings.store), settings)
+    plane = control_plane(settings, logger)
+    resolver = IdentityResolver.in_control_plane(plane, settings)
     gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
     # Agents' DIDs keep their own blips from them and measure agent-only chains; learned from handles if not given.
     agents = with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
     agents = with_letta_tags(agents, gateway)
-    return Dispatcher(control_plane(settings, logger), gateway, resolver, agents, settings.dispatch,
-                      settings.coordination, letta_timeout=settings.letta.timeout, notify=notify)
+    return Dispatcher(plane, gateway, resolver, agents, settings.dispatch, settings.coordination,
+                      letta_timeout=settings.letta.timeout, notify=notify)
 
 
 @flow(name="dispatch")

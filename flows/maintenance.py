@@ -1,7 +1,8 @@
 """The maintenance flow: upkeep the other flows leave behind. The `maintenance` deployment runs it hourly.
 
-- identities older than `identity.ttl_seconds` are resolved again, so dispatch and `history` find
-  them fresh instead of waiting on the PLC directory;
+- the store's identities older than `identity.ttl_seconds` are resolved again, so `history` and
+  analytics find them fresh instead of waiting on the PLC directory, and those dispatch resolved (in
+  the control plane, its own cache) are handed to the store;
 - the store is checkpointed: what the write-ahead log holds goes into the file (a process killed
   mid-write leaves its log behind);
 - finished runs of blipflow's flows older than `maintenance.keep_flow_runs_days` are deleted from

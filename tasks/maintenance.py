@@ -18,6 +18,8 @@ from prefect.client.schemas.objects import TERMINAL_STATES
 from prefect.exceptions import ObjectNotFound
 
 from blipflow.config import Settings, StoreConfig
+from blipflow.control.engine import ControlPlane
+from blipflow.control.identities import Identities
 from blipflow.network.identity import IdentityResolver, RefreshedIdentities
 from blipflow.store.history import Store
 from tasks.analytics import store_was_busy
@@ -29,11 +31,16 @@ RUNS_PER_PAGE = 200
 @task(name="refresh-identities", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=store_was_busy,
       cache_policy=NO_CACHE)
 def refresh_identities(settings: Settings) -> RefreshedIdentities:
-    resolver = IdentityResolver.from_settings(Store.from_config(settings.store), settings)
+    """Resolve the history store's expired identities again, and hand it those dispatch resolved in the
+    control plane (dispatch never opens the store): analytics and `history` name authors from the store."""
+    store = Store.from_config(settings.store)
+    resolver = IdentityResolver.from_settings(store, settings)
     try:
-        return resolver.refresh_expired(settings.maintenance.identity_refresh_limit)
+        refreshed = resolver.refresh_expired(settings.maintenance.identity_refresh_limit)
     finally:
         resolver.close()
+    store.save_identities(Identities(ControlPlane.from_settings(settings)).all(), only_newer=True)
+    return refreshed
 
 
 @task(name="checkpoint-store", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=store_was_busy,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from itertools import count
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from blipflow.config import Settings
 from blipflow.control.coordination import Coordination
 from blipflow.dispatch.dispatcher import REPLAN_EVERY, Dispatcher
 from blipflow.letta.gateway import AgentCallFailed
-from blipflow.store.history import IngestBatch
+from blipflow.store.history import IngestBatch, Store
 from flows.dispatch import build_dispatcher
 from tests.support.blip_text import content_of
 from tests.support.fed_stores import FedStores
@@ -22,11 +23,13 @@ HUMAN = "did:plc:human0000000000000000000"
 AGENT_A = "did:plc:agenta000000000000000000"
 AGENT_B = "did:plc:agentb000000000000000000"
 clock = count(1)
+STORE_NAME = "s.duckdb"
 
 
 def fed(dispatcher: Dispatcher) -> FedStores:
-    """The history store (the one the dispatcher's identity cache is in) and its control plane."""
-    return FedStores(dispatcher.resolver.store, dispatcher.plane)
+    """The dispatcher's control plane and the history store beside it (`dispatcher_for`'s), which ingest feeds
+    it from: dispatch itself never opens the history store."""
+    return FedStores(Store(Path(dispatcher.plane.url.database).with_name(STORE_NAME)), dispatcher.plane)
 
 
 def post(stores: FedStores, did: str, content: str, reply_to: str | None = None) -> str:
@@ -39,7 +42,7 @@ def post(stores: FedStores, did: str, content: str, reply_to: str | None = None)
 
 def dispatcher_for(tmp_path, letta_server, *agents: dict, **dispatch: float) -> Dispatcher:
     settings = Settings(
-        store={"path": tmp_path / "s.duckdb"},
+        store={"path": tmp_path / STORE_NAME},
         letta={"base_url": letta_server.base_url, "timeout": 30},
         bluesky={"plc_uri": "http://127.0.0.1:9"},  # identities are not resolvable here: DIDs stand in
         agents=list(agents),

@@ -19,6 +19,9 @@ from prefect.flows import Flow
 from prefect.states import Completed, Failed, Running
 
 import flows
+from blipflow.config import load_settings
+from blipflow.control.engine import ControlPlane
+from blipflow.control.identities import Identities
 from blipflow.model.blip import Identity
 from blipflow.store.history import IngestBatch, Store
 from flows.ingest import ingest
@@ -70,6 +73,10 @@ def test_maintenance_refreshes_expired_identities_and_checkpoints_the_store(pref
                            Identity(carol.did, "carol-cached.test", None, None, just_now),
                            Identity(GHOST, "ghost-was.test", None, None, long_ago)])
     store.apply(IngestBatch(handles={bob.did: "bob-from-the-stream.test"}))
+    # What dispatch resolved, in the control plane: a stranger to the store, and alice as known before.
+    dispatched = Identity("did:plc:dispatchedonly0000000000", "met-by-dispatch.test", "Met", None, just_now)
+    Identities(ControlPlane.from_settings(load_settings(write_config(tmp_path)))).save_identities(
+        [dispatched, Identity(alice.did, "alice-long-before.test", None, None, long_ago - HOUR)])
     killed_mid_write(store)
     wal = store.path.with_name(store.path.name + ".wal")
     assert wal.stat().st_size > 0
@@ -88,6 +95,7 @@ def test_maintenance_refreshes_expired_identities_and_checkpoints_the_store(pref
     assert identities[bob.did].handle == bob.handle
     assert (identities[carol.did].handle, identities[carol.did].fetched_at) == ("carol-cached.test", just_now)
     assert (identities[GHOST].handle, identities[GHOST].fetched_at) == ("ghost-was.test", long_ago)
+    assert store.identities([dispatched.did]) == {dispatched.did: dispatched}  # analytics names it now
     assert store.counters()["written.before.the.kill"] == 7
 
 

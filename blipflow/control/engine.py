@@ -6,6 +6,22 @@ transaction takes the write lock when it begins (BEGIN IMMEDIATE). Without that,
 read then write would each hold a read lock and wait for the other: SQLite breaks such a deadlock by
 failing one at once, whatever the timeout. PostgreSQL (`postgresql+psycopg://…`) serves several machines.
 
+Under load (a hundred agents' lanes, each a thread) three things keep SQLite from serializing the work:
+- The writers of one process take turns on a lock of their own before BEGIN IMMEDIATE: SQLite's busy
+  handler polls with sleeps of up to 100 ms, so threads racing for the write lock would mostly sleep;
+  the turn hands it on at once. Writers of other processes still wait by `busy_timeout`.
+- The pool has a connection for every lane: a reader never queues for a connection behind writers that
+  hold theirs while they wait for the write lock.
+- A write is durable (synchronous=FULL: its commit syncs the write-ahead log) unless its caller says
+  that losing it in a power cut is harmless (`durable=False`, synchronous=NORMAL: the commit is in the
+  log, which the operating system writes, and the next durable commit or checkpoint syncs it). Either
+  survives the process being killed; only a power cut or a crash of the machine can lose a commit that
+  was not durable, and never leaves the database inconsistent. A write is left non-durable only where a
+  lost one is redone without anything outside seeing it twice: a lease renewal, an identity resolved,
+  a window finished (its window stays `sending`, and is then looked up at Letta by its id, as after a
+  crash). Marking a window `sending` — the promise not to send it again blindly — stays durable, and
+  with it everything committed before it.
+
 The schema is migrated to the newest revision the first time the plane is used (see `schema`).
 """
 
@@ -13,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +43,9 @@ from blipflow.config import Settings
 
 DEFAULT_PATH = Path("data/control.sqlite")
 DEFAULT_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another's transaction to end
+# SQLite connections are a file handle and a small cache each: enough for every lane of a hundred agents,
+# the planner and the lease keeper, kept open (reopening one costs its PRAGMAs).
+SQLITE_POOL_SIZE = 128
 
 
 def default_url(path: Path = DEFAULT_PATH) -> str:
@@ -47,6 +66,8 @@ class ControlPlane:
             raise ControlPlaneError("control plane: the database URL cannot be read as one") from None
         self.name = self.url.render_as_string(hide_password=True)
         self.engine = self._create_engine(busy_timeout)
+        # The writers of this process take turns here rather than in SQLite's sleeping busy handler.
+        self._write_turn = threading.RLock() if self.backend == "sqlite" else None
         self._migrated = False
         self._migrating = threading.Lock()
 
@@ -79,28 +100,34 @@ class ControlPlane:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ControlPlaneError(f"control plane {self.name}: cannot create its folder: {error.strerror}") from None
-        engine = create_engine(self.url, connect_args={"timeout": busy_timeout, "check_same_thread": False})
+        engine = create_engine(self.url, connect_args={"timeout": busy_timeout, "check_same_thread": False},
+                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
 
         @event.listens_for(engine, "connect")
         def configure(connection: Any, _record: Any) -> None:
             connection.isolation_level = None  # transactions begin where `begin` below says, not in the driver
             cursor = connection.cursor()
-            # synchronous stays FULL (the default): a commit the ledger reported survives a power cut too.
             for pragma in ("journal_mode = WAL", f"busy_timeout = {int(busy_timeout * 1000)}", "foreign_keys = ON"):
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
         def begin(connection: Any) -> None:
-            writing = connection.get_execution_options().get("writing", False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+            options = connection.get_execution_options()
+            if options.get("writing", False):
+                # Set outside the transaction: SQLite applies it to the commits that follow.
+                connection.exec_driver_sql(f"PRAGMA synchronous = {'FULL' if options.get('durable', True) else 'NORMAL'}")
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                connection.exec_driver_sql("BEGIN")
 
         return engine
 
     @contextmanager
-    def writing(self) -> Iterator[Session]:
-        """One transaction that writes: committed at the end, rolled back on an error."""
-        with self._session(writing=True) as session:
+    def writing(self, *, durable: bool = True) -> Iterator[Session]:
+        """One transaction that writes: committed at the end, rolled back on an error. Not `durable`: a power
+        cut (never a killed process) may lose it, which its caller can redo without harm (see above)."""
+        with self._turn(), self._session(writing=True, durable=durable) as session:
             yield session
 
     @contextmanager
@@ -109,15 +136,18 @@ class ControlPlane:
         with self._session(writing=False) as session:
             yield session
 
+    def _turn(self) -> AbstractContextManager[Any]:
+        return self._write_turn if self._write_turn is not None else nullcontext()
+
     @contextmanager
-    def _session(self, *, writing: bool) -> Iterator[Session]:
+    def _session(self, *, writing: bool, durable: bool = True) -> Iterator[Session]:
         self.migrate()
-        with self.connection(writing=writing) as connection, \
+        with self.connection(writing=writing, durable=durable) as connection, \
                 Session(connection, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextmanager
-    def connection(self, *, writing: bool) -> Iterator[Connection]:
+    def connection(self, *, writing: bool, durable: bool = True) -> Iterator[Connection]:
         """A connection of the pool; failing to get one is one line naming the database (never a
         driver's traceback, never the password)."""
         try:
@@ -126,7 +156,7 @@ class ControlPlane:
             reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
             raise ControlPlaneError(f"control plane {self.name}: cannot connect: {reason}") from None
         with connection:
-            yield connection.execution_options(writing=writing)
+            yield connection.execution_options(writing=writing, durable=durable)
 
     def version(self) -> tuple:
         """Changes whenever any process commits a write: pollers compare it to skip a round in which

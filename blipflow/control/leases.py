@@ -2,6 +2,9 @@
 several processes — on several machines, with PostgreSQL — share the work, and one takes over what
 another left when that one stops renewing (killed, cut off) and its lease expires.
 
+A lease lost in a power cut is simply taken again (the machine was down: its leases expired), so none of
+these writes waits for the disk (`durable=False`).
+
 Taking a lease is one statement (an insert that, on conflict, updates only when the lease is the
 taker's own or has expired), so two processes racing for it cannot both win. Expiry is judged by the
 database's clock on PostgreSQL, the one clock every machine shares; SQLite serves one machine, whose
@@ -40,7 +43,7 @@ class Leases:
     def acquire(self, name: str, holder: str, ttl: timedelta) -> bool:
         """Take the lease for `ttl`, or extend it when `holder` has it already; False while another holds it."""
         lease = tables.Lease.__table__
-        with self.plane.writing() as session:
+        with self.plane.writing(durable=False) as session:
             at = self.clock(session)
             insert = self.plane.upsert(lease).values(name=name, holder=holder, expires_at=at + ttl, acquired_at=at)
             taken = insert.on_conflict_do_update(
@@ -55,17 +58,25 @@ class Leases:
     def renew(self, name: str, holder: str, ttl: timedelta) -> bool:
         """Extend a lease still in force; False when `holder` no longer has it (it expired, or was released
         or taken over): the work it covered may be another's now."""
-        lease = tables.Lease
-        with self.plane.writing() as session:
+        return name in self.renew_all([name], holder, ttl)
+
+    def renew_all(self, names: Iterable[str], holder: str, ttl: timedelta) -> set[str]:
+        """`renew` for many leases in one transaction: those of `names` that `holder` still has."""
+        lease = tables.Lease.__table__
+        names = list(names)
+        if not names:
+            return set()
+        with self.plane.writing(durable=False) as session:
             at = self.clock(session)
-            renewed = session.execute(update(lease).where(lease.name == name, lease.holder == holder,
-                                                          lease.expires_at > at).values(expires_at=at + ttl))
-            return renewed.rowcount == 1
+            renewed = session.execute(update(lease).where(lease.c.name.in_(names), lease.c.holder == holder,
+                                                          lease.c.expires_at > at)
+                                      .values(expires_at=at + ttl).returning(lease.c.name))
+            return set(renewed.scalars())
 
     def release(self, name: str, holder: str) -> bool:
         """Give the lease up at once (another may take it without waiting for it to expire)."""
         lease = tables.Lease
-        with self.plane.writing() as session:
+        with self.plane.writing(durable=False) as session:
             return session.execute(delete(lease).where(lease.name == name, lease.holder == holder)).rowcount == 1
 
     def held(self) -> dict[str, Held]:

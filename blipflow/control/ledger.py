@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Row, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from blipflow.control import tables
@@ -141,16 +141,16 @@ class Ledger:
 
     def window(self, window_id: str) -> Window | None:
         with self.plane.reading() as session:
-            row = session.get(tables.Window, window_id)
+            row = session.execute(select(*WINDOW_COLUMNS).where(tables.Window.id == window_id)).first()
         return None if row is None else window_of(row)
 
     def windows_in(self, states: list[str], agent: str | None = None) -> list[Window]:
         """The windows in `states`, oldest first."""
-        query = select(tables.Window).where(tables.Window.state.in_(states))
+        query = select(*WINDOW_COLUMNS).where(tables.Window.state.in_(states))
         if agent is not None:
             query = query.where(tables.Window.agent == agent)
         with self.plane.reading() as session:
-            rows = session.scalars(query.order_by(tables.Window.created_at, tables.Window.id)).all()
+            rows = session.execute(query.order_by(tables.Window.created_at, tables.Window.id)).all()
         return [window_of(row) for row in rows]
 
     def mark_sending(self, window_id: str) -> None:
@@ -159,7 +159,8 @@ class Ledger:
     def finish_window(self, window_id: str, agent: str, replies: list[str], letta_ms: float) -> None:
         """The agent answered (or chose silence): its replies go to the outbox with the window's outcome."""
         finished = now()
-        with self.plane.writing() as session:
+        # Lost in a power cut, the window would still be `sending`: looked up at Letta, as after a crash.
+        with self.plane.writing(durable=False) as session:
             session.add_all([tables.Reply(id=f"{window_id}:{position}", window_id=window_id, agent=agent,
                                           position=position, content=content, created_at=finished)
                              for position, content in enumerate(replies)])
@@ -237,7 +238,14 @@ class Ledger:
             session.execute(update(tables.Window).where(tables.Window.id == window_id).values(**values))
 
 
-def window_of(row: tables.Window) -> Window:
+# What dispatch reads of a window, as plain rows: planning reads every window under way each round, and
+# loading them as ORM objects took half as long again (8.6 against 5.3 ms a round, a hundred agents).
+WINDOW_COLUMNS = (tables.Window.id, tables.Window.agent, tables.Window.state, tables.Window.size,
+                  tables.Window.sent_at, tables.Window.settled, tables.Window.retry_at)
+
+
+def window_of(row: Row) -> Window:
+    """A window from a row of WINDOW_COLUMNS."""
     return Window(row.id, row.agent, row.state, row.size, row.sent_at, row.settled, row.retry_at)
 
 

@@ -1,6 +1,6 @@
 """The control plane's tables, as SQLModel models: what dispatch needs of each blip, the delivery ledger,
-the circuits, the outbox and the leases. The migrations under `migrations/` build exactly this schema
-(tests compare the two on SQLite and PostgreSQL).
+the circuits, the outbox, the leases and the authors' identities. The migrations under `migrations/` build
+exactly this schema (tests compare the two on SQLite and PostgreSQL).
 
 Times are stored in UTC and read back timezone-aware on both backends (SQLite has no zone of its own).
 Every (agent, blip) is decided once because `deliveries` is keyed by it: a second decision, by this
@@ -239,6 +239,8 @@ class Takeover(SQLModel, table=True):
     windows: int
     replies: int
     taken_at: datetime = stamped()
+
+
 class FeedPosition(SQLModel, table=True):
     """How far ingest has fed the control plane from what it stored: every blip the history store wrote in
     a batch begun at or after `stored_since` may not be here yet (a restart feeds it from there)."""
@@ -248,3 +250,16 @@ class FeedPosition(SQLModel, table=True):
     name: str = Field(primary_key=True)  # the history store fed from
     stored_since: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     updated_at: datetime = stamped()
+
+
+class Identity(SQLModel, table=True):
+    """Who the author of a blip is, as last resolved from the network: dispatch names authors from here,
+    so it never opens the history store (whose own identities table keeps ingest's facts for analytics)."""
+
+    __tablename__ = "identities"
+
+    did: str = Field(primary_key=True)
+    handle: str | None = None
+    display_name: str | None = None
+    pds: str | None = None
+    fetched_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))  # when resolved (the TTL's start)

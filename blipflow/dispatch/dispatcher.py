@@ -18,12 +18,14 @@ A failed window is not planned again before its `retry_at`, the end of the coold
 Who is handed which blip is coordination's to decide (`coordinator`), for every agent at once, before
 windows are opened from what each agent was handed. Everything dispatch reads and writes is in the
 control plane (blips, the ledger, circuits, the outbox): several dispatch processes share it, each
-serving the agents whose leases it holds (`shares`). The
-history store (DuckDB) is opened only for the identity cache, to name the authors in a window's messages.
+serving the agents whose leases it holds (`shares`). The authors of a window's messages are named from
+the control plane's identities too: dispatch never opens the history store (DuckDB), which one process
+at a time may hold.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Iterator
@@ -50,7 +52,6 @@ from blipflow.model.failures import Failure
 from blipflow.model.ledger import Circuit, Window
 from blipflow.model.notices import Notice, Notify, agent_resource, nobody
 from blipflow.network.identity import IdentityResolver
-from blipflow.store.history import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ IN_FLIGHT_MARGIN = 5.0  # seconds beyond the Letta timeout
 RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be answered there
 REPLAN_EVERY = 1.0  # seconds: the longest a round is skipped for want of news in the control plane
 UNDER_WAY = ["pending", "sending", "failed"]  # a window in these states is still to be sent (again)
+OPENERS = 8  # threads opening agents' windows at once while planning
 
 
 
@@ -121,6 +123,9 @@ class Dispatcher:
         self.held: dict[str, str | None] = {}
         self.planned_version: tuple | None = None
         self.replan_at = 0.0
+        # Agents' windows are opened side by side: each is a few round trips to the control plane, which
+        # readers share, and a hundred of them one after another would make planning the bottleneck.
+        self.openers = concurrent.futures.ThreadPoolExecutor(OPENERS, thread_name_prefix="blipflow-plan")
 
     def plan(self) -> list[Window]:
         """The windows to deliver now, at most one per agent so that each reads its windows in order: a
@@ -151,8 +156,8 @@ class Dispatcher:
             if window.agent in allowed:
                 planned.setdefault(window.agent, window)
         busy = {window.agent for window in waiting}
-        for name in sorted(allowed - busy):
-            window = self.open_window(self.agents[name], now)
+        ready = sorted(allowed - busy)
+        for name, window in zip(ready, self.openers.map(lambda name: self.open_window(self.agents[name], now), ready)):
             if window is not None:
                 planned[name] = window
         return [window for window in planned.values()
@@ -178,6 +183,7 @@ class Dispatcher:
     def close(self) -> None:
         """Hand this process's agents to the others at once (they would otherwise wait for the leases to run out)."""
         self.shares.stop()
+        self.openers.shutdown()
 
     def breaker_allows(self, agent: str, clock: float) -> bool:
         with self.circuit_recorded(agent):
@@ -246,7 +252,7 @@ class Dispatcher:
             if failure.transient or failure.whole_agent:
                 raise self.agent_failed(window, failure) from None
             return self.window_failed(window, failure, settled=failure.settled)
-        except (StoreError, ControlPlaneError):
+        except ControlPlaneError:
             raise  # a database busy or broken: nothing to do with the window (the task's retry may pass)
         except Exception as error:  # noqa: BLE001 - a bug or data the code cannot handle: the window's, not the agent's
             # Letta may have it if the failure came after the call: it is looked up there before a resend.

@@ -98,9 +98,10 @@ class AgentShares:
         alive = [name for name, lease in leases.items()
                  if name.startswith(PROCESS_LEASE) and not gone(lease.holder)]
         share = math.ceil(len(self.agents) / max(1, len(alive)))
+        renewed = self.leases.renew_all([AGENT_LEASE + agent for agent in self.until], self.holder, self.ttl)
         held: dict[str, float] = {}
         for agent in sorted(self.until):
-            if self.leases.renew(AGENT_LEASE + agent, self.holder, self.ttl):
+            if AGENT_LEASE + agent in renewed:
                 held[agent] = until
             else:
                 log.warning("dispatch %s: the lease on agent %s ran out; another process serves it now",

@@ -1,4 +1,5 @@
-"""DID → handle and display name, cached in the store with a TTL.
+"""DID → handle and display name, cached with a TTL: in the control plane for dispatch (which never opens
+the history store on its way to Letta), in the history store for the CLI, the monitor and maintenance.
 
 Resolution goes through the configured PLC directory and the account's PDS, never DNS (handles are
 not verified by DNS here: that needs the open internet, which offline and test networks lack).
@@ -9,13 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from blipflow.config import Settings
+from blipflow.control.engine import ControlPlane
+from blipflow.control.identities import Identities
 from blipflow.model.blip import Identity
 from blipflow.model.identifiers import is_did, is_handle
 from blipflow.store.history import Store
@@ -40,13 +45,32 @@ class RefreshedIdentities:
     unresolved: int  # kept as they were: the PLC or PDS did not answer, or no longer knows the DID
 
 
+class IdentityCache(Protocol):
+    """Where resolved identities are kept: the history store, or the control plane's `Identities`."""
+
+    def identities(self, dids: list[str]) -> dict[str, Identity]: ...
+
+    def save_identities(self, identities: list[Identity]) -> None: ...
+
+    def expired_identities(self, fetched_before: datetime, limit: int) -> list[str]: ...
+
+
 class IdentityResolver:
     @classmethod
     def from_settings(cls, store: Store, settings: Settings) -> IdentityResolver:
-        return cls(store, plc_url=settings.bluesky.plc_uri, ttl_seconds=settings.identity.ttl_seconds)
+        """A resolver on the history store's cache, which also counts its hits and misses for `status`."""
+        return cls(store, plc_url=settings.bluesky.plc_uri, ttl_seconds=settings.identity.ttl_seconds,
+                   counted_in=store)
 
-    def __init__(self, store: Store, *, plc_url: str, ttl_seconds: float, timeout: float = 5.0) -> None:
-        self.store = store
+    @classmethod
+    def in_control_plane(cls, plane: ControlPlane, settings: Settings) -> IdentityResolver:
+        """A resolver on the control plane's cache, dispatch's: it never opens the history store."""
+        return cls(Identities(plane), plc_url=settings.bluesky.plc_uri, ttl_seconds=settings.identity.ttl_seconds)
+
+    def __init__(self, cache: IdentityCache, *, plc_url: str, ttl_seconds: float, timeout: float = 5.0,
+                 counted_in: Store | None = None) -> None:
+        self.cache = cache
+        self.counted_in = counted_in  # the store whose counters count the cache's hits and misses, if any
         self.plc_url = plc_url.rstrip("/")
         self.ttl = timedelta(seconds=ttl_seconds)
         self.http = httpx.Client(timeout=timeout)
@@ -67,11 +91,15 @@ class IdentityResolver:
         again: unknown or older than the TTL, unless they failed a moment ago. Only reads and counts,
         so it can share a store session with other work."""
         wanted = sorted(set(dids))
-        with self.store.session():  # one open of the store for the read and the count
+        with self.one_open():
             return self._cached(wanted)
 
+    def one_open(self) -> AbstractContextManager[None]:
+        """One open of the history store for the read and the count, when both are there."""
+        return self.counted_in.session() if self.counted_in is not None else nullcontext()
+
     def _cached(self, wanted: list[str]) -> tuple[dict[str, Identity], list[str]]:
-        known = self.store.identities(wanted)
+        known = self.cache.identities(wanted)
         now = datetime.now(timezone.utc)
         fresh_after = now - self.ttl
         identities: dict[str, Identity] = {}
@@ -82,15 +110,15 @@ class IdentityResolver:
             fresh = identity is not None and identity.fetched_at is not None and identity.fetched_at >= fresh_after
             if not fresh and self.failed_until.get(did, now) <= now:
                 stale.append(did)
-        if wanted:
-            self.store.add_counters({"identity.cache_hits": len(wanted) - len(stale), "identity.cache_misses": len(stale)})
+        if wanted and self.counted_in is not None:
+            self.counted_in.add_counters({"identity.cache_hits": len(wanted) - len(stale), "identity.cache_misses": len(stale)})
         return identities, stale
 
     def refresh_expired(self, limit: int) -> RefreshedIdentities:
         """Resolve again up to `limit` cached identities older than the TTL (or never resolved), the
         longest-waiting first, so that dispatch and `history` find them fresh instead of waiting on the PLC."""
-        dids = self.store.expired_identities(datetime.now(timezone.utc) - self.ttl, limit)
-        known = self.store.identities(dids)
+        dids = self.cache.expired_identities(datetime.now(timezone.utc) - self.ttl, limit)
+        known = self.cache.identities(dids)
         resolved = self.refresh(dids, known)
         refreshed = sum(1 for did in dids if resolved[did].fetched_at != known[did].fetched_at)
         return RefreshedIdentities(refreshed, len(dids) - refreshed)
@@ -110,7 +138,7 @@ class IdentityResolver:
         """Cache those of `resolved` that did resolve."""
         fetched = [identity for identity in resolved.values() if identity.fetched_at is not None]
         if fetched:
-            self.store.save_identities(fetched)
+            self.cache.save_identities(fetched)
 
     def fetch(self, did: str, known: Identity | None) -> Identity:
         """Resolve one DID now. On failure, or an answer that is not what was asked for, keep what was known

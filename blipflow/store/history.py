@@ -316,12 +316,15 @@ class Store:
         )
         return {row[0]: Identity(*row) for row in rows}
 
-    def save_identities(self, identities: list[Identity]) -> None:
+    def save_identities(self, identities: list[Identity], *, only_newer: bool = False) -> None:
+        """Keep resolved identities; `only_newer`: not over one resolved later than it (when they come from
+        another cache, the control plane's)."""
+        newer = " WHERE identities.fetched_at IS NULL OR excluded.fetched_at > identities.fetched_at" if only_newer else ""
         with self.transaction() as db:
             db.executemany(
                 """INSERT INTO identities (did, handle, display_name, pds, fetched_at) VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT (did) DO UPDATE SET handle = excluded.handle, display_name = excluded.display_name,
-                   pds = excluded.pds, fetched_at = excluded.fetched_at, updated_at = now()""",
+                   pds = excluded.pds, fetched_at = excluded.fetched_at, updated_at = now()""" + newer,
                 [(i.did, i.handle, i.display_name, i.pds, i.fetched_at or now()) for i in identities],
             )
 

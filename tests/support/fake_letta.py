@@ -49,7 +49,10 @@ class FakeLetta:
         self.lock = threading.Lock()
         self.calls = 0
         self.clock = itertools.count()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        # As many callers connecting at once as a real server takes (uvicorn's backlog is 2048), not
+        # socketserver's 5: a hundred lanes calling together would otherwise wait on SYN retries.
+        self.server = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024})(
+            ("127.0.0.1", 0), self.handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
