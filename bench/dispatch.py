@@ -147,8 +147,9 @@ def prepared(args: argparse.Namespace, folder: Path, letta_url: str, create_agen
 
 def delivered_by_library(config: Path) -> int:
     """The baseline without Prefect: the library's Dispatcher driven as the flow drives it — planning in
-    one thread, each agent's windows one at a time in a thread of their own — with no task runs, logs,
-    events or artifacts. What the flow sustains below this is the Prefect layer's cost."""
+    one thread, each agent's windows one at a time in a thread of their own, which takes the agent's next
+    window itself when it is done with one — with no task runs, logs, events or artifacts. What the flow
+    sustains below this is the Prefect layer's cost."""
     import concurrent.futures
     from contextlib import closing
 
@@ -157,20 +158,28 @@ def delivered_by_library(config: Path) -> int:
 
     settings = load_settings(config)
     dispatcher = build_dispatcher(settings)
+
+    def lane(window) -> int:
+        delivered = 0
+        while window is not None:
+            if dispatcher.deliver(window).outcome not in ("in_flight", "handed_over"):
+                delivered += 1
+            window = dispatcher.next_window(window.agent)
+        return delivered
+
     delivered = 0
     with closing(dispatcher), concurrent.futures.ThreadPoolExecutor(max_workers=len(settings.agents)) as pool:
         running: dict[str, concurrent.futures.Future] = {}
         while True:
             for window in dispatcher.plan():
                 if window.agent not in running:
-                    running[window.agent] = pool.submit(dispatcher.deliver, window)
+                    running[window.agent] = pool.submit(lane, window)
             if not running:
                 return delivered
             done, _ = concurrent.futures.wait(running.values(), timeout=settings.dispatch.poll_interval,
                                               return_when=concurrent.futures.FIRST_COMPLETED)
             for agent in [agent for agent, future in running.items() if future in done]:
-                if running.pop(agent).result().outcome not in ("in_flight", "handed_over"):
-                    delivered += 1
+                delivered += running.pop(agent).result()
 
 
 def measured(args: argparse.Namespace, stores, started: float) -> dict[str, float]:

@@ -67,7 +67,7 @@ def dispatch(config_file: str | None = None, until_idle: bool = False) -> State[
             # quoted: a round is no task run's result, though Prefect would link it to one by the id() of
             # its agent's name (a str, tracked by id alone), which the previous round's Deliveries hold too
             lambda windows: deliver_windows.submit(quote(dispatcher), quote(windows)),
-            poll_interval=settings.dispatch.poll_interval, until_idle=until_idle,
+            poll_interval=settings.dispatch.poll_interval, until_idle=until_idle, take=dispatcher.next_window,
         ),
         TableReport("dispatch-windows",
                     "Windows this run delivered: agent, why it was handed them, blips, replies, Letta time, outcome"),

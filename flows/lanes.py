@@ -75,16 +75,19 @@ def results_in_rounds(
     *,
     poll_interval: float,
     until_idle: bool = False,
+    take: Callable[[str], Item | None] | None = None,
 ) -> Iterator[Any]:
     """One task run per round of a lane's items: each item's result, as its round reports it (a round
-    that failed is already in the log, once: its task run's `Finished in state Failed(…)` line)."""
+    that failed is already in the log, once: its task run's `Finished in state Failed(…)` line).
+    `take(lane)`: the lane's next item if one is ready, for a round to take itself when it is done with
+    the last (planning, which looks at every lane, hands over only what a round could not take)."""
     stopping = threading.Event()
     wake = threading.Event()
     reported: queue.SimpleQueue[Any] = queue.SimpleQueue()
     rounds: dict[str, tuple[Handover, PrefectConcurrentFuture[Any]]] = {}
 
     def start(key: str, item: Item) -> tuple[Handover, PrefectConcurrentFuture[Any]]:
-        handover = Handover(reported.put, wake.set)
+        handover = Handover(reported.put, wake.set, None if take is None else lambda: take(key))
         future = submit(Round(key, item, handover))
         future.wrapped_future.add_done_callback(lambda _: wake.set())
         return handover, future

@@ -57,9 +57,11 @@ class Handover:
     then. Planning hands an item only to a round that was already waiting when it began, so the round
     never gets again an item it finished while planning looked."""
 
-    def __init__(self, report: Callable[[Any], None], wake: Callable[[], None]) -> None:
+    def __init__(self, report: Callable[[Any], None], wake: Callable[[], None],
+                 take: Callable[[], Any] | None = None) -> None:
         self.report = report  # a result, to the run's loop
         self.wake = wake  # the run's loop, to plan now
+        self.take = take  # the lane's next item, if one is ready, taken in the round's own thread
         self.waiting = threading.Event()
         self.asked_at = 0.0  # monotonic: when the round last asked
         self.handed: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -67,7 +69,12 @@ class Handover:
         self.closed = False
 
     def next(self) -> Any:
-        """The lane's next item, or None: nothing ready, or the run's loop is over."""
+        """The lane's next item, or None: nothing ready, or the run's loop is over. Taken at once when the
+        lane can take it itself; else planning hands it over."""
+        if self.take is not None and not self.closed:
+            item = self.take()
+            if item is not None:
+                return item
         with self.lock:
             if self.closed:
                 return None

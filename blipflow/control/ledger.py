@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, case, func, select, update
+from sqlalchemy import Row, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from blipflow.control import tables
@@ -77,22 +77,24 @@ class Ledger:
         window_id = str(uuid.uuid4()) if window else None
         decided = now()
         delivery = tables.Delivery
+        skipped = [{"agent": agent, "blip_uri": uri, "skip_reason": reason, "window_id": None, "decided_at": decided}
+                   for uri, reason in skips.items()]
+        # Not durable: lost in a power cut, the window was never sent (marking it `sending` is durable, and
+        # syncs this commit with it), and its blips are handed to the agent again.
         try:
-            with self.plane.writing() as session:
+            with self.plane.writing(durable=False) as session:
                 undecided = list(window)
                 if window_id is not None:
-                    session.add(tables.Window(id=window_id, agent=agent, state="pending", size=len(window),
-                                              created_at=decided))
-                    session.flush()
-                    handed = session.scalars(
+                    session.execute(insert(tables.Window).values(id=window_id, agent=agent, state="pending",
+                                                                 size=len(window), created_at=decided))
+                    handed = set(session.scalars(
                         update(delivery).where(delivery.agent == agent, delivery.blip_uri.in_(window), *UNSENT)
-                        .values(window_id=window_id).returning(delivery.blip_uri)).all()
-                    undecided = [uri for uri in window if uri not in set(handed)]
-                session.add_all([tables.Delivery(agent=agent, blip_uri=uri, skip_reason=reason, decided_at=decided)
-                                 for uri, reason in skips.items()])
-                session.add_all([tables.Delivery(agent=agent, blip_uri=uri, window_id=window_id, decided_at=decided)
-                                 for uri in undecided])
-                session.flush()
+                        .values(window_id=window_id).returning(delivery.blip_uri)).all())
+                    undecided = [uri for uri in window if uri not in handed]
+                rows = skipped + [{"agent": agent, "blip_uri": uri, "skip_reason": None, "window_id": window_id,
+                                   "decided_at": decided} for uri in undecided]
+                if rows:
+                    session.execute(insert(delivery), rows)
         except IntegrityError as error:
             if not duplicate_key(error):
                 raise
@@ -161,9 +163,11 @@ class Ledger:
         finished = now()
         # Lost in a power cut, the window would still be `sending`: looked up at Letta, as after a crash.
         with self.plane.writing(durable=False) as session:
-            session.add_all([tables.Reply(id=f"{window_id}:{position}", window_id=window_id, agent=agent,
-                                          position=position, content=content, created_at=finished)
-                             for position, content in enumerate(replies)])
+            if replies:
+                session.execute(insert(tables.Reply), [
+                    {"id": f"{window_id}:{position}", "window_id": window_id, "agent": agent, "position": position,
+                     "content": content, "state": "queued", "created_at": finished}
+                    for position, content in enumerate(replies)])
             session.execute(update(tables.Window).where(tables.Window.id == window_id).values(
                 state="answered" if replies else "silent", finished_at=finished, letta_ms=letta_ms, error=None,
                 attempts=tables.Window.attempts + 1, retry_at=None))

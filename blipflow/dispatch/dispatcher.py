@@ -163,6 +163,20 @@ class Dispatcher:
         return [window for window in planned.values()
                 if window.due(now) and self.rechecks.get(window.id, 0.0) <= clock]
 
+    def next_window(self, name: str) -> Window | None:
+        """The agent's next window to deliver now, if one is ready, for its lane to take in its own thread
+        as soon as the last is done (rather than wait for the next round of planning): the window it left
+        under way, else a new one opened from what it was handed. None when there is none, or the agent
+        is not this process's to serve, or its circuit keeps calls from it."""
+        clock, now = time.monotonic(), datetime.now(timezone.utc)
+        if not self.shares.holds(name) or name not in self.taken_up or not self.breaker_allows(name, clock):
+            return None  # an agent taken up anew has its circuit restored by planning first
+        under_way = self.ledger.windows_in(UNDER_WAY, name)
+        window = under_way[0] if under_way else self.open_window(self.agents[name], now)
+        if window is None or not window.due(now) or self.rechecks.get(window.id, 0.0) > clock:
+            return None
+        return window
+
     def restore_circuits(self, agents: set[str], clock: float, now: datetime) -> None:
         """An agent whose circuit another process (or an earlier one) left open stays alone for the rest of
         its cooldown, whichever process serves it now."""
