@@ -27,37 +27,33 @@ FEED_LOCK = 0x62666565  # the advisory lock feeding takes turns by ("bfee")
 
 # The columns feeding writes: a blip's facts, and when it was stored and written.
 UPSERTED = (*(facts_field.name for facts_field in fields(BlipFacts)), "stored_at", "updated_at")
-NO_VALUES: tuple = ()
+LIST_COLUMNS = ("mentions", "tags", "refs")  # JSON lists, most of them empty
 
 
 @dataclass(frozen=True)
 class CompiledUpsert:
     """Feeding's upsert, compiled once for one database, with the values it takes already converted as
     SQLAlchemy would (its per-row conversion of every parameter was most of a feed's time, measured): the
-    same value of a batch, an empty list and a missing one are converted once, not once a row."""
+    same value of a batch and an empty list are converted once, not once a row."""
 
     sql: str
     positions: tuple[str, ...] | None  # the parameters' order, for a database that numbers them
     converters: dict[str, Callable[[Any], Any] | None]
 
     def rows(self, facts: Iterable[BlipFacts], stored: datetime, updated: datetime) -> list[tuple] | list[dict]:
-        once = {"stored_at": self.converted("stored_at", stored), "updated_at": self.converted("updated_at", updated),
-                **{column: self.converted(column, []) for column in ("mentions", "tags", "refs")}}
-        empty_lists = {column: once[column] for column in ("mentions", "tags", "refs")}
-        none = {column: self.converted(column, None) for column in UPSERTED}
-        converters = {column: convert for column, convert in self.converters.items()
-                      if convert is not None and column not in ("stored_at", "updated_at")}
+        times = {"stored_at": self.converted("stored_at", stored), "updated_at": self.converted("updated_at", updated)}
+        no_items = {column: self.converted(column, []) for column in LIST_COLUMNS}
+        per_row = {column: convert for column, convert in self.converters.items()
+                   if convert is not None and column not in times}
         rows = []
         for fact in facts:
-            values = {**vars(fact), "stored_at": once["stored_at"], "updated_at": once["updated_at"]}
-            for column, convert in converters.items():
+            values = {**vars(fact), **times}
+            for column, convert in per_row.items():
                 value = values[column]
-                if value is None:
-                    values[column] = none[column]
-                elif value == NO_VALUES and column in empty_lists:
-                    values[column] = empty_lists[column]
-                else:
-                    values[column] = convert(list(value) if column in empty_lists else value)
+                if column in no_items:
+                    values[column] = convert(list(value)) if value else no_items[column]
+                elif value is not None:
+                    values[column] = convert(value)
             rows.append(values)
         if self.positions is None:
             return rows
