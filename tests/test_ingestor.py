@@ -248,12 +248,15 @@ def test_restart_resumes_from_stored_cursor(tmp_path: Path) -> None:
     assert store.counters()["ingest.events"] == 120 + len(resume)
 
 
+# Another blipflow process holding the store for a while (a long analytics query, say). It opens the file as
+# every blipflow process does, saying it waits, so the ingester, which keeps the file open between its
+# batches, lets go of it.
 HOLD_SCRIPT = """
-import sys, time, duckdb
-db = duckdb.connect(sys.argv[1])
-print("holding", flush=True)
-time.sleep(float(sys.argv[2]))
-db.close()
+import sys, time
+from blipflow.store.history import Store
+with Store(sys.argv[1], lock_timeout=10).connect():
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
 """
 
 

@@ -314,3 +314,61 @@ def test_busy_store_names_file_and_holder(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+HELD_SCRIPT = """
+import sys, time
+from blipflow.store.history import IngestBatch, Store
+from tests.support.frames import ALICE, T0, batch, commit_frame
+store = Store(sys.argv[1])
+polls = sys.argv[2] == "polls"
+with store.held():
+    store.apply(batch(commit_frame(ALICE, "k1", T0, content="held")))
+    print("holding", flush=True)
+    if polls:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            store.let_go_if_awaited()
+            time.sleep(0.01)
+    else:
+        sys.stdin.readline()
+    store.apply(batch(commit_frame(ALICE, "k2", T0 + 1, content="after")))
+print("done", flush=True)
+"""
+
+
+def held_by_another_process(path: Path, polls: bool) -> subprocess.Popen[str]:
+    """Another process that keeps the store file open between its writes (as the ingester does), returned once
+    it wrote one batch; with `polls`, it looks every 10 ms whether a process waits for the file."""
+    holder = subprocess.Popen([sys.executable, "-c", HELD_SCRIPT, str(path), "polls" if polls else "still"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def test_a_held_store_stays_open_between_its_units_of_work(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    holder = held_by_another_process(path, polls=False)
+    try:
+        with pytest.raises(StoreBusy):
+            Store(path, lock_timeout=0.5).blip_count()
+        holder.stdin.write("stop\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "done"  # closed once no longer held
+        assert Store(path, lock_timeout=5).blip_count() == 2
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_held_store_lets_go_as_soon_as_another_process_waits(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    holder = held_by_another_process(path, polls=True)
+    try:
+        started = time.monotonic()
+        assert Store(path, lock_timeout=10).blip_count() == 1
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()

@@ -8,10 +8,13 @@ transaction, so the numbers are handed out in commit order there too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, select, text
+from sqlalchemy import bindparam, case, select, text
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session
 
 from blipflow.control import tables
@@ -21,9 +24,50 @@ from blipflow.control.tables import now
 from blipflow.model.blip import Blip
 
 FEED_LOCK = 0x62666565  # the advisory lock feeding takes turns by ("bfee")
+
+# The columns feeding writes: a blip's facts, and when it was stored and written.
+UPSERTED = (*(facts_field.name for facts_field in fields(BlipFacts)), "stored_at", "updated_at")
+LIST_COLUMNS = ("mentions", "tags", "refs")  # JSON lists, most of them empty
+
+
+@dataclass(frozen=True)
+class CompiledUpsert:
+    """Feeding's upsert, compiled once for one database, with the values it takes already converted as
+    SQLAlchemy would (its per-row conversion of every parameter was most of a feed's time, measured): the
+    same value of a batch and an empty list are converted once, not once a row."""
+
+    sql: str
+    positions: tuple[str, ...] | None  # the parameters' order, for a database that numbers them
+    converters: dict[str, Callable[[Any], Any] | None]
+
+    def rows(self, facts: Iterable[BlipFacts], stored: datetime, updated: datetime) -> list[tuple] | list[dict]:
+        times = {"stored_at": self.converted("stored_at", stored), "updated_at": self.converted("updated_at", updated)}
+        no_items = {column: self.converted(column, []) for column in LIST_COLUMNS}
+        per_row = {column: convert for column, convert in self.converters.items()
+                   if convert is not None and column not in times}
+        rows = []
+        for fact in facts:
+            values = {**vars(fact), **times}
+            for column, convert in per_row.items():
+                value = values[column]
+                if column in no_items:
+                    values[column] = convert(list(value)) if value else no_items[column]
+                elif value is not None:
+                    values[column] = convert(value)
+            rows.append(values)
+        if self.positions is None:
+            return rows
+        return [tuple(values[name] for name in self.positions) for values in rows]
+
+    def converted(self, column: str, value: Any) -> Any:
+        convert = self.converters[column]
+        return value if convert is None or value is None else convert(value)
+
+
 class Blips:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        self._upserts: dict[str, CompiledUpsert] = {}  # by dialect name
 
     def add(self, facts: Iterable[BlipFacts], *, stored_at: datetime | None = None) -> None:
         """Store blip operations; a later one (by the source's clock) wins, and replaying one changes nothing.
@@ -34,24 +78,31 @@ class Blips:
     def add_within(self, session: Session, facts: Iterable[BlipFacts], *, stored_at: datetime | None = None) -> None:
         """`add`, as part of the caller's transaction (which must be one that writes)."""
         stored, updated = stored_at or now(), now()
-        # vars(), not asdict(): asdict deep-copies every value, most of a feed's time (measured)
-        rows = [{**vars(fact), "mentions": list(fact.mentions), "tags": list(fact.tags), "refs": list(fact.refs),
-                 "stored_at": stored, "updated_at": updated} for fact in facts]
+        connection = session.connection()
+        upsert = self._upserts.get(connection.dialect.name) or self._compile_upsert(connection.dialect)
+        rows = upsert.rows(facts, stored, updated)
         if not rows:
             return
+        if self.plane.backend == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
+        connection.exec_driver_sql(upsert.sql, rows)
+
+    def _compile_upsert(self, dialect: Dialect) -> CompiledUpsert:
         blip = tables.Blip.__table__
-        insert = self.plane.upsert(blip)
-        changed = {column: insert.excluded[column] for column in rows[0]
-                   if column not in ("uri", "did", "stored_at", "created_at")}
+        insert = self.plane.upsert(blip).values({column: bindparam(column) for column in UPSERTED})
         statement = insert.on_conflict_do_update(
             index_elements=["uri"],
-            set_={**changed,
+            set_={**{column: insert.excluded[column] for column in UPSERTED
+                     if column not in ("uri", "did", "stored_at", "created_at")},
                   "created_at": case((insert.excluded.deleted, blip.c.created_at), else_=insert.excluded.created_at)},
             where=insert.excluded.time_us > blip.c.time_us,
         )
-        if self.plane.backend == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
-        session.execute(statement, rows)
+        compiled = statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup) if compiled.positional else None
+        upsert = CompiledUpsert(compiled.string, names, {
+            column: blip.c[column].type._cached_bind_processor(dialect) for column in UPSERTED})
+        self._upserts[dialect.name] = upsert
+        return upsert
 
     def window_blips(self, window_id: str) -> list[Blip]:
         """The blips of a window, oldest first; their authors' handles and names are the identity

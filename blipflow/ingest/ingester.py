@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from blipflow.config import IngestConfig, Settings
 from blipflow.control.engine import ControlPlane
 from blipflow.ingest.feed import Feed
-from blipflow.ingest.firehose import FirehoseSource
 from blipflow.ingest.jetstream import JetstreamSource
 from blipflow.ingest.source import Source
 from blipflow.model.blip import BlipRow, blip_row
@@ -276,7 +275,12 @@ class Ingestor:
     # -- running ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Ingest until `stop()` (or the source gives up); flushes everything received before returning."""
+        """Ingest until `stop()` (or the source gives up); flushes everything received before returning.
+        The store file stays open between batches meanwhile, while no other process waits for it."""
+        with self.store.held():
+            await self._run()
+
+    async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.feed is not None:
             await asyncio.to_thread(self.feed.catch_up)
@@ -314,6 +318,8 @@ class Ingestor:
             if self._writing is None and self.pending.events:
                 if time.monotonic() - self.pending.since >= self.config.flush_interval:
                     self.flush()
+            if self._writing is None:
+                await asyncio.to_thread(self.store.let_go_if_awaited)
             if time.monotonic() - self.reported[1] >= self.config.report_interval:
                 await asyncio.to_thread(self.report_progress)  # a listener may call out over the network
 
@@ -344,6 +350,9 @@ def make_source(settings: Settings, name: str) -> Source:
     if name == "jetstream":
         return JetstreamSource(settings.jetstream, max_frame_bytes=settings.ingest.max_frame_bytes)
     if name == "firehose":
+        # Imported here: the atproto SDK it needs takes ~45 MB of memory a Jetstream ingest has no use for.
+        from blipflow.ingest.firehose import FirehoseSource
+
         return FirehoseSource(
             settings.bluesky.pds_uri,
             wanted_collections=settings.jetstream.wanted_collections,

@@ -1,51 +1,25 @@
 """The DuckDB history store: the blips ingest buffers, identities, cursors and counters, for analytics to scan.
 
-Sharing between processes: DuckDB lets one process at a time open a database file (a second one,
-even read-only, gets "Could not set lock on file"). Ingest, dispatch, publish and analytics run as
-separate processes, so every unit of work opens the file, does its work in one transaction and
-closes it again ("short-lived connections"), and an open that finds the file locked retries with
-jittered backoff for up to `lock_timeout` seconds. Ingest buffers in memory meanwhile and writes in
-batches, so a reader holding the file for a while delays writes without losing anything; what is
-not yet written is also not yet in the cursor, so even a crash only means a replay, which the
-idempotent upserts absorb.
+How processes share its file (short-lived connections, and the one long-running holder) is
+`connections.StoreFile`'s to say; this module is what is read and written in it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import random
-import re
-import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from blipflow.config import StoreConfig
 from blipflow.model.blip import ROW_COLUMNS, Blip, BlipRow, Identity
-from blipflow.store.host import host, process_lock, sql_string
-from blipflow.store.schema import SCHEMA
+from blipflow.store.connections import StoreBusy, StoreError, StoreFile
 from blipflow.store.statements import BLIP_FIELDS, UPSERT_BLIPS
 
-LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
-
-
-class StoreError(Exception):
-    """The store cannot be used; the message names the file."""
-
-
-class StoreBusy(StoreError):
-    """Another process kept the store locked for longer than the lock timeout."""
-
-
-
-
+__all__ = ["IngestBatch", "Store", "StoreBusy", "StoreError", "StoredOperation"]  # the errors, where users look
 
 
 @dataclass
@@ -75,7 +49,7 @@ class StoredOperation:
     updated_at: datetime  # when this operation was (the start of the batch that wrote it)
 
 
-class Store:
+class Store(StoreFile):
     @classmethod
     def from_config(cls, config: StoreConfig) -> Store:
         return cls(config.path, lock_timeout=config.lock_timeout)
@@ -86,122 +60,6 @@ class Store:
         if not config.path.exists():
             raise StoreError(f"store {config.path}: no such file yet (run `blipflow run` first)")
         return cls.from_config(config)
-
-    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> None:
-        self.path = Path(path)
-        self.lock_timeout = lock_timeout
-        self._schema_ready = False
-        self._sessions: dict[int, duckdb.DuckDBPyConnection] = {}  # thread → its session's connection
-        # Stores of other files may be attached to the process's DuckDB at the same time.
-        self.alias = "store_" + hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
-        self._turns = process_lock(self.path)  # shared by every Store of this file in the process
-
-    # -- connections -----------------------------------------------------------------------------
-
-    @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one unit of work; waits while another process holds the file.
-
-        Within a process, units of work take turns too: DuckDB refuses a second concurrent open of
-        the same file ("Unique file handle conflict") and fails concurrent updates of one row.
-        Inside `session()`, the session's connection serves instead of a new one."""
-        current = self._sessions.get(threading.get_ident())
-        if current is not None:
-            yield current
-            return
-        with self._turns:
-            connection = self._attach()
-            try:
-                if not self._schema_ready:
-                    connection.execute(SCHEMA)
-                    self._schema_ready = True
-                yield connection
-            finally:
-                self._detach(connection)
-
-    @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One transaction; inside `session()` it is part of the session's transaction."""
-        if threading.get_ident() in self._sessions:
-            with self.connect() as connection:
-                yield connection
-            return
-        with self.connect() as connection:
-            connection.begin()
-            try:
-                yield connection
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
-
-    @contextmanager
-    def session(self) -> Iterator[None]:
-        """Several store calls of this thread as one open of the file and one transaction.
-
-        Opening the file costs ~15-25 ms, and each open is a chance for another process to wait on
-        the lock, so a step that reads and writes several times (planning a round, taking a window
-        off to send it) does it all in one."""
-        with self.transaction() as connection:
-            self._sessions[threading.get_ident()] = connection
-            try:
-                yield
-            finally:
-                del self._sessions[threading.get_ident()]
-
-    def version(self) -> tuple:
-        """Changes whenever any process commits to the file (DuckDB appends each commit to the
-        write-ahead log, and a checkpoint rewrites the file): pollers compare it to skip a round
-        without taking the lock that ingest needs."""
-        marks = []
-        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                marks.append(None)
-            else:
-                marks.append((stat.st_mtime_ns, stat.st_size))
-        return tuple(marks)
-
-    def _attach(self) -> duckdb.DuckDBPyConnection:
-        """The file attached to this process's DuckDB, as the current database of a new connection."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StoreError(f"store {self.path}: cannot create its folder: {error.strerror}") from None
-        connection = host().cursor()
-        deadline = time.monotonic() + self.lock_timeout
-        pause = 0.002
-        while True:
-            try:
-                connection.execute(f"ATTACH {sql_string(str(self.path))} AS {self.alias}")
-                connection.execute(f"USE {self.alias}")
-                return connection
-            except duckdb.IOException as error:
-                message = str(error)
-                if "Could not set lock" not in message:
-                    connection.close()
-                    raise StoreError(f"store {self.path}: {message}") from None
-                if time.monotonic() >= deadline:
-                    connection.close()
-                    holder = LOCK_HOLDER.search(message)
-                    who = f"process {holder.group(2)} ({holder.group(1)})" if holder else "another process"
-                    raise StoreBusy(
-                        f"store {self.path}: locked by {who} for more than {self.lock_timeout:g} s"
-                    ) from None
-            except duckdb.Error as error:
-                connection.close()
-                raise StoreError(f"store {self.path}: {error}") from None
-            time.sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(pause * 2, 0.05)
-
-    def _detach(self, connection: duckdb.DuckDBPyConnection) -> None:
-        """Detaching writes a checkpoint when one is due and releases the file, like closing it."""
-        try:
-            connection.execute("USE memory")
-            connection.execute(f"DETACH {self.alias}")
-        finally:
-            connection.close()
 
     # -- ingest ----------------------------------------------------------------------------------
 

@@ -30,13 +30,18 @@ def close_host() -> None:
     global _host
     with _host_guard:
         if _host is not None:
-            _host.close()
+            _host.close()  # which detaches every store file still attached
             _host = None
+            attached.clear()
 
 
 def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
+
+# The store files attached to the process's DuckDB between units of work (by their alias), kept by a holder
+# (`Store.held`); each changes only under its file's process lock.
+attached: set[str] = set()
 
 _process_locks: dict[Path, threading.RLock] = {}
 _process_locks_guard = threading.Lock()
