@@ -1,7 +1,7 @@
 """What dispatch needs of a blip, read from its record: who wrote it and when, what it says, the thread
 it is in, whom it mentions, its #tags and the records it embeds.
 
-Records come from the network in any shape (see tests/test_poison_records.py): a value of the wrong type
+Records come from the network in any shape (see tests/ingest/test_poison_records.py): a value of the wrong type
 or form is read as absent, never as something a reader trips on — the same rules the DuckDB store applies
 in SQL (a reply reference is kept only as a valid at-uri with a cid; a createdAt only as a readable date).
 """

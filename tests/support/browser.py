@@ -7,10 +7,10 @@
 
 The session fixture `browser` starts one Chromium (fresh profile in a temporary directory, DevTools on
 a free loopback port) and stops it by its PID at the end, with a watchdog that kills it if the test
-process dies first. Each `open` runs tests/browser/page.mjs, which drives that Chromium with
+process dies first. Each `open` runs tests/peers/browser/page.mjs, which drives that Chromium with
 playwright-core over CDP. Nothing leaves the machine: every hostname but 127.0.0.1 resolves to
 nothing, every other address goes to a proxy port where nothing listens, and page.mjs aborts (and
-reports) any request for another host. tests/browser/install.sh installs Chromium and playwright-core.
+reports) any request for another host. tests/peers/browser/install.sh installs Chromium and playwright-core.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.support.network import NODE_BIN
 from tests.support.scripted_model import REPO_ROOT, reap, start_watchdog, stop_group
 
 CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_DIR = REPO_ROOT / "tests" / "browser"
+BROWSER_DIR = REPO_ROOT / "tests" / "peers" / "browser"
 PAGE_SCRIPT = BROWSER_DIR / "page.mjs"
 OUTPUT_DIR = REPO_ROOT / "tests" / "output"
 

@@ -4,7 +4,7 @@ It answers with the scripted model's own rules (`scripted_model.Brain`: "echo: "
 message, and the same directives), shaped the way the real server shapes its answers — assistant
 messages for `letta_v1_agent`, a `send_message` tool call for sleeptime agents, nothing for silence,
 a failed model call tried three times before an HTTP error (as Letta's model client does), messages
-recorded only once the call is answered. `tests/test_letta_contract.py` runs the same cases against
+recorded only once the call is answered. `tests/peers/letta/test_contract.py` runs the same cases against
 this fake and the real server, so the two cannot drift apart.
 
     POST /v1/agents/{id}/messages     LettaResponse

@@ -3,14 +3,14 @@
 Pieces, each a process group started here and stopped by PID (and killed by a watchdog if the test
 process dies first):
   1. the scripted model (tests/support/scripted_model.py): LLM + embeddings + a proxy trap;
-  2. PostgreSQL 16 + pgvector from the `pgserver` wheel in tests/letta/.venv (tests/support/postgres.py),
+  2. PostgreSQL 16 + pgvector from the `pgserver` wheel in tests/peers/letta/.venv (tests/support/postgres.py),
      run as an unprivileged user on 127.0.0.1 only, data in a fresh copy of a template cluster;
   3. the schema, created from Letta's ORM (the wheel ships no migrations);
   4. the Letta server (`letta server`'s start_server, without OpenAPI file generation) from
-     tests/letta/.venv on 127.0.0.1, HOME and cwd in a temporary directory,
+     tests/peers/letta/.venv on 127.0.0.1, HOME and cwd in a temporary directory,
      every HTTP(S) proxy variable pointed at the scripted model's trap so nothing leaves the machine.
 
-tests/letta/install.sh installs that venv from its lock (run automatically; a no-op when current).
+tests/peers/letta/install.sh installs that venv from its lock (run automatically; a no-op when current).
 
 Pytest fixtures (session scope): `scripted_model`, `letta_server`. Agents use the model handle
 `openai-proxy/scripted` and the embedding handle `openai/text-embedding-3-small`.
@@ -56,7 +56,7 @@ from tests.support.scripted_model import (
     stop_group,
 )
 
-LETTA_DIR = REPO_ROOT / "tests" / "letta"
+LETTA_DIR = REPO_ROOT / "tests" / "peers" / "letta"
 LETTA_VENV = LETTA_DIR / ".venv"
 PG_DB = "letta"
 MODEL_HANDLE = "openai-proxy/scripted"
@@ -107,7 +107,7 @@ def letta_uri(pg: Postgres) -> str:
 
 
 def ensure_installed(timeout: float = 900.0) -> Path:
-    """Run tests/letta/install.sh (a no-op when the venv matches the lock); return the venv path."""
+    """Run tests/peers/letta/install.sh (a no-op when the venv matches the lock); return the venv path."""
     result = subprocess.run(["bash", str(INSTALL_SCRIPT)], check=False, stdin=subprocess.DEVNULL, capture_output=True,
                             text=True, timeout=timeout)
     if result.returncode != 0:

