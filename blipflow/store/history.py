@@ -177,6 +177,8 @@ class Store(StoreFile):
     def save_identities(self, identities: list[Identity], *, only_newer: bool = False) -> None:
         """Keep resolved identities; `only_newer`: not over one resolved later than it (when they come from
         another cache, the control plane's)."""
+        if not identities:
+            return  # DuckDB refuses an executemany of nothing
         newer = " WHERE identities.fetched_at IS NULL OR excluded.fetched_at > identities.fetched_at" if only_newer else ""
         with self.transaction() as db:
             db.executemany(

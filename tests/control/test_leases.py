@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from blipflow.control.engine import ControlPlane
 from blipflow.control.leases import Claims, Leases
-from tests.support.control_plane import hold_lease, take_lease
+from tests.support.control_plane import hold_lease, racing, take_lease
 
 TTL = timedelta(seconds=1)
 CLAIM_TTL = timedelta(seconds=3)  # claims count time themselves: a third of it must outlast a busy machine's pauses
@@ -48,21 +48,12 @@ def test_a_released_lease_is_free_at_once(control: ControlPlane) -> None:
 
 
 def test_processes_racing_for_a_lease_get_one_winner(control: ControlPlane, control_url: str) -> None:
-    spawn = multiprocessing.get_context("spawn")
     for round_ in range(2):  # a free lease, then the same one after the winner's expired
-        start, results = spawn.Barrier(5), spawn.Queue()  # all go at once, when all are ready
-        workers = [spawn.Process(target=take_lease, args=(control_url, "agent:scout", f"racer-{round_}-{n}", 3.0,
-                                                          start, results)) for n in range(5)]
-        for worker in workers:
-            worker.start()
-        outcomes = [results.get(timeout=120) for _ in workers]
+        outcomes = racing(take_lease, [(control_url, "agent:scout", f"racer-{round_}-{n}", 3.0) for n in range(5)])
         winners = [outcome["holder"] for outcome in outcomes if outcome["won"]]
         assert len(winners) == 1, outcomes
         held = Leases(control).held()["agent:scout"]
         assert held.holder == winners[0]
-        for worker in workers:
-            worker.join(30)
-            assert worker.exitcode == 0
         time.sleep(max(0.0, (held.expires_at - datetime.now(timezone.utc)).total_seconds()) + 0.2)
 
 

@@ -4,7 +4,6 @@ and every (agent, blip) decided once even when separate processes race to decide
 
 from __future__ import annotations
 
-import multiprocessing
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, func, select
@@ -17,7 +16,7 @@ from blipflow.control.facts import BlipFacts
 from blipflow.control.ledger import Ledger
 from blipflow.control.outbox import Outbox
 from blipflow.model.ledger import Window
-from tests.support.control_plane import decide_everything
+from tests.support.control_plane import decide_everything, racing
 
 HUMAN, AGENT_A, AGENT_B = "did:plc:human", "did:plc:agenta", "did:plc:agentb"
 
@@ -161,16 +160,7 @@ def test_each_agent_and_blip_is_decided_once_when_processes_race(control: Contro
     blips = Blips(control)
     blips.add([blip(n) for n in range(1, 401)])
     coordinated(control, handed(*range(1, 401)), 400)
-    spawn = multiprocessing.get_context("spawn")
-    start, results = spawn.Barrier(4), spawn.Queue()  # all go at once, when all are ready
-    workers = [spawn.Process(target=decide_everything, args=(control_url, "scout", 3, start, results))
-               for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    reports = [results.get(timeout=240) for _ in workers]
-    for worker in workers:
-        worker.join(30)
-        assert worker.exitcode == 0
+    reports = racing(decide_everything, [(control_url, "scout", 3)] * 4)
 
     opened = [window for report in reports for window in report["opened"]]
     assert len(opened) == len(set(opened))

@@ -3,7 +3,6 @@ the blips they answer and the parts already posted; noting a post is idempotent,
 
 from __future__ import annotations
 
-import multiprocessing
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
@@ -16,7 +15,7 @@ from blipflow.control.facts import BlipFacts
 from blipflow.control.ledger import Ledger
 from blipflow.control.outbox import Outbox
 from blipflow.model.refs import AnsweredBlip, Ref
-from tests.support.control_plane import note_post
+from tests.support.control_plane import note_post, racing
 
 ROOT = "at://did:plc:root/stream.thought.blip/3kroot"
 
@@ -72,17 +71,8 @@ def test_noting_a_post_twice_keeps_the_first(control: ControlPlane) -> None:
 
 def test_processes_noting_the_same_post_at_once_keep_one(control: ControlPlane, control_url: str) -> None:
     window_id = answered_window(control, ["hello"])
-    spawn = multiprocessing.get_context("spawn")
-    start, results = spawn.Barrier(4), spawn.Queue()  # all go at once, when all are ready
-    workers = [spawn.Process(target=note_post, args=(control_url, f"{window_id}:0",
-                                                     f"at://did:plc:scout/stream.thought.blip/r{n}", start, results))
-               for n in range(4)]
-    for worker in workers:
-        worker.start()
-    noted = {results.get(timeout=120)["uri"] for _ in workers}
-    for worker in workers:
-        worker.join(30)
-        assert worker.exitcode == 0
+    noted = {report["uri"] for report in racing(
+        note_post, [(control_url, f"{window_id}:0", f"at://did:plc:scout/stream.thought.blip/r{n}") for n in range(4)])}
     with control.reading() as session:
         posts = session.scalars(select(tables.Post)).all()
     assert len(noted) == 4 and len(posts) == 1 and posts[0].uri in noted

@@ -4,14 +4,12 @@ line naming it without its password."""
 
 from __future__ import annotations
 
-import multiprocessing
-
 import pytest
 from sqlalchemy import create_engine, inspect
 
 from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.control.schema import current, differences, head
-from tests.support.control_plane import start_plane
+from tests.support.control_plane import racing, start_plane
 from tests.support.postgres import free_port
 
 
@@ -51,15 +49,7 @@ def test_a_second_start_finds_the_schema_current_and_keeps_the_data(control_url:
 
 
 def test_processes_starting_at_once_migrate_it_once(control_url: str) -> None:
-    spawn = multiprocessing.get_context("spawn")
-    start, results = spawn.Barrier(4), spawn.Queue()  # all go at once, when all are ready
-    workers = [spawn.Process(target=start_plane, args=(control_url, start, results)) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    revisions = [results.get(timeout=120)["revision"] for _ in workers]
-    for worker in workers:
-        worker.join(30)
-        assert worker.exitcode == 0
+    revisions = [report["revision"] for report in racing(start_plane, [(control_url,)] * 4)]
     assert revisions == [head()] * 4
 
 

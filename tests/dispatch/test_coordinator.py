@@ -4,7 +4,6 @@ same blips, each (agent, blip) is decided exactly once and no round's state is l
 
 from __future__ import annotations
 
-import multiprocessing
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
@@ -19,7 +18,7 @@ from blipflow.control.ledger import Ledger
 from blipflow.dispatch.coordinator import Coordinator
 from blipflow.model.coordination_policy import CoordinationPolicy
 from blipflow.operations.why import why
-from tests.support.control_plane import coordinate_everything
+from tests.support.control_plane import coordinate_everything, racing
 
 HUMAN = "did:plc:human"
 AGENTS = [{"name": "ada", "agent_id": "a-1", "did": "did:plc:ada", "handle": "ada.test", "skills": ["postgres"]},
@@ -82,17 +81,8 @@ def test_an_agent_joins_at_the_backlog_of_the_deployment(control: ControlPlane) 
 def test_processes_racing_to_coordinate_decide_each_pair_once(control: ControlPlane, control_url: str) -> None:
     count = 300
     Blips(control).add([blip(n, f"blip {n} #rust" if n % 3 else f"@ada.test blip {n}") for n in range(1, count + 1)])
-    spawn = multiprocessing.get_context("spawn")
-    start, results = spawn.Barrier(3), spawn.Queue()
     policy = {"strategy": "round_robin", "k": 1, "queue_length": 0}  # no one queued: every decision final at once
-    workers = [spawn.Process(target=coordinate_everything, args=(control_url, AGENTS, policy, start, results))
-               for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    reports = [results.get(timeout=240) for _ in workers]
-    for worker in workers:
-        worker.join(30)
-        assert worker.exitcode == 0
+    reports = racing(coordinate_everything, [(control_url, AGENTS, policy)] * 3)
 
     with control.reading() as session:
         pairs = session.execute(select(func.count(), func.count(func.distinct(tables.Delivery.blip_uri)))).one()

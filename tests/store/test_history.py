@@ -372,3 +372,9 @@ def test_a_held_store_lets_go_as_soon_as_another_process_waits(tmp_path: Path) -
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_saving_no_identities_is_nothing_to_do(store: Store) -> None:
+    """Maintenance hands over what dispatch resolved, which on a new deployment is nothing."""
+    store.save_identities([], only_newer=True)
+    assert store.identities(["did:plc:anyone"]) == {}

@@ -9,8 +9,9 @@ own connections) live here too: a test module's functions cannot be imported by 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -62,6 +63,21 @@ def control(control_url: str) -> Iterator[ControlPlane]:
 
 
 # -- workers, run in separate processes --------------------------------------------------------------------
+
+
+def racing(target: Callable[..., None], arguments: list[tuple], timeout: float = 240.0) -> list[dict]:
+    """Run `target(*args, start, results)` in a spawned process per entry of `arguments`, all let go at
+    once when all are ready; the report each put in `results`, once every process ended with exit 0."""
+    spawn = multiprocessing.get_context("spawn")
+    start, results = spawn.Barrier(len(arguments)), spawn.Queue()
+    workers = [spawn.Process(target=target, args=(*args, start, results)) for args in arguments]
+    for worker in workers:
+        worker.start()
+    reports = [results.get(timeout=timeout) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+        assert worker.exitcode == 0
+    return reports
 
 
 def decide_everything(url: str, agent: str, batch: int, start: Any, results: Any) -> None:
