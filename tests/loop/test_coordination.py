@@ -105,3 +105,21 @@ def test_a_moderator_agent_chooses_who_answers_and_a_useless_answer_falls_back_t
     [detail] = loop.rows("SELECT detail FROM deliveries WHERE blip_uri = :uri AND agent = 'bo'", uri=fallback)
     assert detail[0].startswith("not selected by moderator (fell back to relevance: unknown agents dropped: "
                                 "'zed, probably'")
+
+
+def test_a_thread_that_reached_its_max_agent_turns_calls_no_agent_again(
+        make_loop, atproto_network, human_account, letta_server):
+    loop, agents = three_agents(make_loop, atproto_network, letta_server, strategy="relevance", k=1,
+                                max_agent_turns=1)
+    question, question_cid = atproto_network.post_blip(human_account, "Vacuum a #postgres table? [[reply:Yes.]]")
+    assert settled_count(agents["ada"], 1) == 1
+    [answer] = records(agents["ada"])
+    wait_for(lambda: len(decided(loop, answer.uri)) == 3, 30, "the answer decided for every agent")
+    assert decided(loop, answer.uri) == {"ada": "own_blip", "bo": "thread_closed", "cy": "thread_closed"}
+
+    ref = {"uri": question, "cid": question_cid}
+    again, _ = atproto_network.post_blip(human_account, f"@{agents['ada'].handle} and #rust? [[reply:No.]]",
+                                         reply={"root": ref, "parent": {"uri": answer.uri, "cid": answer.cid}})
+    wait_for(lambda: len(decided(loop, again)) == 3, 60, "the follow-up decided")
+    assert decided(loop, again) == {name: "thread_closed" for name in agents}
+    assert settled_count(agents["ada"], 1) == 1 and records(agents["bo"]) == [] == records(agents["cy"])
