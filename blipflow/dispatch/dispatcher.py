@@ -161,7 +161,7 @@ class Dispatcher:
             if window is not None:
                 planned[name] = window
         return [window for window in planned.values()
-                if window.due(now) and self.rechecks.get(window.id, 0.0) <= clock]
+                if self.ready(window, now, clock)]
 
     def next_window(self, name: str) -> Window | None:
         """The agent's next window to deliver now, if one is ready, for its lane to take in its own thread
@@ -173,9 +173,11 @@ class Dispatcher:
             return None  # an agent taken up anew has its circuit restored by planning first
         under_way = self.ledger.windows_in(UNDER_WAY, name)
         window = under_way[0] if under_way else self.open_window(self.agents[name], now)
-        if window is None or not window.due(now) or self.rechecks.get(window.id, 0.0) > clock:
-            return None
-        return window
+        return window if window is not None and self.ready(window, now, clock) else None
+
+    def ready(self, window: Window, now: datetime, clock: float) -> bool:
+        """Whether the window may go now: past its retry_at, and not one to look up at Letta again later."""
+        return window.due(now) and self.rechecks.get(window.id, 0.0) <= clock
 
     def restore_circuits(self, agents: set[str], clock: float, now: datetime) -> None:
         """An agent whose circuit another process (or an earlier one) left open stays alone for the rest of

@@ -60,12 +60,13 @@ def status(store: Store, plane: ControlPlane, settings: Settings) -> dict[str, A
 
 def coordination_status(plane: ControlPlane, settings: Settings) -> dict[str, Any]:
     """The policy in force, how far coordination has decided, and the threads it is keeping track of."""
-    position = Coordination(plane).position(datetime.now(timezone.utc))
+    coordination = Coordination(plane)
+    position = coordination.position(datetime.now(timezone.utc))
     state = state_from_dict(position.state) if position.state else CoordinationState()
     return {
         "strategy": settings.coordination.strategy,
         "decided_through_seq": position.through_seq,
-        "blips_to_decide": Coordination(plane).pending(position.through_seq),
+        "blips_to_decide": coordination.pending(position.through_seq),
         "threads": len(state.threads),
         "threads_closed": sum(1 for thread in state.threads.values() if thread.closed is not None),
         "floors_open": sum(1 for thread in state.threads.values() if thread.floor is not None),
