@@ -69,7 +69,7 @@ def results_in_lanes(
 
 
 def results_in_rounds(
-    plan: Callable[[], Sequence[Item]],
+    plan: Callable[[frozenset[str]], Sequence[Item]],
     lane: Callable[[Item], str],
     submit: Callable[[Round[Item]], PrefectConcurrentFuture[Any]],
     *,
@@ -80,7 +80,8 @@ def results_in_rounds(
     """One task run per round of a lane's items: each item's result, as its round reports it (a round
     that failed is already in the log, once: its task run's `Finished in state Failed(…)` line).
     `take(lane)`: the lane's next item if one is ready, for a round to take itself when it is done with
-    the last (planning, which looks at every lane, hands over only what a round could not take)."""
+    the last (planning, which looks at every lane, hands over only what a round could not take).
+    `plan(lanes_busy)`: the items ready now, leaving alone the lanes whose rounds take their own."""
     stopping = threading.Event()
     wake = threading.Event()
     reported: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -108,7 +109,8 @@ def results_in_rounds(
                 for key in [key for key, (_, future) in rounds.items() if future.wrapped_future.done()]:
                     del rounds[key]
                 waiting = {key: handover for key, (handover, _) in rounds.items() if handover.waiting.is_set()}
-                for item in plan():
+                busy = frozenset(rounds.keys() - waiting.keys()) if take is not None else frozenset()
+                for item in plan(busy):
                     key = lane(item)  # items come oldest first: the lane's next one
                     if key not in rounds:
                         rounds[key] = start(key, item)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -38,6 +38,7 @@ BACKLOG_LAG = 60.0  # seconds behind the stream at which ingest is replaying a b
 LIVE_LAG = 5.0  # and at which it has caught up
 Item = TypeVar("Item")
 R = TypeVar("R")
+Plan = ParamSpec("Plan")
 REFRESH_AFTER = 2.0  # seconds: a row is in its table artifact this soon, which is written at most this often
 TABLE_ROWS = 500  # the newest rows a table artifact keeps
 
@@ -189,10 +190,10 @@ class BlockedAgents:
         self.blocked = blocked
         self.said: dict[str, str] = {}
 
-    def after(self, plan: Callable[[], Sequence[Item]]) -> Callable[[], Sequence[Item]]:
+    def after(self, plan: Callable[Plan, Sequence[Item]]) -> Callable[Plan, Sequence[Item]]:
         """`plan`, looking at the blocked agents after each call."""
-        def planned() -> Sequence[Item]:
-            items = plan()
+        def planned(*args: Plan.args, **kwargs: Plan.kwargs) -> Sequence[Item]:
+            items = plan(*args, **kwargs)
             self.look()
             return items
         return planned

@@ -107,14 +107,23 @@ class Blips:
     def window_blips(self, window_id: str) -> list[Blip]:
         """The blips of a window, oldest first; their authors' handles and names are the identity
         cache's to fill in (`blip.with_identity`)."""
-        blip, delivery = tables.Blip, tables.Delivery
-        query = (select(blip).join(delivery, delivery.blip_uri == blip.uri)
-                 .where(delivery.window_id == window_id).order_by(blip.time_us))
         with self.plane.reading() as session:
-            return [Blip(row.uri, row.did, None, None, row.time_us, row.created_at, row.content or "", row.parent_uri)
-                    for row in session.scalars(query)]
+            return blips_of_window(session, window_id)
 
     def facts(self, uri: str) -> tables.Blip | None:
         """Everything the control plane knows of one blip (its mentions, tags, thread, refs)."""
         with self.plane.reading() as session:
             return session.scalars(select(tables.Blip).where(tables.Blip.uri == uri)).first()
+
+
+def blips_of_window(session: Session, window_id: str) -> list[Blip]:
+    """`Blips.window_blips` within a transaction of the caller's (the ledger reads a window to send in one)."""
+    return [Blip(row.uri, row.did, None, None, row.time_us, row.created_at, row.content or "", row.parent_uri)
+            for row in session.execute(WINDOW_BLIPS, {"window_id": window_id})]
+
+
+# Read for every window sent: built once, on the Core tables, only what a message needs (see `tables.WINDOWS`).
+_blip, _delivery = tables.BLIPS.c, tables.DELIVERIES.c
+WINDOW_BLIPS = (select(_blip.uri, _blip.did, _blip.time_us, _blip.created_at, _blip.content, _blip.parent_uri)
+                .join_from(tables.BLIPS, tables.DELIVERIES, _delivery.blip_uri == _blip.uri)
+                .where(_delivery.window_id == bindparam("window_id")).order_by(_blip.time_us))

@@ -10,6 +10,8 @@ Under load (a hundred agents' lanes, each a thread) three things keep SQLite fro
 - The writers of one process take turns on a lock of their own before BEGIN IMMEDIATE: SQLite's busy
   handler polls with sleeps of up to 100 ms, so threads racing for the write lock would mostly sleep;
   the turn hands it on at once. Writers of other processes still wait by `busy_timeout`.
+- The small writes the lanes make for every window (open, mark sending, finish) are committed together:
+  one writer thread runs all those waiting in one transaction, each in a savepoint (`together`).
 - The pool has a connection for every lane: a reader never queues for a connection behind writers that
   hold theirs while they wait for the write lock.
 - A write is durable (synchronous=FULL: its commit syncs the write-ahead log) unless its caller says
@@ -28,10 +30,10 @@ The schema is migrated to the newest revision the first time the plane is used (
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,6 +42,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 from sqlmodel import Session
 
 from blipflow.config import Settings
+from blipflow.control.together import WritesTogether
+
+T = TypeVar("T")
 
 DEFAULT_PATH = Path("data/control.sqlite")
 DEFAULT_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another's transaction to end
@@ -68,6 +73,7 @@ class ControlPlane:
         self.engine = self._create_engine(busy_timeout)
         # The writers of this process take turns here rather than in SQLite's sleeping busy handler.
         self._write_turn = threading.RLock() if self.backend == "sqlite" else None
+        self._together = WritesTogether(lambda durable: self.writing(durable=durable))
         self._migrated = False
         self._migrating = threading.Lock()
 
@@ -129,6 +135,12 @@ class ControlPlane:
         cut (never a killed process) may lose it, which its caller can redo without harm (see above)."""
         with self._turn(), self._session(writing=True, durable=durable) as session:
             yield session
+
+    def write_together(self, work: Callable[[Session], T], *, durable: bool = True) -> T:
+        """`work(session)` in a transaction it may share with the writes other threads of this process make
+        at the same moment (see `together`): for the small writes a hundred lanes make at once. Its result,
+        or its error raised here; nothing of a write that failed is kept."""
+        return self._together.write(work, durable=durable)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
@@ -22,10 +22,9 @@ class Identities:
         """What is known of `dids`, by DID (those never resolved are missing)."""
         if not dids:
             return {}
-        identity = tables.Identity
         with self.plane.reading() as session:
-            rows = session.scalars(select(identity).where(identity.did.in_(dids))).all()
-        return {row.did: Identity(row.did, row.handle, row.display_name, row.pds, row.fetched_at) for row in rows}
+            rows = session.execute(OF_DIDS, {"dids": dids})
+            return {row.did: Identity(row.did, row.handle, row.display_name, row.pds, row.fetched_at) for row in rows}
 
     def all(self) -> list[Identity]:
         """Every identity dispatch resolved (maintenance hands them to the history store, for analytics)."""
@@ -54,3 +53,9 @@ class Identities:
                  .order_by(identity.fetched_at, identity.did).limit(limit))
         with self.plane.reading() as session:
             return list(session.scalars(query))
+
+
+# Read for every window dispatch sends: built once, on the Core table (see `tables.WINDOWS`).
+_identity = tables.Identity.__table__.c
+OF_DIDS = (select(_identity.did, _identity.handle, _identity.display_name, _identity.pds, _identity.fetched_at)
+           .where(_identity.did.in_(bindparam("dids", expanding=True))))

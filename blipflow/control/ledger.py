@@ -17,19 +17,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, case, func, insert, select, update
+from sqlalchemy import Row, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from blipflow.control import tables
+from blipflow.control.blips import blips_of_window
 from blipflow.control.engine import ControlPlane, duplicate_key
 from blipflow.control.tables import now
-from blipflow.model.blip import Candidate
+from blipflow.model.blip import Blip, Candidate
 from blipflow.model.ledger import Window, WindowRecord
 
 log = logging.getLogger(__name__)
 
 # A delivery handed to its agent and not yet in a window (the partial index ix_deliveries_unsent).
-UNSENT = (tables.Delivery.window_id.is_(None), tables.Delivery.skip_reason.is_(None))
+UNSENT = (tables.DELIVERIES.c.window_id.is_(None), tables.DELIVERIES.c.skip_reason.is_(None))
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,24 @@ class DecisionRecord:
     window_state: str | None
 
 
+@dataclass(frozen=True)
+class LaneState:
+    """What an agent's lane needs to go on: the window it left under way, else the blips handed to it that no
+    window holds yet (read together, in one transaction: a lane reads this before each window)."""
+
+    under_way: Window | None
+    handed: list[Candidate]
+
+
+@dataclass(frozen=True)
+class WindowToSend:
+    """A window as it is now, with its blips and why they were handed to its agent (`mentioned, selected`)."""
+
+    window: Window
+    blips: list[Blip]
+    handed_for: str
+
+
 class Ledger:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
@@ -76,25 +96,26 @@ class Ledger:
         process decided one of these blips for this agent first (nothing of this decision is kept then)."""
         window_id = str(uuid.uuid4()) if window else None
         decided = now()
-        delivery = tables.Delivery
         skipped = [{"agent": agent, "blip_uri": uri, "skip_reason": reason, "window_id": None, "decided_at": decided}
                    for uri, reason in skips.items()]
+
+        def opened(session: Session) -> None:
+            undecided = list(window)
+            if window_id is not None:
+                session.execute(INSERT_WINDOW, {"id": window_id, "agent": agent, "state": "pending",
+                                                "size": len(window), "created_at": decided})
+                handed = set(session.scalars(INTO_WINDOW, {"agent_": agent, "uris": window,
+                                                           "window_id_": window_id}).all())
+                undecided = [uri for uri in window if uri not in handed]
+            rows = skipped + [{"agent": agent, "blip_uri": uri, "skip_reason": None, "window_id": window_id,
+                               "decided_at": decided} for uri in undecided]
+            if rows:
+                session.execute(INSERT_DELIVERY, rows)
+
         # Not durable: lost in a power cut, the window was never sent (marking it `sending` is durable, and
         # syncs this commit with it), and its blips are handed to the agent again.
         try:
-            with self.plane.writing(durable=False) as session:
-                undecided = list(window)
-                if window_id is not None:
-                    session.execute(insert(tables.Window).values(id=window_id, agent=agent, state="pending",
-                                                                 size=len(window), created_at=decided))
-                    handed = set(session.scalars(
-                        update(delivery).where(delivery.agent == agent, delivery.blip_uri.in_(window), *UNSENT)
-                        .values(window_id=window_id).returning(delivery.blip_uri)).all())
-                    undecided = [uri for uri in window if uri not in handed]
-                rows = skipped + [{"agent": agent, "blip_uri": uri, "skip_reason": None, "window_id": window_id,
-                                   "decided_at": decided} for uri in undecided]
-                if rows:
-                    session.execute(insert(delivery), rows)
+            self.plane.write_together(opened, durable=False)
         except IntegrityError as error:
             if not duplicate_key(error):
                 raise
@@ -104,12 +125,31 @@ class Ledger:
 
     def handed_unsent(self, agent: str, limit: int) -> list[Candidate]:
         """The blips coordination handed `agent` that no window holds yet, oldest first."""
-        blip, delivery = tables.Blip, tables.Delivery
-        query = (select(blip.uri, blip.did, blip.stored_at).join(delivery, delivery.blip_uri == blip.uri)
-                 .where(delivery.agent == agent, *UNSENT, blip.deleted.is_(False), blip.content.is_not(None))
-                 .order_by(blip.time_us).limit(limit))
         with self.plane.reading() as session:
-            return [Candidate(row.uri, row.did, row.stored_at) for row in session.execute(query)]
+            return handed_unsent(session, agent, limit)
+
+    def lane_state(self, agent: str, under_way: list[str], limit: int) -> LaneState:
+        """The agent's oldest window in the states `under_way`, else up to `limit` blips handed to it unsent."""
+        with self.plane.reading() as session:
+            row = session.execute(AGENT_WINDOWS_IN, {"states": under_way, "agent": agent}).first()
+            if row is not None:
+                return LaneState(window_of(row), [])
+            return LaneState(None, handed_unsent(session, agent, limit))
+
+    def window_to_send(self, window_id: str) -> WindowToSend | None:
+        with self.plane.reading() as session:
+            row = session.execute(WINDOW_BY_ID, {"window_id": window_id}).first()
+            if row is None:
+                return None
+            reasons = session.scalars(HANDED_REASONS, {"window_id": window_id}).all()
+            return WindowToSend(window_of(row), blips_of_window(session, window_id),
+                                ", ".join(dict.fromkeys(reason for reason in reasons if reason)))
+
+    def agents_handed_unsent(self) -> set[str]:
+        """The agents coordination handed blips that no window holds yet: planning opens windows for these
+        alone, with one look at the partial index instead of one per agent."""
+        with self.plane.reading() as session:
+            return set(session.scalars(select(tables.DELIVERIES.c.agent).where(*UNSENT).distinct()))
 
     def decisions_of(self, uri: str) -> list[DecisionRecord]:
         """How the blip was decided for each agent it was decided for, with the window it went in."""
@@ -120,14 +160,6 @@ class Ledger:
             return [DecisionRecord(row.agent, row.handed_for, row.skip_reason, row.strategy, row.detail,
                                    row.decided_at, row.window_id, state)
                     for row, state in session.execute(query)]
-
-    def handed_reasons(self, window_id: str) -> str:
-        """Why the blips of a window were handed to its agent, each reason once: `mentioned, selected`."""
-        delivery = tables.Delivery
-        with self.plane.reading() as session:
-            reasons = session.scalars(select(delivery.handed_for).where(delivery.window_id == window_id)
-                                      .order_by(delivery.decided_at)).all()
-        return ", ".join(dict.fromkeys(reason for reason in reasons if reason))
 
     def decision_counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """Per agent, how many blips were handed to it and skipped, by reason: {agent: {handed|skipped: {reason: n}}}."""
@@ -143,34 +175,37 @@ class Ledger:
 
     def window(self, window_id: str) -> Window | None:
         with self.plane.reading() as session:
-            row = session.execute(select(*WINDOW_COLUMNS).where(tables.Window.id == window_id)).first()
+            row = session.execute(WINDOW_BY_ID, {"window_id": window_id}).first()
         return None if row is None else window_of(row)
 
     def windows_in(self, states: list[str], agent: str | None = None) -> list[Window]:
         """The windows in `states`, oldest first."""
-        query = select(*WINDOW_COLUMNS).where(tables.Window.state.in_(states))
-        if agent is not None:
-            query = query.where(tables.Window.agent == agent)
+        query, parameters = (WINDOWS_IN, {"states": states}) if agent is None else \
+            (AGENT_WINDOWS_IN, {"states": states, "agent": agent})
         with self.plane.reading() as session:
-            rows = session.execute(query.order_by(tables.Window.created_at, tables.Window.id)).all()
+            rows = session.execute(query, parameters).all()
         return [window_of(row) for row in rows]
 
     def mark_sending(self, window_id: str) -> None:
-        self._update(window_id, state="sending", sent_at=now())
+        sent_at = now()
+        self.plane.write_together(lambda session: session.execute(MARK_SENDING, {"window_id_": window_id,
+                                                                                "sent_at_": sent_at}))
 
     def finish_window(self, window_id: str, agent: str, replies: list[str], letta_ms: float) -> None:
         """The agent answered (or chose silence): its replies go to the outbox with the window's outcome."""
         finished = now()
-        # Lost in a power cut, the window would still be `sending`: looked up at Letta, as after a crash.
-        with self.plane.writing(durable=False) as session:
+
+        def finished_with(session: Session) -> None:
             if replies:
-                session.execute(insert(tables.Reply), [
+                session.execute(INSERT_REPLY, [
                     {"id": f"{window_id}:{position}", "window_id": window_id, "agent": agent, "position": position,
                      "content": content, "state": "queued", "created_at": finished}
                     for position, content in enumerate(replies)])
-            session.execute(update(tables.Window).where(tables.Window.id == window_id).values(
-                state="answered" if replies else "silent", finished_at=finished, letta_ms=letta_ms, error=None,
-                attempts=tables.Window.attempts + 1, retry_at=None))
+            session.execute(FINISH_WINDOW, {"window_id_": window_id, "state_": "answered" if replies else "silent",
+                                            "finished_at_": finished, "letta_ms_": letta_ms})
+
+        # Lost in a power cut, the window would still be `sending`: looked up at Letta, as after a crash.
+        self.plane.write_together(finished_with, durable=False)
 
     def fail_window(self, window_id: str, error: str, *, settled: bool, retry_at: datetime | None = None,
                     strike: bool = False) -> int:
@@ -238,14 +273,47 @@ class Ledger:
         return figures
 
     def _update(self, window_id: str, **values: object) -> None:
-        with self.plane.writing() as session:
-            session.execute(update(tables.Window).where(tables.Window.id == window_id).values(**values))
+        self.plane.write_together(
+            lambda session: session.execute(update(tables.WINDOWS).where(tables.WINDOWS.c.id == window_id).values(**values)))
 
 
 # What dispatch reads of a window, as plain rows: planning reads every window under way each round, and
 # loading them as ORM objects took half as long again (8.6 against 5.3 ms a round, a hundred agents).
-WINDOW_COLUMNS = (tables.Window.id, tables.Window.agent, tables.Window.state, tables.Window.size,
-                  tables.Window.sent_at, tables.Window.settled, tables.Window.retry_at)
+WINDOW_COLUMNS = tuple(tables.WINDOWS.c[name] for name in ("id", "agent", "state", "size", "sent_at", "settled", "retry_at"))
+
+
+# The reads a lane makes for every window, built once: building a statement costs more than running it.
+_window, _blip, _delivery = tables.WINDOWS.c, tables.BLIPS.c, tables.DELIVERIES.c
+WINDOW_BY_ID = select(*WINDOW_COLUMNS).where(_window.id == bindparam("window_id"))
+WINDOWS_IN = (select(*WINDOW_COLUMNS).where(_window.state.in_(bindparam("states", expanding=True)))
+              .order_by(_window.created_at, _window.id))
+AGENT_WINDOWS_IN = WINDOWS_IN.where(_window.agent == bindparam("agent"))
+HANDED_UNSENT = (select(_blip.uri, _blip.did, _blip.stored_at)
+                 .join_from(tables.BLIPS, tables.DELIVERIES, _delivery.blip_uri == _blip.uri)
+                 .where(_delivery.agent == bindparam("agent"), *UNSENT, _blip.deleted.is_(False),
+                        _blip.content.is_not(None))
+                 .order_by(_blip.time_us).limit(bindparam("limit")))
+HANDED_REASONS = (select(_delivery.handed_for).where(_delivery.window_id == bindparam("window_id"))
+                  .order_by(_delivery.decided_at))
+# And its writes. A parameter named as a column the statement sets is taken for that column's value: those
+# of the WHERE clause and of computed values end in `_`.
+INSERT_WINDOW = insert(tables.WINDOWS)
+INSERT_DELIVERY = insert(tables.DELIVERIES)
+INSERT_REPLY = insert(tables.REPLIES)
+INTO_WINDOW = (update(tables.DELIVERIES)
+               .where(_delivery.agent == bindparam("agent_"), _delivery.blip_uri.in_(bindparam("uris", expanding=True)),
+                      *UNSENT)
+               .values(window_id=bindparam("window_id_")).returning(_delivery.blip_uri))
+MARK_SENDING = (update(tables.WINDOWS).where(_window.id == bindparam("window_id_"))
+                .values(state="sending", sent_at=bindparam("sent_at_")))
+FINISH_WINDOW = (update(tables.WINDOWS).where(_window.id == bindparam("window_id_"))
+                 .values(state=bindparam("state_"), finished_at=bindparam("finished_at_"), letta_ms=bindparam("letta_ms_"),
+                         error=None, attempts=_window.attempts + 1, retry_at=None))
+
+
+def handed_unsent(session: Session, agent: str, limit: int) -> list[Candidate]:
+    return [Candidate(row.uri, row.did, row.stored_at)
+            for row in session.execute(HANDED_UNSENT, {"agent": agent, "limit": limit})]
 
 
 def window_of(row: Row) -> Window:

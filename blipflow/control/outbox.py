@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
@@ -70,7 +70,8 @@ class Outbox:
 
     def replies_since(self, agent: str, since: datetime) -> int:
         """Replies the agent gave since then (dispatch's bound on how often an agent speaks)."""
-        return self._count(tables.Reply, tables.Reply.agent == agent, tables.Reply.created_at >= since)
+        with self.plane.reading() as session:
+            return session.execute(REPLIES_SINCE, {"agent": agent, "since": since}).scalar_one()
 
     def posts_since(self, account: str, since: datetime) -> int:
         """Blips the account posted since then (publish's rate limit)."""
@@ -90,6 +91,11 @@ class Outbox:
     def _count(self, table: type, *where: object) -> int:
         with self.plane.reading() as session:
             return session.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+
+
+# Counted for every window a lane opens: built once, on the Core table (see `tables.WINDOWS`).
+REPLIES_SINCE = (select(func.count()).select_from(tables.REPLIES)
+                 .where(tables.REPLIES.c.agent == bindparam("agent"), tables.REPLIES.c.created_at >= bindparam("since")))
 
 
 def microseconds(moment: datetime) -> int:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -38,7 +38,7 @@ from blipflow.control.blips import Blips
 from blipflow.control.circuits import Circuits
 from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.control.leases import Leases
-from blipflow.control.ledger import Ledger
+from blipflow.control.ledger import Ledger, WindowToSend
 from blipflow.control.outbox import Outbox
 from blipflow.coordination.policy import decide
 from blipflow.dispatch.breaker import Breaker
@@ -46,7 +46,7 @@ from blipflow.dispatch.coordinator import Coordinator
 from blipflow.dispatch.prompt import window_messages
 from blipflow.dispatch.shares import AgentShares
 from blipflow.letta.gateway import AgentCallFailed, Answer, LettaGateway, StillAnswering
-from blipflow.model.blip import Blip, Identity, with_identity
+from blipflow.model.blip import Blip, Candidate, Identity, with_identity
 from blipflow.model.coordination_policy import CoordinationPolicy
 from blipflow.model.failures import Failure
 from blipflow.model.ledger import Circuit, Window
@@ -77,6 +77,16 @@ class Delivery:
     outcome: str
     reason: str | None = None  # why a window was quarantined
     handed_for: str = ""  # why its blips were handed to the agent: mentioned, selected, …
+
+
+@dataclass(frozen=True)
+class Called:
+    """What came of calling the agent with a window: its answer, and `recovered` when that was the answer
+    given to an earlier call (looked up at Letta, not sent again)."""
+
+    answer: Answer
+    outcome: str | None
+    handed_for: str
 
 
 class WindowFailed(Failure):
@@ -127,12 +137,14 @@ class Dispatcher:
         # readers share, and a hundred of them one after another would make planning the bottleneck.
         self.openers = concurrent.futures.ThreadPoolExecutor(OPENERS, thread_name_prefix="blipflow-plan")
 
-    def plan(self) -> list[Window]:
+    def plan(self, taking_their_own: Collection[str] = ()) -> list[Window]:
         """The windows to deliver now, at most one per agent so that each reads its windows in order: a
         window that a crash or a failure left behind (once the agent's circuit lets calls through again),
         else a new window if one is ready. New windows are opened only as they are about to be sent, so
         the policy decides with what it knows at that moment. Only the agents this process holds the
-        leases of are planned for.
+        leases of are planned for, and not those `taking_their_own` next windows (`next_window`) in a
+        lane under way: opening theirs here would race the lane for the same window, at a hundred
+        agents' cost each round.
 
         A round when nothing was written to the control plane since the last one is skipped, except once
         every REPLAN_EVERY seconds, when waits (max_wait, rate limits, cooldowns) end."""
@@ -150,14 +162,17 @@ class Dispatcher:
         self.taken_up &= held  # an agent served again after another process had it: its circuit anew
         self.restore_circuits(held - self.taken_up, clock, now)
         planned: dict[str, Window] = {}
-        allowed = {name for name in held if self.breaker_allows(name, clock)}
+        allowed = {name for name in held - set(taking_their_own) if self.breaker_allows(name, clock)}
         waiting = self.ledger.windows_in(UNDER_WAY)
         for window in waiting:
             if window.agent in allowed:
                 planned.setdefault(window.agent, window)
         busy = {window.agent for window in waiting}
-        ready = sorted(allowed - busy)
-        for name, window in zip(ready, self.openers.map(lambda name: self.open_window(self.agents[name], now), ready)):
+        ready = sorted((allowed - busy) & self.ledger.agents_handed_unsent())
+        opened = self.openers.map(
+            lambda name: self.open_window(self.agents[name], now, self.ledger.handed_unsent(name, CANDIDATES_PER_ROUND)),
+            ready)
+        for name, window in zip(ready, opened):
             if window is not None:
                 planned[name] = window
         return [window for window in planned.values()
@@ -171,8 +186,8 @@ class Dispatcher:
         clock, now = time.monotonic(), datetime.now(timezone.utc)
         if not self.shares.holds(name) or name not in self.taken_up or not self.breaker_allows(name, clock):
             return None  # an agent taken up anew has its circuit restored by planning first
-        under_way = self.ledger.windows_in(UNDER_WAY, name)
-        window = under_way[0] if under_way else self.open_window(self.agents[name], now)
+        lane = self.ledger.lane_state(name, UNDER_WAY, CANDIDATES_PER_ROUND)
+        window = lane.under_way or self.open_window(self.agents[name], now, lane.handed)
         return window if window is not None and self.ready(window, now, clock) else None
 
     def ready(self, window: Window, now: datetime, clock: float) -> bool:
@@ -223,10 +238,9 @@ class Dispatcher:
                                    {"failures": breaker.failures, "cooldown_seconds": breaker.cooldown,
                                     "reason": breaker.reason}))
 
-    def open_window(self, agent: AgentConfig, now: datetime) -> Window | None:
-        """A window of what coordination handed the agent, when one is ready (None: not yet, or another
-        process opened it first)."""
-        handed = self.ledger.handed_unsent(agent.name, CANDIDATES_PER_ROUND)
+    def open_window(self, agent: AgentConfig, now: datetime, handed: list[Candidate]) -> Window | None:
+        """A window of what coordination `handed` the agent and no window holds yet, when one is ready
+        (None: not yet, or another process opened it first)."""
         if not handed:
             return None
         replied = self.outbox.replies_since(agent.name, now - timedelta(minutes=1))
@@ -256,7 +270,7 @@ class Dispatcher:
     def delivered(self, agent: AgentConfig, window: Window) -> Delivery:
         breaker = self.breakers[agent.name]
         try:
-            answer, outcome = self.call(agent, window.id)
+            called = self.call(agent, window.id)
         except HandedOver:
             return Delivery(window.id, agent.name, window.size, 0, 0.0, "handed_over")
         except StillAnswering:
@@ -275,10 +289,11 @@ class Dispatcher:
             return self.window_failed(window, error, settled=False)
         with self.circuit_recorded(agent.name):
             breaker.succeeded()
+        answer = called.answer
         self.ledger.finish_window(window.id, agent.name, answer.replies, answer.letta_ms)
-        outcome = outcome or ("answered" if answer.replies else "silent")
+        outcome = called.outcome or ("answered" if answer.replies else "silent")
         return Delivery(window.id, agent.name, window.size, len(answer.replies), answer.letta_ms, outcome,
-                        handed_for=self.ledger.handed_reasons(window.id))
+                        handed_for=called.handed_for)
 
     def agent_failed(self, window: Window, failure: AgentCallFailed) -> AgentCallFailed:
         """The agent's failure: counted by its breaker, and final (no retry at once) when the circuit is
@@ -309,29 +324,28 @@ class Dispatcher:
                     window.id, window.agent, strikes, what)
         return Delivery(window.id, window.agent, window.size, 0, 0.0, "quarantined", reason=what)
 
-    def call(self, agent: AgentConfig, window_id: str) -> tuple[Answer, str | None]:
-        window, messages = self.take_off(agent, window_id)
+    def call(self, agent: AgentConfig, window_id: str) -> Called:
+        sending, messages = self.take_off(agent, window_id)
         if messages is None:  # sent before and never settled: it may have arrived before a crash or a timeout
             earlier = self.gateway.answer_already_given(agent.name, agent.agent_id, window_id)
             if earlier is not None:
-                return earlier, "recovered"
-            if self.maybe_in_flight(window, datetime.now(timezone.utc)):
+                return Called(earlier, "recovered", sending.handed_for)
+            if self.maybe_in_flight(sending.window, datetime.now(timezone.utc)):
                 raise StillAnswering(window_id)
-            window, messages = self.take_off(agent, window_id, again=True)
-        return self.gateway.send(agent.name, agent.agent_id, messages, window_id), None
+            sending, messages = self.take_off(agent, window_id, again=True)
+        return Called(self.gateway.send(agent.name, agent.agent_id, messages, window_id), None, sending.handed_for)
 
-    def take_off(self, agent: AgentConfig, window_id: str, *, again: bool = False) -> tuple[Window, list[dict] | None]:
+    def take_off(self, agent: AgentConfig, window_id: str, *, again: bool = False) -> tuple[WindowToSend, list[dict] | None]:
         """The window as it is now (a retry must see what the last attempt left) and its messages, with
         the window marked `sending`. No messages for an unsettled window unless sending it `again`; none
         at all once the agent is another process's (HandedOver)."""
         if not self.shares.holds(agent.name):
             raise HandedOver(agent.name)
-        window = self.ledger.window(window_id)
-        if window.unsettled() and not again:
-            return window, None
-        blips = self.blips.window_blips(window_id)
-        identities = self.resolver.resolve([blip.did for blip in blips])
-        return window, self.marked_sending(agent, window_id, blips, identities)
+        sending = self.ledger.window_to_send(window_id)
+        if sending.window.unsettled() and not again:
+            return sending, None
+        identities = self.resolver.resolve([blip.did for blip in sending.blips])
+        return sending, self.marked_sending(agent, window_id, sending.blips, identities)
 
     def marked_sending(self, agent: AgentConfig, window_id: str, blips: list[Blip],
                        identities: dict[str, Identity]) -> list[dict]:
