@@ -1,6 +1,7 @@
 """Dispatch throughput and overhead: N agents, B stored blips, windows of batch_size, through the real
 dispatch flow on a real Prefect server, against the real Letta server (scripted model) or, with
---fake-latency-ms, the fake Letta answering after that many milliseconds.
+--fake-latency-ms, the fake Letta answering after that many milliseconds (in a process of its own, as a real
+Letta runs beside dispatch: its work is not counted against the dispatcher).
 
 Per window, overhead is the time outside the Letta call: each agent's windows go one after another,
 so a window's cycle is the time since the agent's previous window finished, and overhead is that
@@ -72,9 +73,9 @@ def main() -> None:
 
 def start_letta(args: argparse.Namespace, work: Path):
     if args.fake_latency_ms is not None:
-        from tests.support.fake_letta import FakeLetta
+        from tests.support.fake_letta import FakeLettaProcess
 
-        fake = FakeLetta(latency_ms=args.fake_latency_ms).start()
+        fake = FakeLettaProcess(latency_ms=args.fake_latency_ms)  # beside dispatch, as a real Letta runs
         return fake, fake.create_agent
     from tests.support.letta_server import ensure_installed, start_letta_server
 
@@ -171,7 +172,7 @@ def delivered_by_library(config: Path) -> int:
     with closing(dispatcher), concurrent.futures.ThreadPoolExecutor(max_workers=len(settings.agents)) as pool:
         running: dict[str, concurrent.futures.Future] = {}
         while True:
-            for window in dispatcher.plan():
+            for window in dispatcher.plan(taking_their_own=running.keys()):
                 if window.agent not in running:
                     running[window.agent] = pool.submit(lane, window)
             if not running:

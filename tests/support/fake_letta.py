@@ -9,15 +9,25 @@ this fake and the real server, so the two cannot drift apart.
 
     POST /v1/agents/{id}/messages     LettaResponse
     GET  /v1/agents/{id}/messages     the agent's history, oldest first
+    POST /v1/agents/                  a new agent (`agent_type`), as {"id": …}
+
+`python -m tests.support.fake_letta --latency-ms N` serves it in a process of its own, as a real Letta
+runs beside dispatch (`FakeLettaProcess`): benchmarks use it so that Letta's own work is not counted
+against the dispatcher's interpreter.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -132,7 +142,14 @@ class FakeLetta:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # connections kept open between calls, as a real server keeps them
+            disable_nagle_algorithm = True  # else the body, written after the headers, waits for their ACK
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.rstrip("/") == "/v1/agents":
+                    kind = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+                    self.reply(200, {"id": fake.create_agent(kind.get("agent_type") or "letta_v1_agent")})
+                    return
                 match = AGENT_PATH.match(self.path)
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -155,3 +172,39 @@ class FakeLetta:
                 pass
 
         return Handler
+
+
+class FakeLettaProcess:
+    """The fake served by a child process of its own, stopped by its PID."""
+
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.support.fake_letta", "--latency-ms", str(latency_ms)],
+                                        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        if not line.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"the fake Letta process did not start (it said {line!r})")
+        self.base_url = line.strip()
+
+    def create_agent(self, kind: str = "letta_v1_agent") -> str:
+        request = urllib.request.Request(f"{self.base_url}/v1/agents/", data=json.dumps({"agent_type": kind}).encode(),
+                                         headers={"content-type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["id"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="serve the fake Letta on 127.0.0.1 until terminated")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    fake = FakeLetta(latency_ms=parser.parse_args().latency_ms)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(fake.base_url, flush=True)
+    fake.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
