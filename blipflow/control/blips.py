@@ -110,6 +110,11 @@ class Blips:
         with self.plane.reading() as session:
             return blips_of_window(session, window_id)
 
+    def blips_of(self, uris: list[str]) -> list[Blip]:
+        """The blips of `uris` (a window about to be opened), oldest first, as `window_blips` reads them."""
+        with self.plane.reading() as session:
+            return [blip_of(row) for row in session.execute(BLIPS_OF, {"uris": uris})]
+
     def facts(self, uri: str) -> tables.Blip | None:
         """Everything the control plane knows of one blip (its mentions, tags, thread, refs)."""
         with self.plane.reading() as session:
@@ -118,12 +123,17 @@ class Blips:
 
 def blips_of_window(session: Session, window_id: str) -> list[Blip]:
     """`Blips.window_blips` within a transaction of the caller's (the ledger reads a window to send in one)."""
-    return [Blip(row.uri, row.did, None, None, row.time_us, row.created_at, row.content or "", row.parent_uri)
-            for row in session.execute(WINDOW_BLIPS, {"window_id": window_id})]
+    return [blip_of(row) for row in session.execute(WINDOW_BLIPS, {"window_id": window_id})]
+
+
+def blip_of(row: Any) -> Blip:
+    """A blip as a message is made of it, from a row of MESSAGE_COLUMNS."""
+    return Blip(row.uri, row.did, None, None, row.time_us, row.created_at, row.content or "", row.parent_uri)
 
 
 # Read for every window sent: built once, on the Core tables, only what a message needs (see `tables.WINDOWS`).
 _blip, _delivery = tables.BLIPS.c, tables.DELIVERIES.c
-WINDOW_BLIPS = (select(_blip.uri, _blip.did, _blip.time_us, _blip.created_at, _blip.content, _blip.parent_uri)
-                .join_from(tables.BLIPS, tables.DELIVERIES, _delivery.blip_uri == _blip.uri)
+MESSAGE_COLUMNS = (_blip.uri, _blip.did, _blip.time_us, _blip.created_at, _blip.content, _blip.parent_uri)
+WINDOW_BLIPS = (select(*MESSAGE_COLUMNS).join_from(tables.BLIPS, tables.DELIVERIES, _delivery.blip_uri == _blip.uri)
                 .where(_delivery.window_id == bindparam("window_id")).order_by(_blip.time_us))
+BLIPS_OF = select(*MESSAGE_COLUMNS).where(_blip.uri.in_(bindparam("uris", expanding=True))).order_by(_blip.time_us)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -77,6 +77,14 @@ class LaneState:
 
 
 @dataclass(frozen=True)
+class Opened:
+    """A window just opened, and why its blips were handed to its agent."""
+
+    window: Window
+    handed_for: str
+
+
+@dataclass(frozen=True)
 class WindowToSend:
     """A window as it is now, with its blips and why they were handed to its agent (`mentioned, selected`)."""
 
@@ -94,34 +102,48 @@ class Ledger:
         transaction, so a blip is never in two windows. Blips coordination handed the agent go into the
         window as they are; others are decided here. Returns the window's id — None also when another
         process decided one of these blips for this agent first (nothing of this decision is kept then)."""
+        # Not durable: lost in a power cut, the window was never sent (marking it `sending` is durable, and
+        # syncs this commit with it), and its blips are handed to the agent again.
+        opened = self._open(agent, skips, window, sent_at=None)
+        return None if opened is None else opened.window.id
+
+    def open_sending(self, agent: str, window: list[str]) -> Opened | None:
+        """A window of blips handed to `agent`, opened already marked `sending`, for a caller that has made its
+        messages and sends it now: one durable write instead of two. None when another process opened one
+        of these blips for this agent first."""
+        return self._open(agent, {}, window, sent_at=now())
+
+    def _open(self, agent: str, skips: Mapping[str, str], window: list[str], *, sent_at: datetime | None) -> Opened | None:
         window_id = str(uuid.uuid4()) if window else None
         decided = now()
+        state = "pending" if sent_at is None else "sending"
         skipped = [{"agent": agent, "blip_uri": uri, "skip_reason": reason, "window_id": None, "decided_at": decided}
                    for uri, reason in skips.items()]
 
-        def opened(session: Session) -> None:
-            undecided = list(window)
+        def opened(session: Session) -> Opened | None:
+            undecided, reasons = list(window), {}
             if window_id is not None:
-                session.execute(INSERT_WINDOW, {"id": window_id, "agent": agent, "state": "pending",
-                                                "size": len(window), "created_at": decided})
-                handed = set(session.scalars(INTO_WINDOW, {"agent_": agent, "uris": window,
-                                                           "window_id_": window_id}).all())
-                undecided = [uri for uri in window if uri not in handed]
+                session.execute(INSERT_WINDOW, {"id": window_id, "agent": agent, "state": state, "size": len(window),
+                                                "created_at": decided, "sent_at": sent_at})
+                reasons = dict(session.execute(INTO_WINDOW, {"agent_": agent, "uris": window,
+                                                             "window_id_": window_id}).tuples().all())
+                undecided = [uri for uri in window if uri not in reasons]
             rows = skipped + [{"agent": agent, "blip_uri": uri, "skip_reason": None, "window_id": window_id,
                                "decided_at": decided} for uri in undecided]
             if rows:
                 session.execute(INSERT_DELIVERY, rows)
+            if window_id is None:
+                return None
+            return Opened(Window(window_id, agent, state, len(window), sent_at),
+                          told_reasons(reasons.get(uri) for uri in window))
 
-        # Not durable: lost in a power cut, the window was never sent (marking it `sending` is durable, and
-        # syncs this commit with it), and its blips are handed to the agent again.
         try:
-            self.plane.write_together(opened, durable=False)
+            return self.plane.write_together(opened, durable=sent_at is not None)
         except IntegrityError as error:
             if not duplicate_key(error):
                 raise
             log.info("agent %s: blips decided by another process meanwhile; deciding again", agent)
             return None
-        return window_id
 
     def handed_unsent(self, agent: str, limit: int) -> list[Candidate]:
         """The blips coordination handed `agent` that no window holds yet, oldest first."""
@@ -142,8 +164,7 @@ class Ledger:
             if row is None:
                 return None
             reasons = session.scalars(HANDED_REASONS, {"window_id": window_id}).all()
-            return WindowToSend(window_of(row), blips_of_window(session, window_id),
-                                ", ".join(dict.fromkeys(reason for reason in reasons if reason)))
+            return WindowToSend(window_of(row), blips_of_window(session, window_id), told_reasons(reasons))
 
     def agents_handed_unsent(self) -> set[str]:
         """The agents coordination handed blips that no window holds yet: planning opens windows for these
@@ -303,7 +324,7 @@ INSERT_REPLY = insert(tables.REPLIES)
 INTO_WINDOW = (update(tables.DELIVERIES)
                .where(_delivery.agent == bindparam("agent_"), _delivery.blip_uri.in_(bindparam("uris", expanding=True)),
                       *UNSENT)
-               .values(window_id=bindparam("window_id_")).returning(_delivery.blip_uri))
+               .values(window_id=bindparam("window_id_")).returning(_delivery.blip_uri, _delivery.handed_for))
 MARK_SENDING = (update(tables.WINDOWS).where(_window.id == bindparam("window_id_"))
                 .values(state="sending", sent_at=bindparam("sent_at_")))
 FINISH_WINDOW = (update(tables.WINDOWS).where(_window.id == bindparam("window_id_"))
@@ -314,6 +335,11 @@ FINISH_WINDOW = (update(tables.WINDOWS).where(_window.id == bindparam("window_id
 def handed_unsent(session: Session, agent: str, limit: int) -> list[Candidate]:
     return [Candidate(row.uri, row.did, row.stored_at)
             for row in session.execute(HANDED_UNSENT, {"agent": agent, "limit": limit})]
+
+
+def told_reasons(reasons: Iterable[str | None]) -> str:
+    """Why a window's blips were handed to its agent, each reason once, as `mentioned, selected`."""
+    return ", ".join(dict.fromkeys(reason for reason in reasons if reason))
 
 
 def window_of(row: Row) -> Window:

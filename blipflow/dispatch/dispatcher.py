@@ -2,8 +2,8 @@
 
 Planning and delivering are separate steps so that the Prefect layer can make each delivery a task
 run with its own retries. Every step leaves the ledger consistent: a window is recorded (with its blips)
-before it is sent, marked `sending` just before the call, and finished with its replies in one
-transaction. A window found `sending` after a crash is first looked up at Letta by the ids its
+before it is sent, marked `sending` just before the call (a lane taking its next window does both in one
+write, once the messages are made), and finished with its replies in one transaction. A window found `sending` after a crash is first looked up at Letta by the ids its
 messages carried (so is a failed one: a timeout may come after the agent got it), so it is finished
 from the answer already given instead of being sent again.
 
@@ -80,6 +80,14 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """The messages of a window its lane opened `sending`, kept until the lane delivers it."""
+
+    messages: list[dict]
+    handed_for: str
+
+
+@dataclass(frozen=True)
 class Called:
     """What came of calling the agent with a window: its answer, and `recovered` when that was the answer
     given to an earlier call (looked up at Letta, not sent again)."""
@@ -131,6 +139,7 @@ class Dispatcher:
         self.delivering: set[str] = set()  # agents with a window being delivered by this process now
         self.started = False
         self.held: dict[str, str | None] = {}
+        self.prepared: dict[str, Prepared] = {}  # window id → its messages, made before it was opened `sending`
         self.planned_version: tuple | None = None
         self.replan_at = 0.0
         # Agents' windows are opened side by side: each is a few round trips to the control plane, which
@@ -187,7 +196,7 @@ class Dispatcher:
         if not self.shares.holds(name) or name not in self.taken_up or not self.breaker_allows(name, clock):
             return None  # an agent taken up anew has its circuit restored by planning first
         lane = self.ledger.lane_state(name, UNDER_WAY, CANDIDATES_PER_ROUND)
-        window = lane.under_way or self.open_window(self.agents[name], now, lane.handed)
+        window = lane.under_way or self.open_window(self.agents[name], now, lane.handed, sent_next=True)
         return window if window is not None and self.ready(window, now, clock) else None
 
     def ready(self, window: Window, now: datetime, clock: float) -> bool:
@@ -238,9 +247,13 @@ class Dispatcher:
                                    {"failures": breaker.failures, "cooldown_seconds": breaker.cooldown,
                                     "reason": breaker.reason}))
 
-    def open_window(self, agent: AgentConfig, now: datetime, handed: list[Candidate]) -> Window | None:
+    def open_window(self, agent: AgentConfig, now: datetime, handed: list[Candidate], *,
+                    sent_next: bool = False) -> Window | None:
         """A window of what coordination `handed` the agent and no window holds yet, when one is ready
-        (None: not yet, or another process opened it first)."""
+        (None: not yet, or another process opened it first). One `sent_next` by the caller (a lane, which
+        delivers it at once) has its messages made first and is opened already marked `sending`: a lane
+        then writes twice a window, not three times. One whose messages cannot be made is opened pending,
+        to fail (and be counted, and quarantined) where delivering it makes them again."""
         if not handed:
             return None
         replied = self.outbox.replies_since(agent.name, now - timedelta(minutes=1))
@@ -251,8 +264,26 @@ class Dispatcher:
                 log.info("holding back: %s", decision.held)
         if not decision.window:
             return None
+        messages = self.messages_of(agent, decision.window) if sent_next else None
+        if messages is not None:
+            opened = self.ledger.open_sending(agent.name, decision.window)
+            if opened is None:
+                return None
+            self.prepared[opened.window.id] = Prepared(messages, opened.handed_for)
+            return opened.window
         window_id = self.ledger.decide(agent.name, {}, decision.window)
         return None if window_id is None else Window(window_id, agent.name, "pending", len(decision.window))
+
+    def messages_of(self, agent: AgentConfig, uris: list[str]) -> list[dict] | None:
+        """The messages of a window of `uris` about to be opened; None when they cannot be made."""
+        try:
+            blips = self.blips.blips_of(uris)
+            identities = self.resolver.resolve([blip.did for blip in blips])
+            return window_messages(agent, [with_identity(blip, identities[blip.did]) for blip in blips])
+        except ControlPlaneError:
+            raise
+        except Exception:  # noqa: BLE001 - a bug or data the code cannot handle: the pending window's to show
+            return None
 
     def maybe_in_flight(self, window: Window, now: datetime) -> bool:
         return window.unsettled() and window.sent_at is not None and now - window.sent_at < self.in_flight_for
@@ -325,6 +356,12 @@ class Dispatcher:
         return Delivery(window.id, window.agent, window.size, 0, 0.0, "quarantined", reason=what)
 
     def call(self, agent: AgentConfig, window_id: str) -> Called:
+        prepared = self.prepared.pop(window_id, None)
+        if prepared is not None:  # opened `sending` by its lane a moment ago, its messages made
+            if not self.shares.holds(agent.name):
+                raise HandedOver(agent.name)
+            return Called(self.gateway.send(agent.name, agent.agent_id, prepared.messages, window_id), None,
+                          prepared.handed_for)
         sending, messages = self.take_off(agent, window_id)
         if messages is None:  # sent before and never settled: it may have arrived before a crash or a timeout
             earlier = self.gateway.answer_already_given(agent.name, agent.agent_id, window_id)
