@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LONG_MODULE_LINES = 400
 LONG_MODULE_REASON = "Long because"
 
 
+@pytest.mark.process
 def test_dependencies_go_one_way() -> None:
     checked = subprocess.run([Path(sys.executable).parent / "lint-imports", "--no-cache"], cwd=PROJECT_ROOT,
                              capture_output=True, text=True, timeout=120)

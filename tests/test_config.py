@@ -208,6 +208,7 @@ def run_cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "text",
     [
@@ -231,6 +232,7 @@ def test_cli_bad_config_is_one_line_without_secrets(tmp_path: Path, text: str | 
     assert SECRET_KEY not in result.stderr + result.stdout
 
 
+@pytest.mark.process
 def test_cli_config_masks_secrets(tmp_path: Path) -> None:
     write(tmp_path / "config.yaml", f"bluesky:\n  username: alice.test\nletta:\n  api_key: {SECRET_KEY}\n")
     result = run_cli(["config"], tmp_path, BLUESKY_PASSWORD=SECRET_PASSWORD, BLIPFLOW_STORE__LOCK_TIMEOUT="9")
@@ -278,6 +280,7 @@ def test_an_app_password_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None
     assert "agents.0.app_password" in message and "86753099" not in message
 
 
+@pytest.mark.process
 def test_cli_config_masks_app_passwords(tmp_path: Path) -> None:
     write(tmp_path / "config.yaml", f"agents:\n  - {{name: a, agent_id: b, handle: a.test, app_password: {SECRET_PASSWORD}}}\n")
     result = run_cli(["config"], tmp_path)

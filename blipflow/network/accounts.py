@@ -30,6 +30,7 @@ from blipflow.config import AgentConfig, BlueskyConfig, Settings
 from blipflow.model.failures import Failure
 from blipflow.model.identifiers import is_did
 from blipflow.model.refs import Ref
+from blipflow.network import tls
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class Sessions:
 
 
 def new_client(pds_uri: str, timeout: float) -> Client:
-    return Client(base_url=pds_uri, request=Request(timeout=timeout))
+    return Client(base_url=pds_uri, request=Request(timeout=timeout, verify=tls.verified()))
 
 
 def plain(value: Any) -> dict[str, Any]:

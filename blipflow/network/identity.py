@@ -23,6 +23,7 @@ from blipflow.control.engine import ControlPlane
 from blipflow.control.identities import Identities
 from blipflow.model.blip import Identity
 from blipflow.model.identifiers import is_did, is_handle
+from blipflow.network import tls
 from blipflow.store.history import Store
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class IdentityResolver:
         self.counted_in = counted_in  # the store whose counters count the cache's hits and misses, if any
         self.plc_url = plc_url.rstrip("/")
         self.ttl = timedelta(seconds=ttl_seconds)
-        self.http = httpx.Client(timeout=timeout)
+        self.http = httpx.Client(timeout=timeout, verify=tls.verified())
         self.failed_until: dict[str, datetime] = {}
         self.unreachable_until = datetime.min.replace(tzinfo=timezone.utc)
 

@@ -22,6 +22,8 @@ from blipflow.store.history import Store
 from tests.support.analytics_history import SAGE, SCOUT, build_history, control_url
 from tests.support.ingest_process import PROJECT_ROOT
 
+pytestmark = pytest.mark.process
+
 
 def write_config(folder: Path, store_path: Path) -> Path:
     path = folder / "config.yaml"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -69,6 +70,7 @@ def test_replay_prices_a_policy_and_compares_it_with_another(tmp_path) -> None:
     assert "history       9 human blips, 3 recorded replies" in human.stdout
 
 
+@pytest.mark.process
 def test_replay_and_why_refuse_what_they_cannot_use_in_one_line(tmp_path) -> None:
     _, config = history(tmp_path)
     bad_policy = tmp_path / "policy.yaml"

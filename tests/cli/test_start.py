@@ -16,6 +16,7 @@ from tests.support.ingest_process import PROJECT_ROOT
 STOP_SECONDS = 5.0
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_while_the_command_starts_ends_it(tmp_path, stop) -> None:
     config = tmp_path / "config.yaml"  # a Jetstream nobody answers: left running, the monitor would retry forever

@@ -12,6 +12,8 @@ import signal
 import threading
 from datetime import timedelta
 
+import pytest
+
 from blipflow.control.engine import ControlPlane
 from blipflow.control.leases import Leases
 
@@ -67,6 +69,7 @@ def take_a_lease_then_wait(url: str, ready: multiprocessing.Event) -> None:
     threading.Event().wait()
 
 
+@pytest.mark.process
 def test_a_write_that_skipped_the_sync_survives_its_process_being_killed(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'control.sqlite'}"
     ControlPlane(url).migrate()

@@ -10,6 +10,8 @@ import signal
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from blipflow.control.engine import ControlPlane
 from blipflow.control.leases import Claims, Leases
 from tests.support.control_plane import hold_lease, racing, take_lease
@@ -47,6 +49,7 @@ def test_a_released_lease_is_free_at_once(control: ControlPlane) -> None:
     assert leases.acquire("outbox:scout.test", "publish-2", timedelta(minutes=5))
 
 
+@pytest.mark.process
 def test_processes_racing_for_a_lease_get_one_winner(control: ControlPlane, control_url: str) -> None:
     for round_ in range(2):  # a free lease, then the same one after the winner's expired
         outcomes = racing(take_lease, [(control_url, "agent:scout", f"racer-{round_}-{n}", 3.0) for n in range(5)])
@@ -57,6 +60,7 @@ def test_processes_racing_for_a_lease_get_one_winner(control: ControlPlane, cont
         time.sleep(max(0.0, (held.expires_at - datetime.now(timezone.utc)).total_seconds()) + 0.2)
 
 
+@pytest.mark.process
 def test_a_killed_holders_lease_is_taken_over_once_it_expires(control: ControlPlane, control_url: str) -> None:
     """A holder that renews keeps its lease past many TTLs; killed (SIGKILL: no release), its lease goes to
     the next taker once it expires — not before."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import delete, func, select
 
 from blipflow.control import tables
@@ -154,6 +155,7 @@ def test_a_silent_answer_and_a_dropped_window(control: ControlPlane) -> None:
     assert ledger.windows_in(["pending", "sending", "failed"]) == []
 
 
+@pytest.mark.process
 def test_each_agent_and_blip_is_decided_once_when_processes_race(control: ControlPlane, control_url: str) -> None:
     """Four processes open windows of 3 of the same agent's 400 handed blips at once: every blip ends in
     exactly one window, every window a process was told it opened exists whole, and none other does."""

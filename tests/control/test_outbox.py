@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import select
 
 from blipflow.control import tables
@@ -69,6 +70,7 @@ def test_noting_a_post_twice_keeps_the_first(control: ControlPlane) -> None:
     assert reply.posted == (Ref("at://did:plc:scout/stream.thought.blip/x", "bafyx"),)
 
 
+@pytest.mark.process
 def test_processes_noting_the_same_post_at_once_keep_one(control: ControlPlane, control_url: str) -> None:
     window_id = answered_window(control, ["hello"])
     noted = {report["uri"] for report in racing(

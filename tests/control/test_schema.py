@@ -48,6 +48,7 @@ def test_a_second_start_finds_the_schema_current_and_keeps_the_data(control_url:
     again.dispose()
 
 
+@pytest.mark.process
 def test_processes_starting_at_once_migrate_it_once(control_url: str) -> None:
     revisions = [report["revision"] for report in racing(start_plane, [(control_url,)] * 4)]
     assert revisions == [head()] * 4

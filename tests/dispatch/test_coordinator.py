@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import func, select
 
 from blipflow.config import AgentConfig
@@ -78,6 +79,7 @@ def test_an_agent_joins_at_the_backlog_of_the_deployment(control: ControlPlane) 
     assert set(decided(control, uri(HUMAN, 2))) == {"ada", "bo", "cy"}
 
 
+@pytest.mark.process
 def test_processes_racing_to_coordinate_decide_each_pair_once(control: ControlPlane, control_url: str) -> None:
     count = 300
     Blips(control).add([blip(n, f"blip {n} #rust" if n % 3 else f"@ada.test blip {n}") for n in range(1, count + 1)])

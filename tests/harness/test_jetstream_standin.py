@@ -414,6 +414,7 @@ def test_load_events_file_names_file_and_line(tmp_path):
         js.StandinServer(None).load_events_file(tmp_path / "missing.jsonl")
 
 
+@pytest.mark.process
 def test_replay_process_serves_the_file_from_cursor_0(replay_events, tmp_path):
     path = _write_events(tmp_path / "events.jsonl", replay_events)
     standin = js.JetstreamStandin.start(events_file=path, log_path=tmp_path / "standin.log", timeout=20)
@@ -448,6 +449,7 @@ def test_replay_process_serves_the_file_from_cursor_0(replay_events, tmp_path):
     assert code == 0 and not standin.alive()
 
 
+@pytest.mark.process
 def test_replay_process_refuses_a_file_out_of_order(tmp_path):
     events = list(simulate_events(3, seed=5))
     events[2]["time_us"] = events[1]["time_us"]  # equal is not strictly increasing
@@ -457,6 +459,7 @@ def test_replay_process_refuses_a_file_out_of_order(tmp_path):
     assert f"events.jsonl:3: time_us {events[1]['time_us']} does not increase strictly" in str(info.value)
 
 
+@pytest.mark.process
 def test_replay_process_cli(tmp_path):
     import subprocess
     import sys
@@ -607,6 +610,7 @@ def fake_firehose():
     firehose.close()
 
 
+@pytest.mark.process
 def test_process_reads_firehose_reconnects_and_stops(fake_firehose, tmp_path):
     fake_firehose.add(identity_message(DID_A, 1), _wire_commit(DID_A, "r2", 2))
     standin = js.JetstreamStandin.start(fake_firehose.url, log_path=tmp_path / "standin.log", timeout=20)
@@ -632,6 +636,7 @@ def test_process_reads_firehose_reconnects_and_stops(fake_firehose, tmp_path):
     assert code == 0 and not standin.alive()
 
 
+@pytest.mark.process
 def test_process_start_fails_without_firehose(tmp_path):
     with pytest.raises(RuntimeError, match="did not start"):
         js.JetstreamStandin.start("ws://127.0.0.1:9", log_path=tmp_path / "standin.log", timeout=1)

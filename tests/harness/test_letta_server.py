@@ -52,6 +52,7 @@ def chat(model: ScriptedModel, text: str, **extra) -> httpx.Response:
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_model_runs_as_a_module_and_stops_by_pid():
     model = ScriptedModel.start()
     try:
@@ -125,6 +126,7 @@ def test_model_embeddings_are_deterministic(scripted_model: ScriptedModel):
     assert len(embed(["alpha"], dimensions=8)[0]) == 8
 
 
+@pytest.mark.process
 def test_model_is_a_proxy_trap_that_refuses_and_logs():
     model = ScriptedModel.start()  # its own: the session model's trap log belongs to the Letta server
     try:
@@ -140,6 +142,7 @@ def test_model_is_a_proxy_trap_that_refuses_and_logs():
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_postgresql_starts_from_a_checkout_other_users_cannot_enter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A clone under a `mktemp -d` folder (mode 0700): PostgreSQL's own user cannot reach the venv, so the harness
     runs a copy of pgserver's tree, whose binaries must still find the libraries they link (libpq, ...)."""

@@ -260,6 +260,7 @@ with Store(sys.argv[1], lock_timeout=10).connect():
 """
 
 
+@pytest.mark.process
 def test_busy_store_keeps_events_in_memory_and_writes_them_later(tmp_path: Path) -> None:
     first = simulate_frames(200, seed=13)
     second = churn_frames(180, parse_event(first[-1]).time_us)
@@ -333,6 +334,7 @@ class TwoStepSource:
         await asyncio.Event().wait()
 
 
+@pytest.mark.process
 def test_write_failing_again_before_the_retry_loses_nothing(tmp_path: Path) -> None:
     did = "did:plc:twostep0000000000000000000"
     frames = [blip_frame(did, "a", T0 + 1, "a, first"), blip_frame(did, "b", T0 + 2, "b"),

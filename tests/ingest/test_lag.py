@@ -144,6 +144,7 @@ def test_since_backfills_history_and_shows_catching_up(tmp_path, atproto_network
         standin.stop()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("since, says", [
     ("yesterdayy", "blipflow: bad --since: 'yesterdayy' is not a date, a time or an age"),
     ("9999999999999999999", "blipflow: bad --since: '9999999999999999999' is later than now"),
@@ -157,6 +158,7 @@ def test_a_bad_since_is_one_line(tmp_path, since, says):
     assert line.startswith(says)
 
 
+@pytest.mark.process
 def test_a_firehose_since_is_a_seq(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(f"store: {{path: {tmp_path / 's.duckdb'}}}\n")

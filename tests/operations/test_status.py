@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -75,6 +76,7 @@ def test_status_reports_ingest_agents_and_circuits(tmp_path):
     assert "  decided: handed 1 not_selected" not in human.output and "skipped 1 not_selected" in human.output
 
 
+@pytest.mark.process
 def test_status_of_a_missing_store_is_one_line(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"store": {"path": str(tmp_path / "none.duckdb")}}))

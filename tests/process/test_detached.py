@@ -51,6 +51,7 @@ def test_a_cancelled_wait_leaves_the_call_running_and_the_loop_free():
     assert finished.wait(5)
 
 
+@pytest.mark.process
 def test_a_process_exits_with_a_detached_call_still_hanging():
     program = textwrap.dedent("""
         import asyncio, threading

@@ -23,6 +23,8 @@ from tests.support.ingest_process import BlipflowProcess, wait_for
 from tests.support.jetstream_standin import JetstreamStandin
 from tests.support.prefect_server import PrefectServer, api_client
 
+pytestmark = pytest.mark.process
+
 STOPS_WITHIN = 5.0  # seconds, signal to exit
 FLUSH_INTERVAL = 3.0  # a blip received just before the stop is still in memory, not yet in the store
 AGENT = {"name": "scout", "agent_id": "agent-1", "did": "did:plc:scout0000000000000000000"}

@@ -116,6 +116,7 @@ def test_an_unreachable_pds_is_one_line(tmp_path, human_account):
                                           "http://127.0.0.1:9 ([Errno 111] Connection refused)"]
 
 
+@pytest.mark.process
 def test_without_an_account_it_says_which_setting_is_missing(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("store:\n  lock_timeout: 5\n")

@@ -285,6 +285,7 @@ def hold(path: Path, seconds: float) -> subprocess.Popen[str]:
     return holder
 
 
+@pytest.mark.process
 def test_connect_waits_for_another_process(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     holder = hold(path, 1.5)
@@ -299,6 +300,7 @@ def test_connect_waits_for_another_process(tmp_path: Path) -> None:
         holder.wait()
 
 
+@pytest.mark.process
 def test_busy_store_names_file_and_holder(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     holder = hold(path, 1.5)
@@ -347,6 +349,7 @@ def held_by_another_process(path: Path, polls: bool) -> subprocess.Popen[str]:
     return holder
 
 
+@pytest.mark.process
 def test_a_held_store_stays_open_between_its_units_of_work(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     holder = held_by_another_process(path, polls=False)
@@ -362,6 +365,7 @@ def test_a_held_store_stays_open_between_its_units_of_work(tmp_path: Path) -> No
         holder.wait()
 
 
+@pytest.mark.process
 def test_a_held_store_lets_go_as_soon_as_another_process_waits(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     holder = held_by_another_process(path, polls=True)
