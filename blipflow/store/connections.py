@@ -117,18 +117,15 @@ class StoreFile:
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction; inside `session()` it is part of the session's transaction."""
-        if threading.get_ident() in self._sessions:
+        if self.in_session():
             with self.connect() as connection:
                 yield connection
             return
-        with self.connect() as connection:
-            connection.begin()
-            try:
-                yield connection
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
+        with self.connect() as connection, begun(connection):
+            yield connection
+
+    def in_session(self) -> bool:
+        return threading.get_ident() in self._sessions
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -242,6 +239,18 @@ class StoreFile:
             connection.execute(f"DETACH {self.alias}")
         finally:
             connection.close()
+
+
+@contextmanager
+def begun(connection: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction on `connection`: committed at the end, rolled back on a failure (which goes on up)."""
+    connection.begin()
+    try:
+        yield
+    except BaseException:
+        connection.rollback()
+        raise
+    connection.commit()
 
 
 def configure_host(statement: str) -> None:
