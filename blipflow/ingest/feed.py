@@ -100,8 +100,8 @@ class Feed:
 
 
 def facts_of_row(row: BlipRow) -> BlipFacts:
-    """The facts of an event as ingest hands it to the store (uri, time_us, the event's JSON)."""
-    uri, time_us, raw = row
+    """The facts of an event as ingest hands it to the store (uri, time_us, operation, the event's JSON)."""
+    uri, time_us, _, raw = row
     event = orjson.loads(raw)
     commit = event.get("commit") or {}
     record = None if commit.get("operation") == "delete" else commit.get("record", {})

@@ -30,6 +30,7 @@ from blipflow.model.events import AccountEvent, BadFrame, CommitEvent, Event
 from blipflow.model.failures import BadRequest
 from blipflow.model.moments import parse_moment
 from blipflow.model.notices import Notice, Notify, nobody, source_resource
+from blipflow.process.collector import collector_spares_what_is_already_there
 from blipflow.process.shutdown import stop_on_signals
 from blipflow.store.history import IngestBatch, Store, StoreBusy
 
@@ -277,7 +278,7 @@ class Ingestor:
     async def run(self) -> None:
         """Ingest until `stop()` (or the source gives up); flushes everything received before returning.
         The store file stays open between batches meanwhile, while no other process waits for it."""
-        with self.store.held():
+        with self.store.held(), collector_spares_what_is_already_there():
             await self._run()
 
     async def _run(self) -> None:

@@ -21,10 +21,11 @@ CREATED_AT_PATTERN = (
 CREATED_AT_SYNTAX = re.compile(CREATED_AT_PATTERN)
 
 # A row as ingest hands it to the store: the store reads every other column out of the event's JSON
-# (in DuckDB, off the GIL), which is what lets ingest keep up with the stream.
-ROW_COLUMNS = ("uri", "time_us", "event")
+# (in DuckDB, off the GIL), which is what lets ingest keep up with the stream; the operation tells it which
+# rows may be plain inserts (see statements.py).
+ROW_COLUMNS = ("uri", "time_us", "operation", "event")
 
-BlipRow = tuple[str, int, str]
+BlipRow = tuple[str, int, str, str]
 
 
 def blip_row(event: CommitEvent, *, max_content_bytes: int) -> BlipRow:
@@ -38,7 +39,7 @@ def blip_row(event: CommitEvent, *, max_content_bytes: int) -> BlipRow:
         elif len(content) * 4 > max_content_bytes and len(content.encode()) > max_content_bytes:
             raise BadFrame("oversized", f"{event.uri}: content of {len(content.encode())} bytes")
     raw = event.raw if isinstance(event.raw, str) else event.raw.decode()
-    return (event.uri, event.time_us, raw)
+    return (event.uri, event.time_us, event.operation, raw)
 
 
 def parse_created_at(value: object) -> datetime | None:

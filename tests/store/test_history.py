@@ -101,6 +101,19 @@ def test_same_batch_twice_stores_one_unchanged_row(store: Store) -> None:
     assert blip_total(store) == 2
 
 
+def test_a_replayed_create_among_new_ones_writes_the_batch_once(store: Store) -> None:
+    """Creates go in as plain inserts; one the store already holds sends the whole batch through the upsert,
+    and what the first attempt wrote (blips, counters, cursor) is rolled back, not counted twice."""
+    store.apply(batch(commit_frame(ALICE, "k1", T0, content="first")))
+    store.apply(batch(commit_frame(ALICE, "k1", T0, content="first"), commit_frame(BOB, "k2", T0 + 1),
+                      commit_frame(ALICE, "k3", T0 + 2, operation="update", content="edited"),
+                      counters={"ingest.events": 3}, cursor_key="jetstream", cursor=T0 + 2))
+    assert store.counters() == {"ingest.events": 3}
+    assert store.cursor("jetstream") == T0 + 2
+    assert store.query_all("SELECT uri, content FROM blips ORDER BY uri") == [
+        (uri(ALICE, "k1"), "first"), (uri(ALICE, "k3"), "edited"), (uri(BOB, "k2"), "hello")]
+
+
 def test_later_update_wins_and_older_replay_does_not(store: Store) -> None:
     create = commit_frame(ALICE, "k1", T0, content="first", cid="bafy1")
     update = commit_frame(ALICE, "k1", T0 + 100, operation="update", content="second", cid="bafy2",
