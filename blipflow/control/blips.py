@@ -110,11 +110,6 @@ class Blips:
         with self.plane.reading() as session:
             return blips_of_window(session, window_id)
 
-    def blips_of(self, uris: list[str]) -> list[Blip]:
-        """The blips of `uris` (a window about to be opened), oldest first, as `window_blips` reads them."""
-        with self.plane.reading() as session:
-            return [blip_of(row) for row in session.execute(BLIPS_OF, {"uris": uris})]
-
     def facts(self, uri: str) -> tables.Blip | None:
         """Everything the control plane knows of one blip (its mentions, tags, thread, refs)."""
         with self.plane.reading() as session:
@@ -136,4 +131,3 @@ _blip, _delivery = tables.BLIPS.c, tables.DELIVERIES.c
 MESSAGE_COLUMNS = (_blip.uri, _blip.did, _blip.time_us, _blip.created_at, _blip.content, _blip.parent_uri)
 WINDOW_BLIPS = (select(*MESSAGE_COLUMNS).join_from(tables.BLIPS, tables.DELIVERIES, _delivery.blip_uri == _blip.uri)
                 .where(_delivery.window_id == bindparam("window_id")).order_by(_blip.time_us))
-BLIPS_OF = select(*MESSAGE_COLUMNS).where(_blip.uri.in_(bindparam("uris", expanding=True))).order_by(_blip.time_us)

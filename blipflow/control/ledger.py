@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from blipflow.control import tables
-from blipflow.control.blips import blips_of_window
+from blipflow.control.blips import MESSAGE_COLUMNS, blip_of, blips_of_window
 from blipflow.control.engine import ControlPlane, duplicate_key
 from blipflow.control.tables import now
 from blipflow.model.blip import Blip, Candidate
@@ -74,6 +74,7 @@ class LaneState:
 
     under_way: Window | None
     handed: list[Candidate]
+    blips: dict[str, Blip]  # the handed blips by URI, as messages are made of them
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,9 @@ class Ledger:
         with self.plane.reading() as session:
             row = session.execute(AGENT_WINDOWS_IN, {"states": under_way, "agent": agent}).first()
             if row is not None:
-                return LaneState(window_of(row), [])
-            return LaneState(None, handed_unsent(session, agent, limit))
+                return LaneState(window_of(row), [], {})
+            rows = session.execute(HANDED_UNSENT, {"agent": agent, "limit": limit}).all()
+            return LaneState(None, [candidate_of(row) for row in rows], {row.uri: blip_of(row) for row in rows})
 
     def window_to_send(self, window_id: str) -> WindowToSend | None:
         with self.plane.reading() as session:
@@ -309,7 +311,7 @@ WINDOW_BY_ID = select(*WINDOW_COLUMNS).where(_window.id == bindparam("window_id"
 WINDOWS_IN = (select(*WINDOW_COLUMNS).where(_window.state.in_(bindparam("states", expanding=True)))
               .order_by(_window.created_at, _window.id))
 AGENT_WINDOWS_IN = WINDOWS_IN.where(_window.agent == bindparam("agent"))
-HANDED_UNSENT = (select(_blip.uri, _blip.did, _blip.stored_at)
+HANDED_UNSENT = (select(*MESSAGE_COLUMNS, _blip.stored_at)
                  .join_from(tables.BLIPS, tables.DELIVERIES, _delivery.blip_uri == _blip.uri)
                  .where(_delivery.agent == bindparam("agent"), *UNSENT, _blip.deleted.is_(False),
                         _blip.content.is_not(None))
@@ -333,8 +335,11 @@ FINISH_WINDOW = (update(tables.WINDOWS).where(_window.id == bindparam("window_id
 
 
 def handed_unsent(session: Session, agent: str, limit: int) -> list[Candidate]:
-    return [Candidate(row.uri, row.did, row.stored_at)
-            for row in session.execute(HANDED_UNSENT, {"agent": agent, "limit": limit})]
+    return [candidate_of(row) for row in session.execute(HANDED_UNSENT, {"agent": agent, "limit": limit})]
+
+
+def candidate_of(row: Row) -> Candidate:
+    return Candidate(row.uri, row.did, row.stored_at)
 
 
 def told_reasons(reasons: Iterable[str | None]) -> str:

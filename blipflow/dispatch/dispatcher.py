@@ -28,7 +28,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -196,7 +196,7 @@ class Dispatcher:
         if not self.shares.holds(name) or name not in self.taken_up or not self.breaker_allows(name, clock):
             return None  # an agent taken up anew has its circuit restored by planning first
         lane = self.ledger.lane_state(name, UNDER_WAY, CANDIDATES_PER_ROUND)
-        window = lane.under_way or self.open_window(self.agents[name], now, lane.handed, sent_next=True)
+        window = lane.under_way or self.open_window(self.agents[name], now, lane.handed, sent_now=lane.blips)
         return window if window is not None and self.ready(window, now, clock) else None
 
     def ready(self, window: Window, now: datetime, clock: float) -> bool:
@@ -248,12 +248,13 @@ class Dispatcher:
                                     "reason": breaker.reason}))
 
     def open_window(self, agent: AgentConfig, now: datetime, handed: list[Candidate], *,
-                    sent_next: bool = False) -> Window | None:
+                    sent_now: Mapping[str, Blip] | None = None) -> Window | None:
         """A window of what coordination `handed` the agent and no window holds yet, when one is ready
-        (None: not yet, or another process opened it first). One `sent_next` by the caller (a lane, which
-        delivers it at once) has its messages made first and is opened already marked `sending`: a lane
-        then writes twice a window, not three times. One whose messages cannot be made is opened pending,
-        to fail (and be counted, and quarantined) where delivering it makes them again."""
+        (None: not yet, or another process opened it first). A caller that delivers it at once (a lane)
+        passes the handed blips as `sent_now`: the window's messages are made of them first, and it is
+        opened already marked `sending` — a lane writes twice a window, not three times. One whose
+        messages cannot be made is opened pending, to fail (and be counted, and quarantined) where
+        delivering it makes them again."""
         if not handed:
             return None
         replied = self.outbox.replies_since(agent.name, now - timedelta(minutes=1))
@@ -264,7 +265,7 @@ class Dispatcher:
                 log.info("holding back: %s", decision.held)
         if not decision.window:
             return None
-        messages = self.messages_of(agent, decision.window) if sent_next else None
+        messages = None if sent_now is None else self.messages_of(agent, [sent_now[uri] for uri in decision.window])
         if messages is not None:
             opened = self.ledger.open_sending(agent.name, decision.window)
             if opened is None:
@@ -274,10 +275,9 @@ class Dispatcher:
         window_id = self.ledger.decide(agent.name, {}, decision.window)
         return None if window_id is None else Window(window_id, agent.name, "pending", len(decision.window))
 
-    def messages_of(self, agent: AgentConfig, uris: list[str]) -> list[dict] | None:
-        """The messages of a window of `uris` about to be opened; None when they cannot be made."""
+    def messages_of(self, agent: AgentConfig, blips: list[Blip]) -> list[dict] | None:
+        """The messages of a window of `blips` about to be opened; None when they cannot be made."""
         try:
-            blips = self.blips.blips_of(uris)
             identities = self.resolver.resolve([blip.did for blip in blips])
             return window_messages(agent, [with_identity(blip, identities[blip.did]) for blip in blips])
         except ControlPlaneError:

@@ -17,7 +17,12 @@ import pyarrow as pa
 from blipflow.config import StoreConfig
 from blipflow.model.blip import ROW_COLUMNS, Blip, BlipRow, Identity
 from blipflow.store.connections import StoreBusy, StoreError, StoreFile, begun
-from blipflow.store.statements import BLIP_FIELDS, INSERT_CREATED_BLIPS, UPSERT_BLIPS, UPSERT_CHANGED_BLIPS
+from blipflow.store.statements import (
+    BLIP_FIELDS,
+    INSERT_CREATED_BLIPS,
+    UPSERT_BLIPS,
+    UPSERT_CHANGED_BLIPS,
+)
 
 __all__ = ["IngestBatch", "Store", "StoreBusy", "StoreError", "StoredOperation"]  # the errors, where users look
 
