@@ -20,31 +20,31 @@ from blipflow.control.ledger import AgentFigures, Ledger
 from blipflow.control.outbox import Outbox
 from blipflow.coordination.state import CoordinationState, state_from_dict
 from blipflow.model.ledger import Circuit
+from blipflow.store.figures import CursorFigures, ingest_figures
 from blipflow.store.history import Store
 
 CLOSED = Circuit("closed", 0, None, None)
 
 
 def status(store: Store, plane: ControlPlane, settings: Settings) -> dict[str, Any]:
-    figures = store.status_figures()
-    [(blips, last_5_min, last_hour, last_stored_at)] = figures["blips"]
-    counters = dict(figures["counters"])
+    figures = ingest_figures(store)
+    blips, counters = figures.blips, figures.counters
     hits, misses = counters.get("identity.cache_hits", 0), counters.get("identity.cache_misses", 0)
     return {
         "store": str(store.path),
         "ingest": {
-            "blips": blips,
-            "blips_per_minute_last_5_min": round(last_5_min / 5, 1),
-            "blips_per_minute_last_hour": round(last_hour / 60, 1),
-            "last_stored_at": iso(last_stored_at),
-            **newest_event(figures["cursors"]),
+            "blips": blips.count,
+            "blips_per_minute_last_5_min": round(blips.last_5_min / 5, 1),
+            "blips_per_minute_last_hour": round(blips.last_hour / 60, 1),
+            "last_stored_at": iso(blips.last_stored_at),
+            **newest_event(figures.cursors),
             "events": counters.get("ingest.events", 0),
             "connects": counters.get("ingest.connects", 0),
             "disconnects": counters.get("ingest.disconnects", 0),
             "bad_input": {name.removeprefix("ingest.bad."): value
                           for name, value in counters.items() if name.startswith("ingest.bad.")},
-            "cursors": {source: {"cursor": cursor, "updated_at": iso(updated)}
-                        for source, cursor, updated, *_ in figures["cursors"]},
+            "cursors": {cursor.source: {"cursor": cursor.cursor, "updated_at": iso(cursor.updated_at)}
+                        for cursor in figures.cursors},
         },
         "identity_cache": {
             "hits": hits,
@@ -73,14 +73,15 @@ def coordination_status(plane: ControlPlane, settings: Settings) -> dict[str, An
     }
 
 
-def newest_event(cursors: list[tuple]) -> dict[str, float | None]:
+def newest_event(cursors: list[CursorFigures]) -> dict[str, float | None]:
     """How far behind the stream the newest event stored was when it arrived, and how long ago that was.
 
     Measured from the event's own time when it arrived, not from now: on a quiet stream the lag stays
     what it was and only the time since the last event grows."""
-    arrived = [(lag, ago) for _, _, _, received, lag, ago in cursors if received is not None]
-    lag, ago = arrived[0] if arrived else (None, None)  # the cursors come newest arrival first
-    return {"lag_seconds": rounded(lag), "last_event_seconds_ago": rounded(ago)}
+    newest = next((cursor for cursor in cursors if cursor.newest_received_at is not None), None)  # newest first
+    if newest is None:
+        return {"lag_seconds": None, "last_event_seconds_ago": None}
+    return {"lag_seconds": rounded(newest.lag_seconds), "last_event_seconds_ago": rounded(newest.seconds_since_newest)}
 
 
 def agents_status(settings: Settings, windows: dict[str, AgentFigures], circuits: dict[str, Circuit],

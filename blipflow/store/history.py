@@ -137,24 +137,6 @@ class Store(StoreFile):
         with self.connect() as db:
             return db.execute(sql, params or []).fetchall()
 
-    def status_figures(self) -> dict[str, list[tuple]]:
-        """The raw figures behind `blipflow status`, read in one open of the file."""
-        with self.session():
-            return {
-                "blips": self.query_all(
-                    """SELECT count(*) FILTER (NOT deleted),
-                              count(*) FILTER (ingested_at >= now() - INTERVAL 5 MINUTE),
-                              count(*) FILTER (ingested_at >= now() - INTERVAL 1 HOUR),
-                              max(ingested_at)
-                       FROM blips"""),
-                "cursors": self.query_all(
-                    """SELECT source, cursor, updated_at, newest_received_at,
-                              greatest(0, epoch_us(newest_received_at) - newest_time_us) / 1e6,
-                              greatest(0, epoch_us(now()) - epoch_us(newest_received_at)) / 1e6
-                       FROM cursors ORDER BY newest_received_at DESC NULLS LAST, source"""),
-                "counters": self.query_all("SELECT name, value FROM counters ORDER BY name"),
-            }
-
     # -- identities ------------------------------------------------------------------------------
 
     def identities(self, dids: list[str]) -> dict[str, Identity]:
