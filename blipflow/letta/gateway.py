@@ -73,7 +73,11 @@ class LettaGateway:
         tagged = [{**message, "otid": message_otid(window_id, index)} for index, message in enumerate(messages)]
         started = time.perf_counter()
         try:
-            response = self.client.agents.messages.create(agent_id, messages=tagged, max_steps=self.max_steps)
+            # The messages go as plain JSON: the SDK's transform of typed parameters walks every key of every
+            # message against its TypedDict (~1 ms of the interpreter a call, a tenth of what dispatch spends
+            # on a window), and leaves plain role/content/otid dicts as they are.
+            response = self.client.agents.messages.create(agent_id, max_steps=self.max_steps,
+                                                          extra_body={"messages": tagged})
         except letta_client.APIError as error:
             raise classify(agent, error) from None
         return Answer(replies_in(response.messages), (time.perf_counter() - started) * 1000)
