@@ -172,6 +172,8 @@ class Dispatcher:
         self.restore_circuits(held - self.taken_up, clock, now)
         planned: dict[str, Window] = {}
         allowed = {name for name in held - set(taking_their_own) if self.breaker_allows(name, clock)}
+        if not allowed:  # every lane busy: nothing to look up (a round every poll interval, at full speed)
+            return []
         waiting = self.ledger.windows_in(UNDER_WAY)
         for window in waiting:
             if window.agent in allowed:
