@@ -24,6 +24,7 @@ from sqlmodel import Session
 from blipflow.control import tables
 from blipflow.control.blips import MESSAGE_COLUMNS, blip_of, blips_of_window
 from blipflow.control.engine import ControlPlane, duplicate_key
+from blipflow.control.outbox import REPLIES_SINCE
 from blipflow.control.tables import now
 from blipflow.model.blip import Blip, Candidate
 from blipflow.model.ledger import Window, WindowRecord
@@ -75,6 +76,7 @@ class LaneState:
     under_way: Window | None
     handed: list[Candidate]
     blips: dict[str, Blip]  # the handed blips by URI, as messages are made of them
+    replies_since: int  # the replies the agent gave since the moment asked for (none counted with a window under way)
 
 
 @dataclass(frozen=True)
@@ -151,14 +153,17 @@ class Ledger:
         with self.plane.reading() as session:
             return handed_unsent(session, agent, limit)
 
-    def lane_state(self, agent: str, under_way: list[str], limit: int) -> LaneState:
-        """The agent's oldest window in the states `under_way`, else up to `limit` blips handed to it unsent."""
+    def lane_state(self, agent: str, under_way: list[str], limit: int, replies_since: datetime) -> LaneState:
+        """The agent's oldest window in the states `under_way`, else up to `limit` blips handed to it unsent
+        and how many replies it gave since `replies_since` (what dispatch's policy weighs)."""
         with self.plane.reading() as session:
             row = session.execute(AGENT_WINDOWS_IN, {"states": under_way, "agent": agent}).first()
             if row is not None:
-                return LaneState(window_of(row), [], {})
+                return LaneState(window_of(row), [], {}, 0)
             rows = session.execute(HANDED_UNSENT, {"agent": agent, "limit": limit}).all()
-            return LaneState(None, [candidate_of(row) for row in rows], {row.uri: blip_of(row) for row in rows})
+            replied = session.execute(REPLIES_SINCE, {"agent": agent, "since": replies_since}).scalar_one() if rows else 0
+            return LaneState(None, [candidate_of(row) for row in rows], {row.uri: blip_of(row) for row in rows},
+                             replied)
 
     def window_to_send(self, window_id: str) -> WindowToSend | None:
         with self.plane.reading() as session:

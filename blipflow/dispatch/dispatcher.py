@@ -56,6 +56,7 @@ from blipflow.network.identity import IdentityResolver
 log = logging.getLogger(__name__)
 
 CANDIDATES_PER_ROUND = 64
+REPLY_RATE_PER = timedelta(minutes=1)  # an agent's max_replies_per_minute counts its replies over this
 IN_FLIGHT_MARGIN = 5.0  # seconds beyond the Letta timeout
 RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be answered there
 REPLAN_EVERY = 1.0  # seconds: the longest a round is skipped for want of news in the control plane
@@ -181,7 +182,8 @@ class Dispatcher:
         busy = {window.agent for window in waiting}
         ready = sorted((allowed - busy) & self.ledger.agents_handed_unsent())
         opened = self.openers.map(
-            lambda name: self.open_window(self.agents[name], now, self.ledger.handed_unsent(name, CANDIDATES_PER_ROUND)),
+            lambda name: self.open_window(self.agents[name], now, self.ledger.handed_unsent(name, CANDIDATES_PER_ROUND),
+                                          self.outbox.replies_since(name, now - REPLY_RATE_PER)),
             ready)
         for name, window in zip(ready, opened):
             if window is not None:
@@ -197,8 +199,9 @@ class Dispatcher:
         clock, now = time.monotonic(), datetime.now(timezone.utc)
         if not self.shares.holds(name) or name not in self.taken_up or not self.breaker_allows(name, clock):
             return None  # an agent taken up anew has its circuit restored by planning first
-        lane = self.ledger.lane_state(name, UNDER_WAY, CANDIDATES_PER_ROUND)
-        window = lane.under_way or self.open_window(self.agents[name], now, lane.handed, sent_now=lane.blips)
+        lane = self.ledger.lane_state(name, UNDER_WAY, CANDIDATES_PER_ROUND, replies_since=now - REPLY_RATE_PER)
+        window = lane.under_way or self.open_window(self.agents[name], now, lane.handed, lane.replies_since,
+                                                    sent_now=lane.blips)
         return window if window is not None and self.ready(window, now, clock) else None
 
     def ready(self, window: Window, now: datetime, clock: float) -> bool:
@@ -249,17 +252,17 @@ class Dispatcher:
                                    {"failures": breaker.failures, "cooldown_seconds": breaker.cooldown,
                                     "reason": breaker.reason}))
 
-    def open_window(self, agent: AgentConfig, now: datetime, handed: list[Candidate], *,
+    def open_window(self, agent: AgentConfig, now: datetime, handed: list[Candidate], replied: int, *,
                     sent_now: Mapping[str, Blip] | None = None) -> Window | None:
         """A window of what coordination `handed` the agent and no window holds yet, when one is ready
-        (None: not yet, or another process opened it first). A caller that delivers it at once (a lane)
+        (None: not yet, or another process opened it first), the agent having `replied` so often in the
+        last REPLY_RATE_PER. A caller that delivers it at once (a lane)
         passes the handed blips as `sent_now`: the window's messages are made of them first, and it is
         opened already marked `sending` — a lane writes twice a window, not three times. One whose
         messages cannot be made is opened pending, to fail (and be counted, and quarantined) where
         delivering it makes them again."""
         if not handed:
             return None
-        replied = self.outbox.replies_since(agent.name, now - timedelta(minutes=1))
         decision = decide(agent, handed, replies_last_minute=replied, now=now)
         if decision.held != self.held.get(agent.name):
             self.held[agent.name] = decision.held
