@@ -3,9 +3,10 @@
 Planning and delivering are separate steps so that the Prefect layer can make each delivery a task
 run with its own retries. Every step leaves the ledger consistent: a window is recorded (with its blips)
 before it is sent, marked `sending` just before the call (a lane taking its next window does both in one
-write, once the messages are made), and finished with its replies in one transaction. A window found `sending` after a crash is first looked up at Letta by the ids its
-messages carried (so is a failed one: a timeout may come after the agent got it), so it is finished
-from the answer already given instead of being sent again.
+write, once the messages are made), and finished with its replies in one transaction. A window found
+`sending` after a crash is first looked up at Letta by the ids its messages carried (so is a failed one:
+a timeout may come after the agent got it), so it is finished from the answer already given instead of
+being sent again.
 
 Failures are counted once, in the ledger (each window's attempts and failures) and, when they are the
 agent's, in its circuit breaker. A transient one (Letta away or busy) may be retried at once by Prefect
@@ -256,11 +257,10 @@ class Dispatcher:
                     sent_now: Mapping[str, Blip] | None = None) -> Window | None:
         """A window of what coordination `handed` the agent and no window holds yet, when one is ready
         (None: not yet, or another process opened it first), the agent having `replied` so often in the
-        last REPLY_RATE_PER. A caller that delivers it at once (a lane)
-        passes the handed blips as `sent_now`: the window's messages are made of them first, and it is
-        opened already marked `sending` — a lane writes twice a window, not three times. One whose
-        messages cannot be made is opened pending, to fail (and be counted, and quarantined) where
-        delivering it makes them again."""
+        last REPLY_RATE_PER. A caller that delivers it at once (a lane) passes the handed blips as
+        `sent_now`: the window's messages are made of them first, and it is opened already marked
+        `sending` — a lane writes twice a window, not three times. One whose messages cannot be made is
+        opened pending, to fail (and be counted, and quarantined) where delivering it makes them again."""
         if not handed:
             return None
         decision = decide(agent, handed, replies_last_minute=replied, now=now)
