@@ -57,6 +57,7 @@ from blipflow.control import tables  # noqa: E402
 from blipflow.control.engine import ControlPlane  # noqa: E402
 from blipflow.control.scans import window_count  # noqa: E402
 from blipflow.ingest.simulator import random_id  # noqa: E402
+from blipflow.model.blip import BlipRow  # noqa: E402
 from blipflow.model.tids import tid  # noqa: E402
 from blipflow.store.history import IngestBatch, Store  # noqa: E402
 
@@ -171,7 +172,7 @@ class Writer:
         return int(min(150, max(3, self.rng.lognormal(math.log(40 if agent else 15), 0.5))))
 
 
-def frame(post: Post, content: str) -> tuple[str, int, str]:
+def frame(post: Post, content: str) -> BlipRow:
     record: dict = {"$type": "stream.thought.blip", "content": content,
                     "createdAt": datetime.fromtimestamp(post.time_us / 1e6, timezone.utc).isoformat()}
     if post.parent_uri:
@@ -180,7 +181,7 @@ def frame(post: Post, content: str) -> tuple[str, int, str]:
     event = {"did": post.did, "time_us": post.time_us, "kind": "commit",
              "commit": {"rev": post.rkey, "operation": "create", "collection": "stream.thought.blip",
                         "rkey": post.rkey, "cid": "bafy" + post.rkey, "record": record}}
-    return (post.uri, post.time_us, orjson.dumps(event).decode())
+    return (post.uri, post.time_us, "create", orjson.dumps(event).decode())
 
 
 def store_posts(store: Store, posts: Iterable[Post], writer: Writer, agents: list[Author]) -> tuple[list[int], int, int]:
