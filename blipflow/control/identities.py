@@ -56,6 +56,6 @@ class Identities:
 
 
 # Read for every window dispatch sends: built once, on the Core table (see `tables.WINDOWS`).
-_identity = tables.Identity.__table__.c
+_identity = tables.IDENTITIES.c
 OF_DIDS = (select(_identity.did, _identity.handle, _identity.display_name, _identity.pds, _identity.fetched_at)
            .where(_identity.did.in_(bindparam("dids", expanding=True))))

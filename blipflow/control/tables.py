@@ -271,3 +271,4 @@ WINDOWS = Window.__table__
 DELIVERIES = Delivery.__table__
 BLIPS = Blip.__table__
 REPLIES = Reply.__table__
+IDENTITIES = Identity.__table__
