@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PROFILE_COLLECTION = "app.bsky.actor.profile"
 # A DID that could not be resolved is not tried again for this long (dispatch must not wait on it).
 RETRY_FAILED_AFTER = timedelta(minutes=5)
+IN_MEMORY_AT_MOST = 100_000  # identities kept in memory (some 30 MB at most)
 MAX_REPLY_BYTES = 256 * 1024
 MAX_URL_LENGTH = 2048
 URL_TEXT = re.compile(r"[!-~]+")  # printable ASCII, no spaces
@@ -76,6 +77,10 @@ class IdentityResolver:
         self.ttl = timedelta(seconds=ttl_seconds)
         self.http = httpx.Client(timeout=timeout, verify=tls.verified())
         self.failed_until: dict[str, datetime] = {}
+        # What the cache would say anyway, kept until it could say otherwise: a fresh identity until its TTL
+        # ends, one that failed until it is tried again. Dispatch resolves a window's authors for every
+        # window, and a read of the cache each time was one more wait for the control plane per window.
+        self.in_memory: dict[str, tuple[Identity, datetime]] = {}
         self.unreachable_until = datetime.min.replace(tzinfo=timezone.utc)
 
     def close(self) -> None:
@@ -100,8 +105,10 @@ class IdentityResolver:
         return self.counted_in.session() if self.counted_in is not None else nullcontext()
 
     def _cached(self, wanted: list[str]) -> tuple[dict[str, Identity], list[str]]:
-        known = self.cache.identities(wanted)
         now = datetime.now(timezone.utc)
+        known = self.kept_in_memory(wanted, now)
+        if len(known) < len(wanted):
+            known.update(self.cache.identities([did for did in wanted if did not in known]))
         fresh_after = now - self.ttl
         identities: dict[str, Identity] = {}
         stale: list[str] = []
@@ -109,11 +116,26 @@ class IdentityResolver:
             identity = known.get(did)
             identities[did] = identity or Identity(did, None, None, None, None)
             fresh = identity is not None and identity.fetched_at is not None and identity.fetched_at >= fresh_after
-            if not fresh and self.failed_until.get(did, now) <= now:
+            if fresh:
+                self.keep_in_memory(identities[did], identity.fetched_at + self.ttl, now)
+            elif self.failed_until.get(did, now) <= now:
                 stale.append(did)
+            else:
+                self.keep_in_memory(identities[did], self.failed_until[did], now)
         if wanted and self.counted_in is not None:
             self.counted_in.add_counters({"identity.cache_hits": len(wanted) - len(stale), "identity.cache_misses": len(stale)})
         return identities, stale
+
+    def kept_in_memory(self, dids: list[str], now: datetime) -> dict[str, Identity]:
+        return {did: kept[0] for did in dids if (kept := self.in_memory.get(did)) is not None and now < kept[1]}
+
+    def keep_in_memory(self, identity: Identity, until: datetime, now: datetime) -> None:
+        """Keep `identity` in memory until `until`; once many are kept, those past it are dropped."""
+        if len(self.in_memory) >= IN_MEMORY_AT_MOST:
+            self.in_memory = {did: kept for did, kept in self.in_memory.items() if now < kept[1]}
+            if len(self.in_memory) >= IN_MEMORY_AT_MOST:
+                self.in_memory.clear()
+        self.in_memory[identity.did] = (identity, until)
 
     def refresh_expired(self, limit: int) -> RefreshedIdentities:
         """Resolve again up to `limit` cached identities older than the TTL (or never resolved), the

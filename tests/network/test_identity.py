@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 from blipflow.config import AgentConfig, DispatchConfig, LettaConfig, Settings
@@ -113,3 +114,41 @@ def test_a_hostile_display_name_shows_on_one_line_capped_in_the_prompt_and_histo
     assert history.returncode == 0, history.stderr
     assert history.stdout.startswith(header)
     assert [line for line in history.stdout.splitlines() if line.startswith("author:")] == [f"author: {mallory.handle}"]
+
+
+class CountingCache:
+    """An identity cache in memory that counts its reads (the real ones, history store and control plane,
+    are the tests' above and tests/control's)."""
+
+    def __init__(self, *identities: Identity) -> None:
+        self.kept = {identity.did: identity for identity in identities}
+        self.reads = 0
+
+    def identities(self, dids: list[str]) -> dict[str, Identity]:
+        self.reads += 1
+        return {did: self.kept[did] for did in dids if did in self.kept}
+
+    def save_identities(self, identities: list[Identity]) -> None:
+        self.kept.update((identity.did, identity) for identity in identities)
+
+    def expired_identities(self, fetched_before: datetime, limit: int) -> list[str]:
+        return []
+
+
+def test_an_identity_is_read_from_the_cache_once_while_it_is_fresh_and_again_once_it_is_not():
+    """Dispatch resolves a window's authors for every window: a fresh one is not read again until its TTL
+    ends, nor one that could not be resolved until it is tried again."""
+    ada = Identity("did:plc:aaaaaaaaaaaaaaaaaaaaaada", "ada.test", "Ada", None,
+                   datetime.now(timezone.utc) - timedelta(seconds=59.5))
+    ghost = "did:plc:aaaaaaaaaaaaaaaaaaaghost"
+    cache = CountingCache(ada)
+    resolver = IdentityResolver(cache, plc_url="http://127.0.0.1:9", ttl_seconds=60)  # nothing listens there
+    try:
+        for _ in range(3):
+            assert resolver.resolve([ada.did, ghost])[ada.did].handle == "ada.test"
+        assert cache.reads == 2  # the first resolve, and once more after trying the ghost (which failed)
+        time.sleep(0.6)  # ada's TTL ends
+        assert resolver.resolve([ada.did])[ada.did].handle == "ada.test"  # the PLC is away: what was known
+        assert cache.reads == 3
+    finally:
+        resolver.close()
