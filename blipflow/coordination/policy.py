@@ -31,6 +31,12 @@ def decide(
     return Decision([candidate.uri for candidate in window])
 
 
+def candidates_needed(agent: AgentConfig) -> int:
+    """How many of the oldest blips handed to the agent `decide` looks at: a window is never more than a
+    batch, so reading more of them (a backlog of hundreds, say) would only be thrown away."""
+    return agent.batch_size
+
+
 def ready_window(agent: AgentConfig, handed: Sequence[Candidate], now: datetime) -> Sequence[Candidate]:
     """A full window of `batch_size`, or a partial one once its oldest blip has waited `max_wait_seconds`."""
     if len(handed) >= agent.batch_size:

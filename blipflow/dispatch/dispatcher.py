@@ -41,7 +41,7 @@ from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.control.leases import Leases
 from blipflow.control.ledger import Ledger, WindowToSend
 from blipflow.control.outbox import Outbox
-from blipflow.coordination.policy import decide
+from blipflow.coordination.policy import candidates_needed, decide
 from blipflow.dispatch.breaker import Breaker
 from blipflow.dispatch.coordinator import Coordinator
 from blipflow.dispatch.prompt import window_messages
@@ -56,7 +56,6 @@ from blipflow.network.identity import IdentityResolver
 
 log = logging.getLogger(__name__)
 
-CANDIDATES_PER_ROUND = 64
 REPLY_RATE_PER = timedelta(minutes=1)  # an agent's max_replies_per_minute counts its replies over this
 IN_FLIGHT_MARGIN = 5.0  # seconds beyond the Letta timeout
 RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be answered there
@@ -182,15 +181,17 @@ class Dispatcher:
                 planned.setdefault(window.agent, window)
         busy = {window.agent for window in waiting}
         ready = sorted((allowed - busy) & self.ledger.agents_handed_unsent())
-        opened = self.openers.map(
-            lambda name: self.open_window(self.agents[name], now, self.ledger.handed_unsent(name, CANDIDATES_PER_ROUND),
-                                          self.outbox.replies_since(name, now - REPLY_RATE_PER)),
-            ready)
+        opened = self.openers.map(lambda name: self.open_for(self.agents[name], now), ready)
         for name, window in zip(ready, opened):
             if window is not None:
                 planned[name] = window
         return [window for window in planned.values()
                 if self.ready(window, now, clock)]
+
+    def open_for(self, agent: AgentConfig, now: datetime) -> Window | None:
+        """A new window for the agent, if one is ready, opened from the blips it was handed (planning's way)."""
+        return self.open_window(agent, now, self.ledger.handed_unsent(agent.name, candidates_needed(agent)),
+                                self.outbox.replies_since(agent.name, now - REPLY_RATE_PER))
 
     def next_window(self, name: str) -> Window | None:
         """The agent's next window to deliver now, if one is ready, for its lane to take in its own thread
@@ -200,7 +201,8 @@ class Dispatcher:
         clock, now = time.monotonic(), datetime.now(timezone.utc)
         if not self.shares.holds(name) or name not in self.taken_up or not self.breaker_allows(name, clock):
             return None  # an agent taken up anew has its circuit restored by planning first
-        lane = self.ledger.lane_state(name, UNDER_WAY, CANDIDATES_PER_ROUND, replies_since=now - REPLY_RATE_PER)
+        lane = self.ledger.lane_state(name, UNDER_WAY, candidates_needed(self.agents[name]),
+                                      replies_since=now - REPLY_RATE_PER)
         window = lane.under_way or self.open_window(self.agents[name], now, lane.handed, lane.replies_since,
                                                     sent_now=lane.blips)
         return window if window is not None and self.ready(window, now, clock) else None
