@@ -141,7 +141,7 @@ class Dispatcher:
         self.started = False
         self.held: dict[str, str | None] = {}
         self.prepared: dict[str, Prepared] = {}  # window id → its messages, made before it was opened `sending`
-        self.planned_version: tuple | None = None
+        self.looked_at: tuple | None = None  # what the last round of planning looked at
         self.replan_at = 0.0
         # Agents' windows are opened side by side: each is a few round trips to the control plane, which
         # readers share, and a hundred of them one after another would make planning the bottleneck.
@@ -156,16 +156,17 @@ class Dispatcher:
         lane under way: opening theirs here would race the lane for the same window, at a hundred
         agents' cost each round.
 
-        A round when nothing was written to the control plane since the last one is skipped, except once
-        every REPLAN_EVERY seconds, when waits (max_wait, rate limits, cooldowns) end."""
+        A round is skipped when nothing was written to the control plane since the last one and the same
+        lanes take their own (a lane that stopped has left its agent's next window to planning), except
+        once every REPLAN_EVERY seconds, when waits (max_wait, rate limits, cooldowns) end."""
         clock = time.monotonic()
         if not self.started:
             self.shares.start()
             self.started = True
-        version = self.plane.version()
-        if version == self.planned_version and clock < self.replan_at:
+        looking_at = (self.plane.version(), frozenset(taking_their_own))
+        if looking_at == self.looked_at and clock < self.replan_at:
             return []
-        self.planned_version, self.replan_at = version, clock + REPLAN_EVERY
+        self.looked_at, self.replan_at = looking_at, clock + REPLAN_EVERY
         now = datetime.now(timezone.utc)
         self.coordinator.step(now)
         held = self.shares.held()

@@ -88,6 +88,22 @@ def test_windows_follow_batch_size_and_max_wait(tmp_path, letta_server, v1_agent
     assert [d.blips for d in deliver_all(dispatcher)] == [1]
 
 
+def test_a_lane_that_stops_taking_its_own_windows_leaves_the_next_to_the_very_next_look(tmp_path, letta_server,
+                                                                                         v1_agent):
+    """Planning leaves alone an agent whose lane takes its own next window; once that lane stops (its round
+    ended on a retried window, say), the next look must open the agent's window though nothing was written
+    since. A look skipped then made `dispatch --until-idle` end with a blip never sent."""
+    dispatcher = dispatcher_for(tmp_path, letta_server, {"name": "scout", "agent_id": v1_agent})
+    post(fed(dispatcher), HUMAN, "still to be sent")
+    try:
+        assert dispatcher.plan(frozenset({"scout"})) == []  # hands the blip to scout, whose lane is busy
+        assert dispatcher.plan(frozenset({"scout"})) == []
+        [window] = dispatcher.plan(frozenset())
+    finally:
+        dispatcher.close()
+    assert (window.agent, window.size) == ("scout", 1)
+
+
 @pytest.mark.parametrize("kind", ["letta_v1_agent", "sleeptime"])
 def test_both_reply_shapes_reach_the_outbox(tmp_path, letta_server, kind):
     agent_id = letta_server.create_agent(kind)
