@@ -80,6 +80,18 @@ class LaneState:
 
 
 @dataclass(frozen=True)
+class LaneQuery:
+    """What a lane asks before each window: `agent`'s oldest window in the states `under_way`, else up to
+    `limit` blips handed to it unsent and how many replies it gave since `replies_since` (what dispatch's
+    policy weighs)."""
+
+    agent: str
+    under_way: list[str]
+    limit: int
+    replies_since: datetime
+
+
+@dataclass(frozen=True)
 class Opened:
     """A window just opened, and why its blips were handed to its agent."""
 
@@ -153,17 +165,9 @@ class Ledger:
         with self.plane.reading() as session:
             return handed_unsent(session, agent, limit)
 
-    def lane_state(self, agent: str, under_way: list[str], limit: int, replies_since: datetime) -> LaneState:
-        """The agent's oldest window in the states `under_way`, else up to `limit` blips handed to it unsent
-        and how many replies it gave since `replies_since` (what dispatch's policy weighs)."""
+    def lane_state(self, query: LaneQuery) -> LaneState:
         with self.plane.reading() as session:
-            row = session.execute(AGENT_WINDOWS_IN, {"states": under_way, "agent": agent}).first()
-            if row is not None:
-                return LaneState(window_of(row), [], {}, 0)
-            rows = session.execute(HANDED_UNSENT, {"agent": agent, "limit": limit}).all()
-            replied = session.execute(REPLIES_SINCE, {"agent": agent, "since": replies_since}).scalar_one() if rows else 0
-            return LaneState(None, [candidate_of(row) for row in rows], {row.uri: blip_of(row) for row in rows},
-                             replied)
+            return lane_state(session, query)
 
     def window_to_send(self, window_id: str) -> WindowToSend | None:
         with self.plane.reading() as session:
@@ -219,11 +223,14 @@ class Ledger:
         self.plane.write_together(lambda session: session.execute(MARK_SENDING, {"window_id_": window_id,
                                                                                 "sent_at_": sent_at}))
 
-    def finish_window(self, window_id: str, agent: str, replies: list[str], letta_ms: float) -> None:
-        """The agent answered (or chose silence): its replies go to the outbox with the window's outcome."""
+    def finish_window(self, window_id: str, agent: str, replies: list[str], letta_ms: float, *,
+                      then: LaneQuery | None = None) -> LaneState | None:
+        """The agent answered (or chose silence): its replies go to the outbox with the window's outcome.
+        With `then`, the lane's state as it is right after, read in the same transaction: a lane that
+        finishes a window and takes its next waits for the control plane once for both."""
         finished = now()
 
-        def finished_with(session: Session) -> None:
+        def finished_with(session: Session) -> LaneState | None:
             if replies:
                 session.execute(INSERT_REPLY, [
                     {"id": f"{window_id}:{position}", "window_id": window_id, "agent": agent, "position": position,
@@ -231,9 +238,10 @@ class Ledger:
                     for position, content in enumerate(replies)])
             session.execute(FINISH_WINDOW, {"window_id_": window_id, "state_": "answered" if replies else "silent",
                                             "finished_at_": finished, "letta_ms_": letta_ms})
+            return None if then is None else lane_state(session, then)
 
         # Lost in a power cut, the window would still be `sending`: looked up at Letta, as after a crash.
-        self.plane.write_together(finished_with, durable=False)
+        return self.plane.write_together(finished_with, durable=False)
 
     def fail_window(self, window_id: str, error: str, *, settled: bool, retry_at: datetime | None = None,
                     strike: bool = False) -> int:
@@ -337,6 +345,16 @@ MARK_SENDING = (update(tables.WINDOWS).where(_window.id == bindparam("window_id_
 FINISH_WINDOW = (update(tables.WINDOWS).where(_window.id == bindparam("window_id_"))
                  .values(state=bindparam("state_"), finished_at=bindparam("finished_at_"), letta_ms=bindparam("letta_ms_"),
                          error=None, attempts=_window.attempts + 1, retry_at=None))
+
+
+def lane_state(session: Session, query: LaneQuery) -> LaneState:
+    row = session.execute(AGENT_WINDOWS_IN, {"states": query.under_way, "agent": query.agent}).first()
+    if row is not None:
+        return LaneState(window_of(row), [], {}, 0)
+    rows = session.execute(HANDED_UNSENT, {"agent": query.agent, "limit": query.limit}).all()
+    replied = (session.execute(REPLIES_SINCE, {"agent": query.agent, "since": query.replies_since}).scalar_one()
+               if rows else 0)
+    return LaneState(None, [candidate_of(row) for row in rows], {row.uri: blip_of(row) for row in rows}, replied)
 
 
 def handed_unsent(session: Session, agent: str, limit: int) -> list[Candidate]:

@@ -39,7 +39,7 @@ from blipflow.control.blips import Blips
 from blipflow.control.circuits import Circuits
 from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.control.leases import Leases
-from blipflow.control.ledger import Ledger, WindowToSend
+from blipflow.control.ledger import LaneQuery, LaneState, Ledger, WindowToSend
 from blipflow.control.outbox import Outbox
 from blipflow.coordination.policy import candidates_needed, decide
 from blipflow.dispatch.breaker import Breaker
@@ -141,6 +141,8 @@ class Dispatcher:
         self.started = False
         self.held: dict[str, str | None] = {}
         self.prepared: dict[str, Prepared] = {}  # window id → its messages, made before it was opened `sending`
+        # agent → its lane's state, read as its last window finished, for `next_window` right after
+        self.looked_ahead: dict[str, LaneState | None] = {}
         self.looked_at: tuple | None = None  # what the last round of planning looked at
         self.replan_at = 0.0
         # Agents' windows are opened side by side: each is a few round trips to the control plane, which
@@ -202,11 +204,13 @@ class Dispatcher:
         clock, now = time.monotonic(), datetime.now(timezone.utc)
         if not self.shares.holds(name) or name not in self.taken_up or not self.breaker_allows(name, clock):
             return None  # an agent taken up anew has its circuit restored by planning first
-        lane = self.ledger.lane_state(name, UNDER_WAY, candidates_needed(self.agents[name]),
-                                      replies_since=now - REPLY_RATE_PER)
+        lane = self.looked_ahead.pop(name, None) or self.ledger.lane_state(self.lane_query(name, now))
         window = lane.under_way or self.open_window(self.agents[name], now, lane.handed, lane.replies_since,
                                                     sent_now=lane.blips)
         return window if window is not None and self.ready(window, now, clock) else None
+
+    def lane_query(self, name: str, now: datetime) -> LaneQuery:
+        return LaneQuery(name, UNDER_WAY, candidates_needed(self.agents[name]), replies_since=now - REPLY_RATE_PER)
 
     def ready(self, window: Window, now: datetime, clock: float) -> bool:
         """Whether the window may go now: past its retry_at, and not one to look up at Letta again later."""
@@ -308,6 +312,7 @@ class Dispatcher:
 
     def delivered(self, agent: AgentConfig, window: Window) -> Delivery:
         breaker = self.breakers[agent.name]
+        self.looked_ahead.pop(agent.name, None)  # only a window finished just now leaves a look ahead
         try:
             called = self.call(agent, window.id)
         except HandedOver:
@@ -329,7 +334,9 @@ class Dispatcher:
         with self.circuit_recorded(agent.name):
             breaker.succeeded()
         answer = called.answer
-        self.ledger.finish_window(window.id, agent.name, answer.replies, answer.letta_ms)
+        self.looked_ahead[agent.name] = self.ledger.finish_window(
+            window.id, agent.name, answer.replies, answer.letta_ms,
+            then=self.lane_query(agent.name, datetime.now(timezone.utc)))
         outcome = called.outcome or ("answered" if answer.replies else "silent")
         return Delivery(window.id, agent.name, window.size, len(answer.replies), answer.letta_ms, outcome,
                         handed_for=called.handed_for)
