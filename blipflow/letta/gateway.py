@@ -75,28 +75,30 @@ class LettaGateway:
         try:
             # The messages go as plain JSON: the SDK's transform of typed parameters walks every key of every
             # message against its TypedDict (~1 ms of the interpreter a call, a tenth of what dispatch spends
-            # on a window), and leaves plain role/content/otid dicts as they are.
-            response = self.client.agents.messages.create(agent_id, max_steps=self.max_steps,
-                                                          extra_body={"messages": tagged})
+            # on a window), and leaves plain role/content/otid dicts as they are. The answer is read as JSON
+            # too: building the SDK's models of every message cost a window as much again.
+            response = self.client.agents.messages.with_raw_response.create(
+                agent_id, max_steps=self.max_steps, extra_body={"messages": tagged})
+            answer = response.json()
         except letta_client.APIError as error:
             raise classify(agent, error) from None
-        return Answer(replies_in(response.messages), (time.perf_counter() - started) * 1000)
+        return Answer(replies_in(listed(fields(answer).get("messages"))), (time.perf_counter() - started) * 1000)
 
     def answer_already_given(self, agent: str, agent_id: str, window_id: str) -> Answer | None:
         """If a window's messages reached the agent before a crash, the answer it gave then; else None.
 
         Lets a restarted dispatch finish a window without sending it twice."""
         try:
-            page = self.client.agents.messages.list(agent_id, limit=RECOVERY_LOOKBACK, order="desc")
+            page = self.client.agents.messages.with_raw_response.list(agent_id, limit=RECOVERY_LOOKBACK, order="desc")
+            listing = page.json()
         except letta_client.APIError as error:
             raise classify(agent, error) from None
         # The latest messages; sorted here because the server's order within the page is not to be relied on.
-        recent = sorted(page.items, key=lambda message: message.date)  # this page only: no paging on
+        recent = sorted(dated(page_items(listing)), key=lambda pair: pair[0])  # this page only: no paging on
         ours = {message_otid(window_id, index) for index in range(len(recent))}
-        for position, message in enumerate(recent):
-            if is_user_message(message) and getattr(message, "otid", None) == message_otid(window_id, 0):
-                answer = answer_to(recent[position + 1:], ours)
-                sent_at = message.date if message.date.tzinfo else message.date.replace(tzinfo=timezone.utc)
+        for position, (sent_at, message) in enumerate(recent):
+            if is_user_message(message) and fields(message).get("otid") == message_otid(window_id, 0):
+                answer = answer_to([later for _, later in recent[position + 1:]], ours)
                 if not answer and datetime.now(timezone.utc) - sent_at < timedelta(seconds=self.timeout):
                     # Nothing yet may mean the agent is still at it (silence looks the same): ask again later.
                     raise StillAnswering(window_id)
@@ -108,8 +110,35 @@ def message_otid(window_id: str, index: int) -> str:
     return f"{window_id}-{index}"
 
 
+def fields(value: Any) -> dict[str, Any]:
+    """A JSON object's fields; none for anything else (what Letta sends is read, never trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+def listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def page_items(listing: Any) -> list[Any]:
+    """The messages of a page: a list of them, or an object with them as its `items` (as the SDK reads it)."""
+    return listed(listing if isinstance(listing, list) else fields(listing).get("items"))
+
+
+def dated(messages: list[Any]) -> list[tuple[datetime, Any]]:
+    """Each message with its `date` (ISO 8601, UTC when it names no zone); one without a date that reads
+    cannot be placed among the others, and is left out."""
+    placed = []
+    for message in messages:
+        try:
+            date = datetime.fromisoformat(fields(message).get("date"))
+        except (TypeError, ValueError):
+            continue
+        placed.append((date if date.tzinfo else date.replace(tzinfo=timezone.utc), message))
+    return placed
+
+
 def is_user_message(message: Any) -> bool:
-    return getattr(message, "message_type", None) == "user_message"
+    return fields(message).get("message_type") == "user_message"
 
 
 def answer_to(messages: Iterable[Any], window_otids: set[str]) -> list[Any]:
@@ -117,7 +146,7 @@ def answer_to(messages: Iterable[Any], window_otids: set[str]) -> list[Any]:
     taken = []
     for message in messages:
         if is_user_message(message):
-            if getattr(message, "otid", None) in window_otids:
+            if fields(message).get("otid") in window_otids:
                 continue
             break
         taken.append(message)
@@ -133,25 +162,25 @@ def replies_in(messages: Iterable[Any]) -> list[str]:
     assistant: list[str] = []
     sent: list[str] = []
     for message in messages:
-        kind = getattr(message, "message_type", None)
+        kind = fields(message).get("message_type")
         if kind == "assistant_message":
-            text = content_text(message.content)
+            text = content_text(fields(message).get("content"))
             if text:
                 assistant.append(text)
         elif kind == "tool_call_message":
             for call in tool_calls(message):
-                if getattr(call, "name", None) == SEND_MESSAGE:
-                    text = send_message_text(getattr(call, "arguments", None))
+                if fields(call).get("name") == SEND_MESSAGE:
+                    text = send_message_text(fields(call).get("arguments"))
                     if text:
                         sent.append(text)
     return assistant or sent
 
 
 def tool_calls(message: Any) -> list[Any]:
-    calls = getattr(message, "tool_calls", None)
+    calls = fields(message).get("tool_calls")
     if isinstance(calls, list) and calls:
         return calls
-    call = getattr(message, "tool_call", None)
+    call = fields(message).get("tool_call")
     return [call] if call is not None else []
 
 
@@ -167,7 +196,7 @@ def send_message_text(arguments: Any) -> str | None:
 def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content.strip()
-    parts = [getattr(part, "text", None) for part in content or []]
+    parts = [fields(part).get("text") for part in listed(content)]
     return "\n".join(part for part in parts if isinstance(part, str)).strip()
 
 

@@ -1,4 +1,4 @@
-"""Reading an agent's answer, with letta-client's own message types; sorting Letta's errors."""
+"""Reading an agent's answer, as JSON of letta-client's own message types; sorting Letta's errors."""
 
 from datetime import datetime, timezone
 
@@ -14,22 +14,27 @@ from letta_client.types.agents import (
 from letta_client.types.agents.tool_call import ToolCall
 
 from blipflow.dispatch.breaker import Breaker
-from blipflow.letta.gateway import answer_to, classify, replies_in
+from blipflow.letta.gateway import answer_to, classify, dated, replies_in
 
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
 
 
-def assistant(text: str) -> AssistantMessage:
-    return AssistantMessage(id="m", date=NOW, content=text, message_type="assistant_message")
+def wire(message: letta_client.BaseModel) -> dict:
+    """A message as Letta sends it, which the gateway reads without building the SDK's models."""
+    return message.model_dump(mode="json")
 
 
-def send_message(arguments: str, name: str = "send_message") -> ToolCallMessage:
+def assistant(text: str) -> dict:
+    return wire(AssistantMessage(id="m", date=NOW, content=text, message_type="assistant_message"))
+
+
+def send_message(arguments: str, name: str = "send_message") -> dict:
     call = ToolCall(name=name, arguments=arguments, tool_call_id="t")
-    return ToolCallMessage(id="m", date=NOW, tool_call=call, message_type="tool_call_message")
+    return wire(ToolCallMessage(id="m", date=NOW, tool_call=call, message_type="tool_call_message"))
 
 
-def thinking() -> ReasoningMessage:
-    return ReasoningMessage(id="m", date=NOW, reasoning="hmm", message_type="reasoning_message")
+def thinking() -> dict:
+    return wire(ReasoningMessage(id="m", date=NOW, reasoning="hmm", message_type="reasoning_message"))
 
 
 def test_assistant_messages_are_the_replies():
@@ -50,9 +55,15 @@ def test_no_reply_is_silence():
 
 
 def test_recovery_reads_past_the_window_s_own_messages_up_to_the_next_user_message():
-    own = UserMessage(id="u1", date=NOW, content="second blip", message_type="user_message", otid="w-1")
-    later = UserMessage(id="u2", date=NOW, content="next window", message_type="user_message", otid="v-0")
+    own = wire(UserMessage(id="u1", date=NOW, content="second blip", message_type="user_message", otid="w-1"))
+    later = wire(UserMessage(id="u2", date=NOW, content="next window", message_type="user_message", otid="v-0"))
     assert answer_to([own, assistant("a"), later, assistant("b")], {"w-0", "w-1"}) == [assistant("a")]
+
+
+def test_recovery_places_messages_by_their_dates_and_leaves_out_one_without():
+    naive = {**assistant("naive"), "date": "2026-11-22T00:00:01"}
+    assert dated([naive, {**assistant("none"), "date": None}, "not a message", assistant("aware")]) == [
+        (datetime(2026, 11, 22, 0, 0, 1, tzinfo=timezone.utc), naive), (NOW, assistant("aware"))]
 
 
 def status_error(status: int) -> letta_client.APIStatusError:
