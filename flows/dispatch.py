@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def build_dispatcher(settings: Settings, notify: Notify = nobody, logger: Logger | LoggerAdapter = log) -> Dispatcher:
     plane = control_plane(settings, logger)
     resolver = IdentityResolver.in_control_plane(plane, settings)
-    gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps)
+    gateway = LettaGateway(settings.letta, max_steps=settings.dispatch.max_steps, agents=len(settings.agents))
     # Agents' DIDs keep their own blips from them and measure agent-only chains; learned from handles if not given.
     agents = with_learned_dids(settings.agents, settings.bluesky, timeout=settings.publish.timeout)
     agents = with_letta_tags(agents, gateway)

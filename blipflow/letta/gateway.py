@@ -11,15 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import letta_client
-from letta_client import Letta
+from letta_client import DefaultHttpxClient, Letta
 
 from blipflow.config import LettaConfig
 from blipflow.model.failures import Failure
+from blipflow.network import tls
 
 SEND_MESSAGE = "send_message"
 # How far back a window's messages are looked for when it is unclear whether they arrived.
 RECOVERY_LOOKBACK = 100
+MIN_KEPT_OPEN = 20  # connections to Letta kept open, at least (the SDK's own default)
 
 
 class AgentCallFailed(Failure):
@@ -48,11 +51,16 @@ class Answer:
 
 
 class LettaGateway:
-    def __init__(self, config: LettaConfig, *, max_steps: int = 10) -> None:
+    def __init__(self, config: LettaConfig, *, max_steps: int = 10, agents: int = 1) -> None:
+        """`agents`: how many agents are called at once (each its own lane), every one on a connection of its
+        own kept open between its calls. The SDK's default pool keeps 20 open and lets 100 exist at all:
+        with more agents, calls waited for a connection, and most lanes opened a new one each call."""
         self.timeout = config.timeout
         api_key = config.api_key.get_secret_value() if config.api_key else None
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(agents, MIN_KEPT_OPEN))
         # No retries here: Prefect retries transient failures, and the breaker counts them.
-        self.client = Letta(base_url=config.base_url, api_key=api_key, timeout=config.timeout, max_retries=0)
+        self.client = Letta(base_url=config.base_url, api_key=api_key, timeout=config.timeout, max_retries=0,
+                            http_client=DefaultHttpxClient(limits=limits, timeout=config.timeout, verify=tls.verified()))
         self.max_steps = max_steps
 
     def with_timeout(self, timeout: float) -> LettaGateway:

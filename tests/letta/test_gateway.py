@@ -1,5 +1,6 @@
 """Reading an agent's answer, as JSON of letta-client's own message types; sorting Letta's errors."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import httpx
@@ -13,8 +14,10 @@ from letta_client.types.agents import (
 )
 from letta_client.types.agents.tool_call import ToolCall
 
+from blipflow.config import LettaConfig
 from blipflow.dispatch.breaker import Breaker
-from blipflow.letta.gateway import answer_to, classify, dated, replies_in
+from blipflow.letta.gateway import LettaGateway, answer_to, classify, dated, replies_in
+from tests.support.fake_letta import FakeLetta
 
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
 
@@ -64,6 +67,25 @@ def test_recovery_places_messages_by_their_dates_and_leaves_out_one_without():
     naive = {**assistant("naive"), "date": "2026-11-22T00:00:01"}
     assert dated([naive, {**assistant("none"), "date": None}, "not a message", assistant("aware")]) == [
         (datetime(2026, 11, 22, 0, 0, 1, tzinfo=timezone.utc), naive), (NOW, assistant("aware"))]
+
+
+def test_each_of_many_agents_keeps_its_own_connection_to_letta_between_calls():
+    """Every agent calls Letta from a lane of its own: with more agents than the SDK's pool keeps open (20)
+    or lets exist (100), calls waited for a connection and most opened a new one each time."""
+    agents = 150
+    fake = FakeLetta(latency_ms=200).start()
+    gateway = LettaGateway(LettaConfig(base_url=fake.base_url, timeout=30), agents=agents)
+    ids = [fake.create_agent() for _ in range(agents)]
+    try:
+        with ThreadPoolExecutor(agents) as lanes:
+            for round_ in range(2):
+                answers = lanes.map(lambda n: gateway.send(f"a{n}", ids[n], [{"role": "user", "content": "hi"}],
+                                                           f"w{round_}-{n}"), range(agents))
+                assert all(answer.replies == ["echo: hi"] for answer in answers)
+    finally:
+        fake.stop()
+    assert fake.calls == 2 * agents
+    assert fake.connections <= agents
 
 
 def status_error(status: int) -> letta_client.APIStatusError:

@@ -58,6 +58,7 @@ class FakeLetta:
         self.agents: dict[str, FakeAgent] = {}
         self.lock = threading.Lock()
         self.calls = 0
+        self.connections = 0  # opened by callers, over the fake's life
         self.clock = itertools.count()
         # As many callers connecting at once as a real server takes (uvicorn's backlog is 2048), not
         # socketserver's 5: a hundred lanes calling together would otherwise wait on SYN retries.
@@ -144,6 +145,11 @@ class FakeLetta:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # connections kept open between calls, as a real server keeps them
             disable_nagle_algorithm = True  # else the body, written after the headers, waits for their ACK
+
+            def setup(self) -> None:  # once per connection
+                super().setup()
+                with fake.lock:
+                    fake.connections += 1
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path.rstrip("/") == "/v1/agents":
