@@ -73,7 +73,7 @@ class ControlPlane:
         self.engine = self._create_engine(busy_timeout)
         # The writers of this process take turns here rather than in SQLite's sleeping busy handler.
         self._write_turn = threading.RLock() if self.backend == "sqlite" else None
-        self._together = WritesTogether(lambda durable: self.writing(durable=durable))
+        self._together = WritesTogether(self._writing_connection)
         self._migrated = False
         self._migrating = threading.Lock()
 
@@ -136,8 +136,8 @@ class ControlPlane:
         with self._turn(), self._session(writing=True, durable=durable) as session:
             yield session
 
-    def write_together(self, work: Callable[[Session], T], *, durable: bool = True) -> T:
-        """`work(session)` in a transaction it may share with the writes other threads of this process make
+    def write_together(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+        """`work(connection)` (Core statements: no ORM session is made for them) in a transaction it may share with the writes other threads of this process make
         at the same moment (see `together`): for the small writes a hundred lanes make at once. Its result,
         or its error raised here; nothing of a write that failed is kept."""
         return self._together.write(work, durable=durable)
@@ -157,6 +157,12 @@ class ControlPlane:
         with self.connection(writing=writing, durable=durable) as connection, \
                 Session(connection, expire_on_commit=False) as session, session.begin():
             yield session
+
+    @contextmanager
+    def _writing_connection(self, durable: bool) -> Iterator[Connection]:
+        self.migrate()
+        with self._turn(), self.connection(writing=True, durable=durable) as connection, connection.begin():
+            yield connection
 
     @contextmanager
     def connection(self, *, writing: bool, durable: bool = True) -> Iterator[Connection]:

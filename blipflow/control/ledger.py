@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -135,18 +135,18 @@ class Ledger:
         skipped = [{"agent": agent, "blip_uri": uri, "skip_reason": reason, "window_id": None, "decided_at": decided}
                    for uri, reason in skips.items()]
 
-        def opened(session: Session) -> Opened | None:
+        def opened(connection: Connection) -> Opened | None:
             undecided, reasons = list(window), {}
             if window_id is not None:
-                session.execute(INSERT_WINDOW, {"id": window_id, "agent": agent, "state": state, "size": len(window),
+                connection.execute(INSERT_WINDOW, {"id": window_id, "agent": agent, "state": state, "size": len(window),
                                                 "created_at": decided, "sent_at": sent_at})
-                reasons = dict(session.execute(INTO_WINDOW, {"agent_": agent, "uris": window,
+                reasons = dict(connection.execute(INTO_WINDOW, {"agent_": agent, "uris": window,
                                                              "window_id_": window_id}).tuples().all())
                 undecided = [uri for uri in window if uri not in reasons]
             rows = skipped + [{"agent": agent, "blip_uri": uri, "skip_reason": None, "window_id": window_id,
                                "decided_at": decided} for uri in undecided]
             if rows:
-                session.execute(INSERT_DELIVERY, rows)
+                connection.execute(INSERT_DELIVERY, rows)
             if window_id is None:
                 return None
             return Opened(Window(window_id, agent, state, len(window), sent_at),
@@ -167,7 +167,7 @@ class Ledger:
 
     def lane_state(self, query: LaneQuery) -> LaneState:
         with self.plane.reading() as session:
-            return lane_state(session, query)
+            return lane_state(session.connection(), query)
 
     def window_to_send(self, window_id: str) -> WindowToSend | None:
         with self.plane.reading() as session:
@@ -220,8 +220,8 @@ class Ledger:
 
     def mark_sending(self, window_id: str) -> None:
         sent_at = now()
-        self.plane.write_together(lambda session: session.execute(MARK_SENDING, {"window_id_": window_id,
-                                                                                "sent_at_": sent_at}))
+        self.plane.write_together(
+            lambda connection: connection.execute(MARK_SENDING, {"window_id_": window_id, "sent_at_": sent_at}))
 
     def finish_window(self, window_id: str, agent: str, replies: list[str], letta_ms: float, *,
                       then: LaneQuery | None = None) -> LaneState | None:
@@ -230,15 +230,15 @@ class Ledger:
         finishes a window and takes its next waits for the control plane once for both."""
         finished = now()
 
-        def finished_with(session: Session) -> LaneState | None:
+        def finished_with(connection: Connection) -> LaneState | None:
             if replies:
-                session.execute(INSERT_REPLY, [
+                connection.execute(INSERT_REPLY, [
                     {"id": f"{window_id}:{position}", "window_id": window_id, "agent": agent, "position": position,
                      "content": content, "state": "queued", "created_at": finished}
                     for position, content in enumerate(replies)])
-            session.execute(FINISH_WINDOW, {"window_id_": window_id, "state_": "answered" if replies else "silent",
+            connection.execute(FINISH_WINDOW, {"window_id_": window_id, "state_": "answered" if replies else "silent",
                                             "finished_at_": finished, "letta_ms_": letta_ms})
-            return None if then is None else lane_state(session, then)
+            return None if then is None else lane_state(connection, then)
 
         # Lost in a power cut, the window would still be `sending`: looked up at Letta, as after a crash.
         return self.plane.write_together(finished_with, durable=False)
@@ -310,7 +310,7 @@ class Ledger:
 
     def _update(self, window_id: str, **values: object) -> None:
         self.plane.write_together(
-            lambda session: session.execute(update(tables.WINDOWS).where(tables.WINDOWS.c.id == window_id).values(**values)))
+            lambda connection: connection.execute(update(tables.WINDOWS).where(tables.WINDOWS.c.id == window_id).values(**values)))
 
 
 # What dispatch reads of a window, as plain rows: planning reads every window under way each round, and
@@ -347,12 +347,12 @@ FINISH_WINDOW = (update(tables.WINDOWS).where(_window.id == bindparam("window_id
                          error=None, attempts=_window.attempts + 1, retry_at=None))
 
 
-def lane_state(session: Session, query: LaneQuery) -> LaneState:
-    row = session.execute(AGENT_WINDOWS_IN, {"states": query.under_way, "agent": query.agent}).first()
+def lane_state(connection: Connection, query: LaneQuery) -> LaneState:
+    row = connection.execute(AGENT_WINDOWS_IN, {"states": query.under_way, "agent": query.agent}).first()
     if row is not None:
         return LaneState(window_of(row), [], {}, 0)
-    rows = session.execute(HANDED_UNSENT, {"agent": query.agent, "limit": query.limit}).all()
-    replied = (session.execute(REPLIES_SINCE, {"agent": query.agent, "since": query.replies_since}).scalar_one()
+    rows = connection.execute(HANDED_UNSENT, {"agent": query.agent, "limit": query.limit}).all()
+    replied = (connection.execute(REPLIES_SINCE, {"agent": query.agent, "since": query.replies_since}).scalar_one()
                if rows else 0)
     return LaneState(None, [candidate_of(row) for row in rows], {row.uri: blip_of(row) for row in rows}, replied)
 
