@@ -53,7 +53,8 @@ def racing(target: Callable[..., dict], arguments: list[tuple], timeout: float =
             ending = time.monotonic() + 30  # for the others to end after a failure, and all to exit
             for worker in workers:
                 worker.join(max(0.0, ending - time.monotonic()))
-            _drain(results, outcomes)
+            if len(outcomes) < len(workers):
+                _drain(results, outcomes)
         finally:
             killed = {number for number, worker in enumerate(workers) if worker.is_alive()}
             for number in killed:
