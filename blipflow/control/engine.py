@@ -4,7 +4,9 @@ SQLite (the default, a file under `data/`) is shared by the processes of one mac
 go on while one writes, `busy_timeout` makes a writer wait its turn instead of failing, and a write
 transaction takes the write lock when it begins (BEGIN IMMEDIATE). Without that, two transactions that
 read then write would each hold a read lock and wait for the other: SQLite breaks such a deadlock by
-failing one at once, whatever the timeout. PostgreSQL (`postgresql+psycopg://…`) serves several machines.
+failing one at once, whatever the timeout. Turning a new file to WAL is such a read then write inside
+SQLite, where no BEGIN IMMEDIATE can go first: it is tried again instead (`_enter_wal`). PostgreSQL
+(`postgresql+psycopg://…`) serves several machines.
 
 Under load (a hundred agents' lanes, each a thread) three things keep SQLite from serializing the work:
 - The writers of one process take turns on a lock of their own before BEGIN IMMEDIATE: SQLite's busy
@@ -29,7 +31,9 @@ The schema is migrated to the newest revision the first time the plane is used (
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -51,6 +55,7 @@ DEFAULT_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another's trans
 # SQLite connections are a file handle and a small cache each: enough for every lane of a hundred agents,
 # the planner and the lease keeper, kept open (reopening one costs its PRAGMAs).
 SQLITE_POOL_SIZE = 128
+WAL_RETRY_PAUSE = 0.01  # seconds between tries to turn a new file to WAL (see `_enter_wal`)
 
 
 def default_url(path: Path = DEFAULT_PATH) -> str:
@@ -113,7 +118,8 @@ class ControlPlane:
         def configure(connection: Any, _record: Any) -> None:
             connection.isolation_level = None  # transactions begin where `begin` below says, not in the driver
             cursor = connection.cursor()
-            for pragma in ("journal_mode = WAL", f"busy_timeout = {int(busy_timeout * 1000)}", "foreign_keys = ON"):
+            _enter_wal(cursor, busy_timeout)
+            for pragma in (f"busy_timeout = {int(busy_timeout * 1000)}", "foreign_keys = ON"):
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
 
@@ -216,6 +222,26 @@ class ControlPlane:
     def dispose(self) -> None:
         """Close the pooled connections (a forked child must not share its parent's)."""
         self.engine.dispose()
+
+
+def _enter_wal(cursor: sqlite3.Cursor, busy_timeout: float) -> None:
+    """Put the database in WAL mode, waiting up to `busy_timeout` for another connection doing the same.
+
+    A new file is turned to WAL by the first connection to write its header. Another that read the header
+    at the same moment then needs the write lock while holding its read lock: SQLite fails it at once
+    ("database is locked") rather than call the busy handler, which could deadlock there, so processes
+    starting together on a new control plane (ingest, dispatch and publish, say) failed to connect. The
+    failed statement let go of its read lock: tried again, it waits for the lock like any other, or finds
+    the file in WAL already (the mode is kept in the file) and only reads."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_RETRY_PAUSE)
 
 
 def duplicate_key(error: IntegrityError) -> bool:

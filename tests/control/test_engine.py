@@ -1,7 +1,7 @@
 """The SQLite control plane under many threads of one process: its writers take turns in the process (they
 never reach SQLite's busy handler, so none waits in its sleeps, nor fails with no time to wait), readers go
 on while a writer holds the write lock, and a write may skip the disk sync without losing a thing to a
-killed process."""
+killed process. A new file another process is turning to WAL is waited for, not a failure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import concurrent.futures
 import multiprocessing
 import os
 import signal
+import sqlite3
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -60,6 +62,28 @@ def test_readers_go_on_while_a_writer_holds_the_write_lock(tmp_path) -> None:
         done.set()
         writer.join()
     plane.dispose()
+
+
+def test_a_new_file_another_is_turning_to_wal_is_waited_for(tmp_path) -> None:
+    """Processes starting at once on a new control plane: while the first holds the write lock to turn the
+    file to WAL, another that read the file's header meanwhile must wait, though SQLite calls no busy
+    handler there (it failed at once: "database is locked")."""
+    path = tmp_path / "control.sqlite"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("BEGIN IMMEDIATE")  # the write lock, as the first process turning the new file to WAL holds it
+    held = 0.5
+    began = time.monotonic()
+    releasing = threading.Timer(held, first.execute, ["COMMIT"])
+    releasing.start()
+    plane = ControlPlane(f"sqlite:///{path}")
+    try:
+        with plane.reading() as session:
+            assert session.connection().exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert time.monotonic() - began >= held  # it did meet the lock
+    finally:
+        releasing.join()
+        first.close()
+        plane.dispose()
 
 
 def take_a_lease_then_wait(url: str, ready: multiprocessing.Event) -> None:

@@ -15,7 +15,8 @@ import pytest
 from blipflow.control import tables
 from blipflow.control.engine import ControlPlane
 from blipflow.control.leases import Claims, Leases
-from tests.support.control_plane import hold_lease, racing, take_lease
+from tests.support.control_plane import hold_lease, take_lease
+from tests.support.racing import racing
 
 TTL = timedelta(seconds=1)
 CLAIM_TTL = timedelta(seconds=3)  # claims count time themselves: a third of it must outlast a busy machine's pauses

@@ -17,7 +17,8 @@ from blipflow.control.facts import BlipFacts
 from blipflow.control.ledger import Ledger
 from blipflow.control.outbox import Outbox
 from blipflow.model.ledger import Window
-from tests.support.control_plane import decide_everything, racing
+from tests.support.control_plane import decide_everything
+from tests.support.racing import racing
 
 HUMAN, AGENT_A, AGENT_B = "did:plc:human", "did:plc:agenta", "did:plc:agentb"
 

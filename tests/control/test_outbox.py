@@ -16,7 +16,8 @@ from blipflow.control.facts import BlipFacts
 from blipflow.control.ledger import Ledger
 from blipflow.control.outbox import Outbox
 from blipflow.model.refs import AnsweredBlip, Ref
-from tests.support.control_plane import note_post, racing
+from tests.support.control_plane import note_post
+from tests.support.racing import racing
 
 ROOT = "at://did:plc:root/stream.thought.blip/3kroot"
 

@@ -9,8 +9,9 @@ from sqlalchemy import create_engine, inspect
 
 from blipflow.control.engine import ControlPlane, ControlPlaneError
 from blipflow.control.schema import current, differences, head
-from tests.support.control_plane import racing, start_plane
+from tests.support.control_plane import start_plane
 from tests.support.postgres import free_port
+from tests.support.racing import racing
 
 
 def test_first_use_migrates_to_exactly_the_declared_tables(control: ControlPlane) -> None:

@@ -19,7 +19,8 @@ from blipflow.control.ledger import Ledger
 from blipflow.dispatch.coordinator import Coordinator
 from blipflow.model.coordination_policy import CoordinationPolicy
 from blipflow.operations.why import why
-from tests.support.control_plane import coordinate_everything, racing
+from tests.support.control_plane import coordinate_everything
+from tests.support.racing import racing
 
 HUMAN = "did:plc:human"
 AGENTS = [{"name": "ada", "agent_id": "a-1", "did": "did:plc:ada", "handle": "ada.test", "skills": ["postgres"]},

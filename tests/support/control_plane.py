@@ -2,16 +2,16 @@
 file and a REAL PostgreSQL (one cluster per session from tests/support/postgres.py, a fresh database per
 test), so every test that takes it runs on each.
 
-Workers for the tests where separate processes race (spawned, so each has its own interpreter and its
-own connections) live here too: a test module's functions cannot be imported by a spawned child.
+Workers for the tests where separate processes race (`tests.support.racing`: spawned, so each has its own
+interpreter and its own connections) live here too: a test module's functions cannot be imported by a
+spawned child.
 """
 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -65,22 +65,7 @@ def control(control_url: str) -> Iterator[ControlPlane]:
 # -- workers, run in separate processes --------------------------------------------------------------------
 
 
-def racing(target: Callable[..., None], arguments: list[tuple], timeout: float = 240.0) -> list[dict]:
-    """Run `target(*args, start, results)` in a spawned process per entry of `arguments`, all let go at
-    once when all are ready; the report each put in `results`, once every process ended with exit 0."""
-    spawn = multiprocessing.get_context("spawn")
-    start, results = spawn.Barrier(len(arguments)), spawn.Queue()
-    workers = [spawn.Process(target=target, args=(*args, start, results)) for args in arguments]
-    for worker in workers:
-        worker.start()
-    reports = [results.get(timeout=timeout) for _ in workers]
-    for worker in workers:
-        worker.join(30)
-        assert worker.exitcode == 0
-    return reports
-
-
-def decide_everything(url: str, agent: str, batch: int, start: Any, results: Any) -> None:
+def decide_everything(url: str, agent: str, batch: int, start: Any) -> dict:
     """Open windows of `batch` blips for `agent` until none it was handed is left; report the ids of the
     windows this process was told it opened, and how many decisions it lost to another process."""
     plane = ControlPlane(url)
@@ -94,10 +79,10 @@ def decide_everything(url: str, agent: str, batch: int, start: Any, results: Any
         else:
             opened.append(window_id)
     plane.dispose()
-    results.put({"opened": opened, "lost": lost})
+    return {"opened": opened, "lost": lost}
 
 
-def coordinate_everything(url: str, agents: list[dict], policy: dict, start: Any, results: Any) -> None:
+def coordinate_everything(url: str, agents: list[dict], policy: dict, start: Any) -> dict:
     """Run coordination rounds until every blip in the plane is decided; report how many blips this
     process decided and how many rounds it lost to another."""
     plane = ControlPlane(url)
@@ -113,26 +98,28 @@ def coordinate_everything(url: str, agents: list[dict], policy: dict, start: Any
         decided += done
         lost += not done
     plane.dispose()
-    results.put({"decided": decided, "lost": lost})
+    return {"decided": decided, "lost": lost}
 
 
-def start_plane(url: str, start: Any, results: Any) -> None:
+def start_plane(url: str, start: Any) -> dict:
     """Use a new control plane (which migrates it) when every worker is ready; report the revision found."""
     plane = ControlPlane(url)
     start.wait()
     with plane.reading() as session:
-        results.put({"revision": current(session.connection())})
+        revision = current(session.connection())
     plane.dispose()
+    return {"revision": revision}
 
 
-def take_lease(url: str, name: str, holder: str, ttl_seconds: float, start: Any, results: Any) -> None:
+def take_lease(url: str, name: str, holder: str, ttl_seconds: float, start: Any) -> dict:
     """Try once to take the lease, when every worker is ready (`start` is their barrier); report whether it was won."""
     plane = ControlPlane(url)
     leases = Leases(plane)
     plane.migrate()  # not part of the race
     start.wait()
-    results.put({"holder": holder, "won": leases.acquire(name, holder, timedelta(seconds=ttl_seconds))})
+    won = leases.acquire(name, holder, timedelta(seconds=ttl_seconds))
     plane.dispose()
+    return {"holder": holder, "won": won}
 
 
 def hold_lease(url: str, name: str, holder: str, ttl_seconds: float, held: Any) -> None:
@@ -148,12 +135,12 @@ def hold_lease(url: str, name: str, holder: str, ttl_seconds: float, held: Any) 
     raise SystemExit(f"{holder} lost lease {name} while renewing it")
 
 
-def note_post(url: str, reply_id: str, uri: str, start: Any, results: Any) -> None:
+def note_post(url: str, reply_id: str, uri: str, start: Any) -> dict:
     """Note the reply's only part as posted, when every worker is ready (`start` is their barrier)."""
     plane = ControlPlane(url)
     outbox = Outbox(plane)
     plane.migrate()
     start.wait()
     outbox.record_post(reply_id, 0, "racer.test", uri, "bafyracer", last=True)
-    results.put({"uri": uri})
     plane.dispose()
+    return {"uri": uri}
