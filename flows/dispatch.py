@@ -82,7 +82,7 @@ def blocked_agents(dispatcher: Dispatcher) -> dict[str, str]:
     """Agents whose circuit keeps calls from them: open, or half-open while its one trial call is made."""
     return {name: (f"circuit open: {breaker.reason}" if breaker.reason else "circuit open after failed calls")
             + f"; retried every {breaker.cooldown:g} s"
-            for name, breaker in dispatcher.breakers.items() if breaker.state != "closed"}
+            for name, breaker in dispatcher.circuits.breakers.items() if breaker.state != "closed"}
 
 
 def delivery_row(delivery: Delivery) -> dict[str, object] | None:

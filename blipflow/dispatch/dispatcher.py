@@ -29,8 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -42,7 +41,7 @@ from blipflow.control.leases import Leases
 from blipflow.control.ledger import LaneQuery, LaneState, Ledger, WindowToSend
 from blipflow.control.outbox import Outbox
 from blipflow.coordination.policy import candidates_needed, decide
-from blipflow.dispatch.breaker import Breaker
+from blipflow.dispatch.circuits import AgentCircuits
 from blipflow.dispatch.coordinator import Coordinator
 from blipflow.dispatch.prompt import window_messages
 from blipflow.dispatch.shares import AgentShares
@@ -50,8 +49,8 @@ from blipflow.letta.gateway import AgentCallFailed, Answer, LettaGateway, StillA
 from blipflow.model.blip import Blip, Candidate, Identity, with_identity
 from blipflow.model.coordination_policy import CoordinationPolicy
 from blipflow.model.failures import Failure
-from blipflow.model.ledger import Circuit, Window
-from blipflow.model.notices import Notice, Notify, agent_resource, nobody
+from blipflow.model.ledger import Window
+from blipflow.model.notices import Notify, nobody
 from blipflow.network.identity import IdentityResolver
 
 log = logging.getLogger(__name__)
@@ -62,8 +61,6 @@ RECHECK_SECONDS = 2.0  # between looks at Letta for a window that may still be a
 REPLAN_EVERY = 1.0  # seconds: the longest a round is skipped for want of news in the control plane
 UNDER_WAY = ["pending", "sending", "failed"]  # a window in these states is still to be sent (again)
 OPENERS = 8  # threads opening agents' windows at once while planning
-
-
 
 
 @dataclass(frozen=True)
@@ -121,8 +118,7 @@ class Dispatcher:
         notify: Notify = nobody,
     ) -> None:
         self.plane = plane
-        self.blips, self.ledger, self.outbox, self.circuits = Blips(plane), Ledger(plane), Outbox(plane), Circuits(plane)
-        self.notify = notify
+        self.blips, self.ledger, self.outbox = Blips(plane), Ledger(plane), Outbox(plane)
         self.gateway = gateway
         self.resolver = resolver
         self.agents = {agent.name: agent for agent in agents}
@@ -131,12 +127,9 @@ class Dispatcher:
         # a window sent this recently without a trace at Letta may still be answered there.
         self.in_flight_for = timedelta(seconds=letta_timeout + IN_FLIGHT_MARGIN)
         self.rechecks: dict[str, float] = {}  # window id → when to look at Letta again (monotonic)
-        self.breakers = {
-            agent.name: Breaker(agent.name, config.breaker_failures, config.breaker_cooldown) for agent in agents
-        }
+        self.circuits = AgentCircuits(Circuits(plane), agents, config, notify)
         self.quarantine_after = config.quarantine_after
         self.shares = AgentShares(Leases(plane), self.agents, idle=self.idle)
-        self.taken_up: set[str] = set()  # agents whose circuit this process took up from the control plane
         self.delivering: set[str] = set()  # agents with a window being delivered by this process now
         self.started = False
         self.held: dict[str, str | None] = {}
@@ -172,10 +165,9 @@ class Dispatcher:
         now = datetime.now(timezone.utc)
         self.coordinator.step(now)
         held = self.shares.held()
-        self.taken_up &= held  # an agent served again after another process had it: its circuit anew
-        self.restore_circuits(held - self.taken_up, clock, now)
+        self.circuits.take_up(held, clock, now)
         planned: dict[str, Window] = {}
-        allowed = {name for name in held - set(taking_their_own) if self.breaker_allows(name, clock)}
+        allowed = {name for name in held - set(taking_their_own) if self.circuits.allows(name, clock)}
         if not allowed:  # every lane busy: nothing to look up (a round every poll interval, at full speed)
             return []
         waiting = self.ledger.windows_in(UNDER_WAY)
@@ -202,9 +194,10 @@ class Dispatcher:
         under way, else a new one opened from what it was handed. None when there is none, or the agent
         is not this process's to serve, or its circuit keeps calls from it."""
         clock, now = time.monotonic(), datetime.now(timezone.utc)
-        if not self.shares.holds(name) or name not in self.taken_up or not self.breaker_allows(name, clock):
+        looked_ahead = self.looked_ahead.pop(name, None)  # good for this look only
+        if not self.shares.holds(name) or name not in self.circuits.taken_up or not self.circuits.allows(name, clock):
             return None  # an agent taken up anew has its circuit restored by planning first
-        lane = self.looked_ahead.pop(name, None) or self.ledger.lane_state(self.lane_query(name, now))
+        lane = looked_ahead or self.ledger.lane_state(self.lane_query(name, now))
         window = lane.under_way or self.open_window(self.agents[name], now, lane.handed, lane.replies_since,
                                                     sent_now=lane.blips)
         return window if window is not None and self.ready(window, now, clock) else None
@@ -216,19 +209,6 @@ class Dispatcher:
         """Whether the window may go now: past its retry_at, and not one to look up at Letta again later."""
         return window.due(now) and self.rechecks.get(window.id, 0.0) <= clock
 
-    def restore_circuits(self, agents: set[str], clock: float, now: datetime) -> None:
-        """An agent whose circuit another process (or an earlier one) left open stays alone for the rest of
-        its cooldown, whichever process serves it now."""
-        if not agents:
-            return
-        circuits = self.circuits.all()
-        for agent in agents:
-            circuit = circuits.get(agent)
-            if circuit is not None:
-                ago = None if circuit.opened_at is None else (now - circuit.opened_at).total_seconds()
-                self.breakers[agent].restore(circuit.state, circuit.failures, ago, circuit.reason, clock)
-        self.taken_up |= agents
-
     def idle(self, agent: str) -> bool:
         """Whether no window of the agent is under way (planned, being sent, or failed and to be sent again)."""
         return agent not in self.delivering and not self.ledger.windows_in(UNDER_WAY, agent)
@@ -237,28 +217,6 @@ class Dispatcher:
         """Hand this process's agents to the others at once (they would otherwise wait for the leases to run out)."""
         self.shares.stop()
         self.openers.shutdown()
-
-    def breaker_allows(self, agent: str, clock: float) -> bool:
-        with self.circuit_recorded(agent):
-            return self.breakers[agent].allows(clock)
-
-    @contextmanager
-    def circuit_recorded(self, agent: str) -> Iterator[None]:
-        """Store the agent's circuit when what happens inside changes it (rare: no write otherwise)."""
-        breaker = self.breakers[agent]
-        before = (breaker.state, breaker.failures)
-        try:
-            yield
-        finally:
-            if (breaker.state, breaker.failures) != before:
-                opened_at = None
-                if breaker.opened_at is not None:
-                    opened_at = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - breaker.opened_at)
-                self.circuits.save(agent, Circuit(breaker.state, breaker.failures, opened_at, breaker.reason))
-            if breaker.state != before[0]:
-                self.notify(Notice(f"blipflow.agent.circuit.{breaker.state}", agent_resource(agent),
-                                   {"failures": breaker.failures, "cooldown_seconds": breaker.cooldown,
-                                    "reason": breaker.reason}))
 
     def open_window(self, agent: AgentConfig, now: datetime, handed: list[Candidate], replied: int, *,
                     sent_now: Mapping[str, Blip] | None = None) -> Window | None:
@@ -311,7 +269,6 @@ class Dispatcher:
             self.delivering.discard(agent.name)
 
     def delivered(self, agent: AgentConfig, window: Window) -> Delivery:
-        breaker = self.breakers[agent.name]
         self.looked_ahead.pop(agent.name, None)  # only a window finished just now leaves a look ahead
         try:
             called = self.call(agent, window.id)
@@ -331,7 +288,7 @@ class Dispatcher:
         except Exception as error:  # noqa: BLE001 - a bug or data the code cannot handle: the window's, not the agent's
             # Letta may have it if the failure came after the call: it is looked up there before a resend.
             return self.window_failed(window, error, settled=False)
-        with self.circuit_recorded(agent.name):
+        with self.circuits.recorded(agent.name) as breaker:
             breaker.succeeded()
         answer = called.answer
         self.looked_ahead[agent.name] = self.ledger.finish_window(
@@ -344,8 +301,7 @@ class Dispatcher:
     def agent_failed(self, window: Window, failure: AgentCallFailed) -> AgentCallFailed:
         """The agent's failure: counted by its breaker, and final (no retry at once) when the circuit is
         open after it; the window waits for the cooldown either way, should Prefect's retries run out."""
-        breaker = self.breakers[window.agent]
-        with self.circuit_recorded(window.agent):
+        with self.circuits.recorded(window.agent) as breaker:
             opened = breaker.failed(time.monotonic(), failure.reason, at_once=failure.whole_agent)
         retry_at = datetime.now(timezone.utc) + timedelta(seconds=breaker.cooldown)
         if opened:
@@ -360,7 +316,7 @@ class Dispatcher:
         A request Letta refused is quarantined at once: sending it again cannot help."""
         what = str(error) if isinstance(error, Failure) else f"{type(error).__name__}: {error}"
         what = what.strip().splitlines()[0] if what.strip() else type(error).__name__
-        retry_at = datetime.now(timezone.utc) + timedelta(seconds=self.breakers[window.agent].cooldown)
+        retry_at = datetime.now(timezone.utc) + timedelta(seconds=self.circuits.breakers[window.agent].cooldown)
         strikes = self.ledger.fail_window(window.id, what, settled=settled, retry_at=retry_at, strike=True)
         if strikes < self.quarantine_after and not isinstance(error, AgentCallFailed):
             raise WindowFailed(f"window {window.id} of agent {window.agent}: {what} "

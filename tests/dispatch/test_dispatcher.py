@@ -180,14 +180,14 @@ def test_an_unknown_agent_is_tried_once_and_its_circuit_opens_at_once(tmp_path, 
     assert not failure.value.transient  # not retried by Prefect
     assert str(failure.value) == "agent ghost: no such agent on the Letta server (HTTP 404); circuit open, next try in 1 s"
     assert dispatcher.plan() == []  # open after one call: the agent is left alone
-    circuit = dispatcher.circuits.all()["ghost"]
+    circuit = dispatcher.circuits.stored.all()["ghost"]
     assert (circuit.state, circuit.failures, circuit.reason) == ("open", 1, "no such agent on the Letta server (HTTP 404)")
     restarted = dispatcher_for(tmp_path, letta_server, {"name": "ghost", "agent_id": ghost},
                                breaker_failures=5, breaker_cooldown=1.0)
     assert restarted.plan() == []  # a new process keeps it open for the rest of the cooldown
     time.sleep(1.1)
     [trial] = dispatcher.plan()  # half-open: one more try
-    assert trial.state == "failed" and dispatcher.breakers["ghost"].state == "half_open"
+    assert trial.state == "failed" and dispatcher.circuits.breakers["ghost"].state == "half_open"
 
 
 def test_the_loop_guard_ends_a_two_agent_exchange(tmp_path, letta_server):

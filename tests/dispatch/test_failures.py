@@ -253,6 +253,6 @@ def test_a_request_letta_refuses_is_quarantined_at_once_and_the_agent_goes_on(tm
     delivered = deliver_all(dispatcher)
     assert [(d.outcome, d.reason) for d in delivered] == [
         ("quarantined", "agent scout: Letta rejected the request (HTTP 422)"), ("answered", None)]
-    assert dispatcher.breakers["scout"].failures == 0  # not the agent's failure
+    assert dispatcher.circuits.breakers["scout"].failures == 0  # not the agent's failure
     assert fed(dispatcher).rows("SELECT state, attempts, failures FROM windows ORDER BY created_at") == [
         ("quarantined", 1, 1), ("answered", 1, 0)]
