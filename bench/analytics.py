@@ -181,7 +181,7 @@ def frame(post: Post, content: str) -> BlipRow:
     event = {"did": post.did, "time_us": post.time_us, "kind": "commit",
              "commit": {"rev": post.rkey, "operation": "create", "collection": "stream.thought.blip",
                         "rkey": post.rkey, "cid": "bafy" + post.rkey, "record": record}}
-    return (post.uri, post.time_us, "create", orjson.dumps(event).decode())
+    return (post.uri, post.time_us, "create", orjson.dumps(event))
 
 
 def store_posts(store: Store, posts: Iterable[Post], writer: Writer, agents: list[Author]) -> tuple[list[int], int, int]:

@@ -35,7 +35,7 @@ def events_from_message(message: Any) -> list[Event]:
         return []
     time_us = time_us_of(time_text)  # translate_message only passes messages whose time is RFC 3339
     stamped = [{**event, "time_us": time_us} for event in events]
-    return [event_from_dict(event, orjson.dumps(event).decode()) for event in stamped]
+    return [event_from_dict(event, orjson.dumps(event)) for event in stamped]
 
 
 class FirehoseSource:

@@ -80,11 +80,11 @@ def parse_event(frame: str | bytes) -> Event:
         data = orjson.loads(frame)
     except orjson.JSONDecodeError as error:
         raise BadFrame("not_json", str(error)) from None
-    return event_from_dict(data, frame)
+    return event_from_dict(data, frame if isinstance(frame, bytes) else frame.encode())
 
 
-def event_from_dict(data: Any, raw: str | bytes) -> Event:
-    """A decoded v1 event as an Event; `raw` is the same event as JSON text."""
+def event_from_dict(data: Any, raw: bytes) -> Event:
+    """A decoded v1 event as an Event; `raw` is the same event as JSON (UTF-8)."""
     if not isinstance(data, dict):
         raise BadFrame("not_object", f"top level is {type(data).__name__}")
     did = data.get("did")
@@ -109,7 +109,7 @@ def event_from_dict(data: Any, raw: str | bytes) -> Event:
     raise BadFrame("unknown_kind", f"kind={kind!r} for {did}")
 
 
-def parse_commit(did: str, time_us: int, commit: Any, raw: str | bytes) -> CommitEvent:
+def parse_commit(did: str, time_us: int, commit: Any, raw: bytes) -> CommitEvent:
     if not isinstance(commit, dict):
         raise BadFrame("bad_commit", f"commit is {type(commit).__name__} for {did}")
     operation = commit.get("operation")
@@ -210,7 +210,13 @@ class JetstreamSource:
             self.connected_to = instance
             sink.connected(instance)
             try:
-                async for frame in socket:
+                while True:
+                    try:
+                        # As bytes: decoding every text frame to str costs the reader's thread, and the store
+                        # wants the UTF-8 anyway; orjson checks it (a frame that is not UTF-8 is not JSON).
+                        frame = await socket.recv(decode=False)
+                    except websockets.exceptions.ConnectionClosedOK:
+                        break
                     received += 1
                     if len(frame) > self.max_frame_bytes:
                         sink.reject(BadFrame("oversized", f"{len(frame)} byte frame from {instance}"))

@@ -25,7 +25,7 @@ CREATED_AT_SYNTAX = re.compile(CREATED_AT_PATTERN)
 # rows may be plain inserts (see statements.py).
 ROW_COLUMNS = ("uri", "time_us", "operation", "event")
 
-BlipRow = tuple[str, int, str, str]
+BlipRow = tuple[str, int, str, bytes]
 
 
 def blip_row(event: CommitEvent, *, max_content_bytes: int) -> BlipRow:
@@ -38,8 +38,7 @@ def blip_row(event: CommitEvent, *, max_content_bytes: int) -> BlipRow:
                 raise BadFrame("bad_record", f"{event.uri}: content is {type(content).__name__}, not text")
         elif len(content) * 4 > max_content_bytes and len(content.encode()) > max_content_bytes:
             raise BadFrame("oversized", f"{event.uri}: content of {len(content.encode())} bytes")
-    raw = event.raw if isinstance(event.raw, str) else event.raw.decode()
-    return (event.uri, event.time_us, event.operation, raw)
+    return (event.uri, event.time_us, event.operation, event.raw)
 
 
 def parse_created_at(value: object) -> datetime | None:

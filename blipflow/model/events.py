@@ -42,7 +42,7 @@ class CommitEvent:
     rev: str | None
     cid: str | None
     record: dict[str, Any] | None  # None for deletes
-    raw: str | bytes = b""  # the event as Jetstream v1 JSON text; the store reads its columns from it
+    raw: bytes = b""  # the event as Jetstream v1 JSON (UTF-8); the store reads its columns from it
 
     @property
     def uri(self) -> str:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
-from blipflow.ingest.jetstream import parse_event, subscribe_url, wants_collection
+from blipflow.config import JetstreamConfig
+from blipflow.ingest.jetstream import JetstreamSource, parse_event, subscribe_url, wants_collection
+from blipflow.ingest.source import PassiveSink
 from blipflow.model.events import (
     LATEST_TIME_US,
     AccountEvent,
     BadFrame,
     CommitEvent,
+    Event,
     IdentityEvent,
 )
 
@@ -207,3 +212,40 @@ def test_bad_frame_reason(raw: bytes, reason: str) -> None:
 def test_the_latest_time_every_reader_can_hold_is_accepted() -> None:
     assert parse_event(good(time_us=LATEST_TIME_US - 1)).time_us == LATEST_TIME_US - 1
     assert parse_event(good(time_us=0)).time_us == 0
+
+
+# -- JetstreamSource: reading a connection ---------------------------------------------------------
+
+
+class Collecting(PassiveSink):
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.bad: list[BadFrame] = []
+
+    def accept(self, event: Event) -> None:
+        self.events.append(event)
+
+    def reject(self, bad: BadFrame) -> None:
+        self.bad.append(bad)
+
+
+def test_a_text_frame_that_is_not_utf8_is_a_bad_frame_and_reading_goes_on() -> None:
+    broken = commit("create").replace(b'"hi"', b'"h\xffi"')  # a byte UTF-8 never has
+
+    async def serve_frames(socket: ServerConnection) -> None:
+        for raw in (commit("create"), broken, good()):
+            await socket.send(raw, text=True)  # as text frames, which Jetstream sends
+
+    async def main() -> tuple[Collecting, int]:
+        async with serve(serve_frames, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            source = JetstreamSource(JetstreamConfig(instances=[f"ws://127.0.0.1:{port}"]), max_frame_bytes=1 << 20)
+            sink = Collecting()
+            received = await source.read_connection(f"ws://127.0.0.1:{port}/subscribe", "stand-in", sink)
+            return sink, received
+
+    sink, received = asyncio.run(main())
+    assert received == 3
+    assert [type(event) for event in sink.events] == [CommitEvent, IdentityEvent]
+    assert sink.events[0].raw == commit("create")  # as it came, UTF-8 bytes, for the store
+    assert [bad.reason for bad in sink.bad] == ["not_json"]
