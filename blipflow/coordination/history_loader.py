@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from blipflow.coordination.facts import BlipFacts, record_facts
 from blipflow.coordination.participants import Roster
 from blipflow.store.history import Store
-from blipflow.store.statements import CANDIDATE_BLIP
+from blipflow.store.statements import CANDIDATE_BLIP, RECORD_AS_SENT
 
 HISTORY = f"""
-SELECT b.uri, b.did, b.time_us, b.record FROM blips b
+SELECT b.uri, b.did, b.time_us, ({RECORD_AS_SENT})::VARCHAR FROM blips b
 WHERE {CANDIDATE_BLIP} AND b.time_us >= ? AND b.time_us < ?
 ORDER BY b.time_us, b.uri
 """

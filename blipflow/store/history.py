@@ -22,6 +22,7 @@ from blipflow.store.connections import StoreBusy, StoreError, StoreFile, begun
 from blipflow.store.statements import (
     BLIP_FIELDS,
     INSERT_CREATED_BLIPS,
+    RECORD_AS_SENT,
     UPSERT_BLIPS,
     UPSERT_CHANGED_BLIPS,
 )
@@ -125,8 +126,8 @@ class Store(StoreFile):
         `limit` at a time: `after` is the (updated_at, uri) of the last one of the page before."""
         after_at, after_uri = after or (since, "")
         rows = self.query_all(
-            """SELECT uri, did, time_us, cid, CASE WHEN NOT deleted THEN record::VARCHAR END, ingested_at, updated_at
-               FROM blips WHERE collection = 'stream.thought.blip' AND updated_at >= $since
+            f"""SELECT uri, did, time_us, cid, ({RECORD_AS_SENT})::VARCHAR, ingested_at, updated_at
+               FROM blips b WHERE collection = 'stream.thought.blip' AND updated_at >= $since
                  AND (updated_at, uri) > ($after_at, $after_uri)
                ORDER BY updated_at, uri LIMIT $limit""",
             {"since": since, "after_at": after_at, "after_uri": after_uri, "limit": limit})
@@ -224,7 +225,8 @@ def utf8_array(texts: Sequence[bytes]) -> pa.Array:
     growing its buffer as it goes: ~2.5 µs per ~700-byte event, on the writer's thread with the GIL held,
     which is the reader's time."""
     starts = array("q", accumulate(map(len, texts), initial=0))
-    return pa.Array.from_buffers(pa.large_string(), len(texts), [None, pa.py_buffer(starts), pa.py_buffer(b"".join(texts))])
+    buffers = [None, pa.py_buffer(starts), pa.py_buffer(b"".join(texts))]
+    return pa.Array.from_buffers(pa.large_string(), len(texts), buffers)
 
 
 def write(db: duckdb.DuckDBPyConnection, batch: IngestBatch, *, creates_are_new: bool) -> None:

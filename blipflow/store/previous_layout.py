@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from blipflow.store.history import Store
 from blipflow.store.schema import LEDGER_TABLES
+from blipflow.store.statements import RECORD_AS_SENT
 
 
 def ledger_table(store: Store, table: str) -> pa.Table:
@@ -25,7 +26,7 @@ def blip_operations(store: Store, batch: int) -> Iterator[pa.RecordBatch]:
     at most `batch`: uri, did, time_us, cid, deleted, record (JSON text, NULL when deleted), stored_at."""
     with store.connect() as db:
         reader = db.execute(
-            """SELECT uri, did, time_us, cid, deleted, CASE WHEN NOT deleted THEN record::VARCHAR END AS record,
+            f"""SELECT uri, did, time_us, cid, deleted, ({RECORD_AS_SENT})::VARCHAR AS record,
                        ingested_at AS stored_at
                 FROM blips b WHERE b.collection = 'stream.thought.blip' ORDER BY seq""").to_arrow_reader(batch)
         yield from reader

@@ -3,7 +3,7 @@ which columns a blip is read from."""
 
 from __future__ import annotations
 
-from blipflow.model.blip import CREATED_AT_PATTERN
+from blipflow.model.blip import BLIP_COLLECTION, CREATED_AT_PATTERN
 from blipflow.model.events import (
     CID_PATTERN,
     EARLIEST_DATE,
@@ -38,7 +38,9 @@ RECORD_FIELDS = (f'{{"content": "VARCHAR", "createdAt": "VARCHAR", '
 # meanwhile). A value of the wrong type or shape is stored as NULL, never as something readers trip on: a
 # createdAt that is not a date every reader can hold (see blip.py), a reply reference that is not an at-uri
 # with a cid (either part missing or malformed drops the reference; a reply that names no valid parent is
-# just a blip). `which` picks the incoming rows.
+# just a blip). A blip's content, always text (see blip_row), is kept once, in `content`, and the rest of its
+# record in `record` (see RECORD_AS_SENT); another collection's record, whose content may be anything, whole.
+# `which` picks the incoming rows.
 def insert_blips(which: str) -> str:
     return f"""
 INSERT INTO blips (uri, did, collection, rkey, cid, rev, time_us, operation, deleted, created_at, content,
@@ -47,7 +49,7 @@ SELECT uri, did, c.collection, c.rkey, c.cid, c.rev, time_us, c.operation, c.ope
        {readable_date("moment")}, r.content,
        CASE WHEN root_ok THEN r.reply.root.uri->>'$' END, CASE WHEN root_ok THEN r.reply.root.cid->>'$' END,
        CASE WHEN parent_ok THEN r.reply.parent.uri->>'$' END, CASE WHEN parent_ok THEN r.reply.parent.cid->>'$' END,
-       c.record
+       CASE WHEN c.collection = '{BLIP_COLLECTION}' THEN json_remove(c.record, '$.content') ELSE c.record END
 FROM (SELECT *, {strong_ref("r.reply.root")} AS root_ok, {strong_ref("r.reply.parent")} AS parent_ok,
              TRY_CAST(CASE WHEN regexp_full_match(r.createdAt, '{CREATED_AT_PATTERN}') THEN r.createdAt END
                       AS TIMESTAMPTZ) AS moment
@@ -76,6 +78,11 @@ UPSERT_BLIPS = insert_blips("") + LATER_WINS
 # already holds (a replay after a restart) fails the insert, and the batch is written as UPSERT_BLIPS.
 INSERT_CREATED_BLIPS = insert_blips("WHERE operation = 'create'")
 UPSERT_CHANGED_BLIPS = insert_blips("WHERE operation <> 'create'") + LATER_WINS
+
+# A stored operation's record as the network sent it (NULL for a deletion): `record` with its text content put
+# back. A store written before kept the content in `record` too, where inserting it changes nothing.
+RECORD_AS_SENT = """CASE WHEN b.deleted THEN NULL WHEN b.content IS NULL THEN b.record
+     ELSE json_insert(b.record, '$.content', to_json(b.content)) END"""
 
 # A blip an agent may be sent: a live blip with content (not another collection, not a tombstone).
 CANDIDATE_BLIP = "b.collection = 'stream.thought.blip' AND NOT b.deleted AND b.content IS NOT NULL"

@@ -19,7 +19,7 @@ from blipflow.ingest.simulator import simulate_frames
 from blipflow.model.blip import BLIP_COLLECTION, blip_row
 from blipflow.model.events import BadFrame, CommitEvent
 from blipflow.store.history import Identity, IngestBatch, Store, StoreBusy, StoreError
-from tests.support.frames import ALICE, BOB, T0, batch, commit_frame, uri
+from tests.support.frames import ALICE, BOB, T0, batch, blips, commit_frame, uri
 
 
 @pytest.fixture
@@ -59,7 +59,35 @@ def test_stored_columns(store: Store) -> None:
     assert stored["created_at"] == datetime(2025, 10, 9, 8, 53, 20, 123000, tzinfo=timezone.utc)
     assert (stored["reply_root_uri"], stored["reply_root_cid"]) == (uri(BOB, "root1"), "bafyroot")
     assert (stored["reply_parent_uri"], stored["reply_parent_cid"]) == (uri(BOB, "parent1"), "bafyparent")
-    assert json.loads(stored["record"]) == orjson.loads(raw)["commit"]["record"]
+    sent = orjson.loads(raw)["commit"]["record"]
+    assert json.loads(stored["record"]) == {key: sent[key] for key in sent if key != "content"}  # the text once
+    assert [orjson.loads(op.record) for op in store.blips_written_since(EARLIEST, None, 10)] == [sent]
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def test_records_read_back_as_sent_whether_stored_now_or_by_an_earlier_version(store: Store) -> None:
+    event = orjson.loads(commit_frame(ALICE, "k1", T0, content='say "hi" \\ ✨\n'))
+    event["commit"]["record"]["facets"] = [{"index": {"byteStart": 0, "byteEnd": 3},
+                                            "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "hi"}]}]
+    other = orjson.loads(commit_frame(ALICE, "k2", T0 + 1))  # another collection's record, content not text
+    other["commit"].update(collection="app.bsky.feed.like", record={"$type": "app.bsky.feed.like", "content": [42]})
+    store.apply(batch(orjson.dumps(event), commit_frame(BOB, "k3", T0 + 2), commit_frame(BOB, "k4", T0 + 3)))
+    store.apply(IngestBatch(blips=blips(orjson.dumps(other)) | blips(commit_frame(BOB, "k4", T0 + 4, "delete"))))
+    with store.connect() as db:  # as the store kept records before it kept their text once: whole
+        whole = {"$type": BLIP_COLLECTION, "content": "earlier", "createdAt": "2025-10-09T08:53:20Z"}
+        db.execute("UPDATE blips SET record = ? WHERE uri = ?", [orjson.dumps(whole).decode(), uri(BOB, "k3")])
+        db.execute("UPDATE blips SET content = 'earlier' WHERE uri = ?", [uri(BOB, "k3")])
+
+    read = {op.uri: op.record and orjson.loads(op.record) for op in store.blips_written_since(EARLIEST, None, 10)}
+    assert read == {
+        uri(ALICE, "k1"): event["commit"]["record"],
+        uri(BOB, "k3"): {"$type": BLIP_COLLECTION, "content": "earlier", "createdAt": "2025-10-09T08:53:20Z"},
+        uri(BOB, "k4"): None,  # deleted
+    }
+    kept = row(store, f"at://{ALICE}/app.bsky.feed.like/k2")
+    assert kept is not None and json.loads(kept["record"]) == other["commit"]["record"]
 
 
 def test_blip_without_reply_has_null_reply_columns(store: Store) -> None:
