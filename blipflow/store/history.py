@@ -199,8 +199,9 @@ class Store(StoreFile):
             ).fetchone()
 
 
-# A row's event is its JSON as the source received it, UTF-8 bytes (see `utf8_array`).
-BLIP_COLUMNS = dict(zip(ROW_COLUMNS, (pa.string(), pa.int64(), pa.string(), pa.large_binary())))
+# A column handed over as UTF-8 bytes and loaded as text (`utf8_array`): a row's event, its JSON as received.
+UTF8_BYTES = pa.large_binary()
+BLIP_COLUMNS = dict(zip(ROW_COLUMNS, (pa.string(), pa.int64(), pa.string(), UTF8_BYTES)))
 ACCOUNT_COLUMNS = {"did": pa.string(), "active": pa.bool_(), "status": pa.string()}
 
 
@@ -210,7 +211,7 @@ def incoming(
 ) -> Iterator[None]:
     """Rows as the view `incoming`, loaded column-wise: DuckDB takes Arrow ~50x faster than row inserts."""
     values = list(zip(*rows)) or [[] for _ in columns]
-    table = pa.table({name: utf8_array(column) if kind == pa.large_binary() else pa.array(column, type=kind)
+    table = pa.table({name: utf8_array(column) if kind == UTF8_BYTES else pa.array(column, type=kind)
                       for (name, kind), column in zip(columns.items(), values)})
     db.register("incoming", table)
     yield
