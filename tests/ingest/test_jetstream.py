@@ -11,7 +11,12 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from blipflow.config import JetstreamConfig
-from blipflow.ingest.jetstream import JetstreamSource, parse_event, subscribe_url, wants_collection
+from blipflow.ingest.jetstream import (
+    JetstreamSource,
+    parse_event,
+    subscribe_url,
+    wants_collection,
+)
 from blipflow.ingest.source import PassiveSink
 from blipflow.model.events import (
     LATEST_TIME_US,
