@@ -9,10 +9,12 @@ cycle minus the Letta call. store_to_request is the time from a window's oldest 
 the run starting, for blips stored before it) to the window being sent: with every blip stored up front,
 that is mostly time spent queueing behind the agent's earlier windows.
 
-Throughput is what the run sustained once under way, against the agents' own limit: windows_per_s counts
-the windows finished between the first and the last tenth of them (the start-up and the tail, when fewer
-agents have work, are left out), and limit_per_s is lanes ÷ Letta's latency (the fake's, or the real
-server's median), what the agents could take if dispatch cost nothing. task_runs is how many task runs
+Throughput is what the run sustained once under way, against the agents' own limit: windows_per_s is the
+sum of each agent's own rate from the end of its first window to the end of its last (the start-up is left
+out), and limit_per_s is lanes ÷ Letta's latency (the fake's, or the real server's median), what the agents
+could take if dispatch cost nothing. (Counting the windows finished between the first and the last tenth of
+all of them overstated it by up to a round: lanes that keep pace finish their windows in bursts, one a
+round, and the tenths fell at the start of one burst and the end of another.) task_runs is how many task runs
 the Prefect server recorded. Last line: one JSON object.
 
     python bench/dispatch.py [--agents 20] [--blips 2000] [--batch-size 5] [--fake-latency-ms 50] [--without-prefect]
@@ -200,15 +202,17 @@ def measured(args: argparse.Namespace, stores, started: float) -> dict[str, floa
         "overhead_ms_p95": percentile(overhead, 0.95),
         "letta_ms_p50": statistics.median(letta),
         "store_to_request_ms_p50": statistics.median(to_request),
-        "windows_per_s": sustained_rate(sorted(finished for _, _, finished, _, _ in rows)),
+        "windows_per_s": sustained_rate(rows),
         "limit_per_s": args.agents / latency_s,
     }
 
 
-def sustained_rate(finished: list[float]) -> float:
-    """Windows per second between the first and the last tenth of the finish times, sorted."""
-    first, last = len(finished) // 10, len(finished) - 1 - len(finished) // 10
-    return (last - first) / (finished[last] - finished[first])
+def sustained_rate(rows: list[tuple]) -> float:
+    """The sum over agents of the windows each finished after its first, per second since that first one."""
+    finishes: dict[str, list[float]] = {}
+    for agent, _, finished, _, _ in rows:
+        finishes.setdefault(agent, []).append(finished)
+    return sum((len(times) - 1) / (max(times) - min(times)) for times in finishes.values() if len(times) > 1)
 
 
 def answered_windows(plane) -> list[tuple]:
