@@ -21,6 +21,8 @@ from blipflow.model.events import BadFrame, CommitEvent
 from blipflow.store.history import Identity, IngestBatch, Store, StoreBusy, StoreError
 from tests.support.frames import ALICE, BOB, T0, batch, blips, commit_frame, uri
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)  # written since then: every blip
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
@@ -62,9 +64,6 @@ def test_stored_columns(store: Store) -> None:
     sent = orjson.loads(raw)["commit"]["record"]
     assert json.loads(stored["record"]) == {key: sent[key] for key in sent if key != "content"}  # the text once
     assert [orjson.loads(op.record) for op in store.blips_written_since(EARLIEST, None, 10)] == [sent]
-
-
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def test_records_read_back_as_sent_whether_stored_now_or_by_an_earlier_version(store: Store) -> None:
